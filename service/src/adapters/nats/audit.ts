@@ -1,0 +1,194 @@
+// Decision audit: one event per evaluation on its own stream (never the event store's), published off the reply path
+// through a bounded queue so that a slow or unavailable audit stream can never slow or fail an evaluation.
+import { createHash, randomUUID } from "node:crypto";
+import { nanos } from "@nats-io/nats-core";
+import { RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import type { ProjectionLogger } from "./projection.js";
+
+export const AUDIT_SUBJECT_PREFIX = "audit.policy";
+export const AUDIT_SCHEMA_VERSION = 1;
+
+export type AuditEventType = "evaluated" | "violation_detected" | "compliance_passed";
+
+export interface AuditVersionRef {
+  id: string;
+  version: number;
+}
+
+export interface AuditEvent {
+  schema_version: number;
+  audit_id: string;
+  type: AuditEventType;
+  evaluation_id: string;
+  /** evaluate | check_compliance */
+  request: "evaluate" | "check_compliance";
+  /** The policy (evaluate) or policy set (check_compliance); `adhoc` for a list of policy ids. */
+  subject_id: string;
+  /** sha256 (hex) of the canonical JSON of the context (object keys sorted). */
+  context_hash: string;
+  /** The result's status (Compliant, NonCompliant, CompliantWithExemption, PartiallyCompliant) or the error code. */
+  status: string;
+  blocking: boolean | null;
+  result: unknown;
+  duration_us: number;
+  evaluated_at: string;
+  /** The moment the policy was evaluated "as of". */
+  at: string;
+  requester: string | null;
+  purpose: string | null;
+  entity_id: string | null;
+  policies: AuditVersionRef[];
+  exemptions: AuditVersionRef[];
+  instance: string;
+}
+
+/** JSON with object keys sorted at every level, so equal contexts hash equally whatever their key order. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
+  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v)).join(",")}]`;
+  const keys = Object.keys(value as Record<string, unknown>).sort();
+  const parts: string[] = [];
+  for (const key of keys) {
+    const v = (value as Record<string, unknown>)[key];
+    if (v === undefined) continue;
+    parts.push(`${JSON.stringify(key)}:${canonicalJson(v)}`);
+  }
+  return `{${parts.join(",")}}`;
+}
+
+export function contextHash(context: unknown): string {
+  return createHash("sha256").update(canonicalJson(context)).digest("hex");
+}
+
+/** The audit type of a finished evaluation: violations found → violation_detected, passed → compliance_passed. */
+export function auditTypeFor(status: string): AuditEventType {
+  if (status === "NonCompliant" || status === "PartiallyCompliant") return "violation_detected";
+  if (status === "Compliant" || status === "CompliantWithExemption") return "compliance_passed";
+  return "evaluated";
+}
+
+export interface AuditStreamSettings {
+  streamName: string;
+  replicas: number;
+  maxAgeDays: number;
+}
+
+/** Creates the audit stream, or brings an existing one to the configured retention and replicas. */
+export async function ensureAuditStream(jsm: JetStreamManager, settings: AuditStreamSettings): Promise<void> {
+  const maxAge = nanos(settings.maxAgeDays * 24 * 60 * 60 * 1000);
+  let existing;
+  try {
+    existing = await jsm.streams.info(settings.streamName);
+  } catch (err) {
+    if (!/stream not found/i.test(String((err as Error).message))) throw err;
+  }
+  if (!existing) {
+    await jsm.streams.add({
+      name: settings.streamName,
+      subjects: [`${AUDIT_SUBJECT_PREFIX}.>`],
+      storage: StorageType.File,
+      retention: RetentionPolicy.Limits,
+      max_age: maxAge,
+      num_replicas: settings.replicas,
+      deny_delete: true,
+      deny_purge: false,
+    });
+    return;
+  }
+  const config = existing.config;
+  if (config.max_age !== maxAge || config.num_replicas !== settings.replicas) {
+    await jsm.streams.update(settings.streamName, { ...config, max_age: maxAge, num_replicas: settings.replicas });
+  }
+}
+
+export interface AuditPublisherOptions {
+  js: JetStreamClient;
+  logger: ProjectionLogger;
+  instance: string;
+  /** Events waiting beyond this are dropped (and counted, and logged). */
+  maxQueue?: number;
+  /** Publishes awaiting their ack at once. */
+  maxInFlight?: number;
+}
+
+export interface AuditSink {
+  record(event: Omit<AuditEvent, "schema_version" | "audit_id" | "instance">): void;
+  stats(): { published: number; dropped: number; failed: number; queued: number };
+  close(timeoutMs?: number): Promise<void>;
+}
+
+/** Audit off: evaluations behave identically, nothing is published. */
+export const disabledAudit: AuditSink = {
+  record() {},
+  stats: () => ({ published: 0, dropped: 0, failed: 0, queued: 0 }),
+  close: async () => {},
+};
+
+export class AuditPublisher implements AuditSink {
+  private readonly opts: Required<AuditPublisherOptions>;
+  private readonly queue: AuditEvent[] = [];
+  private inFlight = 0;
+  private published = 0;
+  private dropped = 0;
+  private failed = 0;
+  private lastDropLog = 0;
+  private closing = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(opts: AuditPublisherOptions) {
+    this.opts = { maxQueue: 10_000, maxInFlight: 64, ...opts };
+  }
+
+  record(event: Omit<AuditEvent, "schema_version" | "audit_id" | "instance">): void {
+    if (this.closing || this.queue.length >= this.opts.maxQueue) {
+      this.dropped++;
+      const now = Date.now();
+      if (now - this.lastDropLog > 5000) {
+        this.lastDropLog = now;
+        this.opts.logger.warn({ dropped: this.dropped, queued: this.queue.length }, "audit queue full: audit events dropped");
+      }
+      return;
+    }
+    this.queue.push({ schema_version: AUDIT_SCHEMA_VERSION, audit_id: randomUUID(), instance: this.opts.instance, ...event });
+    // Publishing starts on a later tick so the evaluation reply goes out first.
+    if (this.queue.length === 1) setImmediate(() => this.pump());
+  }
+
+  stats(): { published: number; dropped: number; failed: number; queued: number } {
+    return { published: this.published, dropped: this.dropped, failed: this.failed, queued: this.queue.length };
+  }
+
+  /** Stops accepting events and waits (bounded) for the queue to drain. */
+  async close(timeoutMs = 5000): Promise<void> {
+    this.closing = true;
+    if (this.queue.length === 0 && this.inFlight === 0) return;
+    await Promise.race([
+      new Promise<void>((resolve) => this.idleWaiters.push(resolve)),
+      new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref()),
+    ]);
+  }
+
+  private pump(): void {
+    while (this.inFlight < this.opts.maxInFlight && this.queue.length > 0) {
+      const event = this.queue.shift()!;
+      this.inFlight++;
+      const subject = `${AUDIT_SUBJECT_PREFIX}.${event.subject_id}.${event.type}`;
+      this.opts.js
+        .publish(subject, JSON.stringify(event), { msgID: event.audit_id, timeout: 5000 })
+        .then(() => {
+          this.published++;
+        })
+        .catch((err: unknown) => {
+          this.failed++;
+          this.opts.logger.warn({ err, evaluation_id: event.evaluation_id }, "audit event not stored");
+        })
+        .finally(() => {
+          this.inFlight--;
+          if (this.queue.length > 0) this.pump();
+          else if (this.inFlight === 0) {
+            for (const resolve of this.idleWaiters.splice(0)) resolve();
+          }
+        });
+    }
+  }
+}

@@ -1,0 +1,143 @@
+// Exemption expiry: every instance sweeps its projection and issues the internal `expire_exemption` command for
+// exemptions whose `expires_at` has passed. Duplicates are impossible rather than unlikely (see docs/expiry.md):
+// the command carries a command_id derived from the exemption id (the same Nats-Msg-Id on every instance), the
+// append is guarded by the aggregate's expected last sequence, and the domain emits `exemption_expired` only while the
+// exemption is still Granted. Racing instances therefore lose with a duplicate ack, a conflict or invalid_transition.
+import { createHash } from "node:crypto";
+import type { AggregateState } from "../../domain/index.js";
+import { stateString, type Projection, type ProjectionLogger } from "./projection.js";
+
+/** The slice of CORE's CommandHandler the sweeper needs. */
+export interface CommandExecutor {
+  execute(name: "expire_exemption", payload: unknown, now?: string): Promise<unknown>;
+}
+
+// Fixed namespace for the deterministic expiry command ids (a random UUID chosen once for this purpose).
+const EXPIRY_NAMESPACE = "6f0c8a52-3c1e-4a53-9d55-2a8c1b7f4e10";
+
+/** RFC 4122 UUIDv5 (SHA-1, name-based). */
+export function uuidV5(name: string, namespace: string): string {
+  const ns = Buffer.from(namespace.replace(/-/g, ""), "hex");
+  const hash = createHash("sha1").update(ns).update(name, "utf8").digest();
+  const bytes = hash.subarray(0, 16);
+  bytes[6] = (bytes[6]! & 0x0f) | 0x50;
+  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
+  const hex = bytes.toString("hex");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** The command_id every instance uses to expire one exemption: same id → same Nats-Msg-Id → stored once. */
+export function expiryCommandId(exemptionId: string): string {
+  return uuidV5(`expire:${exemptionId}`, EXPIRY_NAMESPACE);
+}
+
+function isDue(state: AggregateState, nowMs: number): { due: boolean; expiresAtMs: number | null } {
+  if (state.aggregate_type !== "PolicyExemption") return { due: false, expiresAtMs: null };
+  if (stateString(state, "status") !== "Granted") return { due: false, expiresAtMs: null };
+  const expiresAt = stateString(state, "expires_at");
+  const expiresAtMs = expiresAt ? Date.parse(expiresAt) : NaN;
+  if (!Number.isFinite(expiresAtMs)) return { due: false, expiresAtMs: null };
+  return { due: expiresAtMs <= nowMs, expiresAtMs };
+}
+
+export interface ExpirySweeperOptions {
+  projection: Projection;
+  commands: CommandExecutor;
+  logger: ProjectionLogger;
+  /** Sweep period (ms); the timer at the earliest expiry makes expiry prompt, the sweep makes it certain. */
+  sweepIntervalMs?: number;
+  now?: () => number;
+}
+
+export class ExpirySweeper {
+  private readonly opts: Required<ExpirySweeperOptions>;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private nextTimer: NodeJS.Timeout | undefined;
+  private nextAtMs = Infinity;
+  private readonly inFlight = new Set<string>();
+  /** Exemption id → earliest time to try again after a failed attempt. */
+  private readonly backoffUntil = new Map<string, number>();
+  private unsubscribe: (() => void) | undefined;
+  private stopped = false;
+
+  constructor(opts: ExpirySweeperOptions) {
+    this.opts = { sweepIntervalMs: 1000, now: Date.now, ...opts };
+  }
+
+  start(): void {
+    this.unsubscribe = this.opts.projection.onEvent((state) => {
+      const { expiresAtMs } = isDue(state, this.opts.now());
+      if (expiresAtMs !== null) this.scheduleAt(expiresAtMs);
+    });
+    this.sweepTimer = setInterval(() => this.sweep(), this.opts.sweepIntervalMs);
+    this.sweepTimer.unref();
+    this.sweep();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe?.();
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    if (this.nextTimer) clearTimeout(this.nextTimer);
+    const deadline = Date.now() + 5000;
+    while (this.inFlight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  /** One pass over the projection: expires what is due and arms the timer for the earliest future expiry. */
+  sweep(): void {
+    if (this.stopped || !this.opts.projection.caughtUp) return;
+    const nowMs = this.opts.now();
+    for (const [id, until] of this.backoffUntil) if (until <= nowMs) this.backoffUntil.delete(id);
+    let earliest = Infinity;
+    for (const state of this.opts.projection.exemptions()) {
+      const { due, expiresAtMs } = isDue(state, nowMs);
+      if (expiresAtMs === null) continue;
+      if (due) this.expire(state.aggregate_id, nowMs);
+      else if (expiresAtMs < earliest) earliest = expiresAtMs;
+    }
+    if (earliest !== Infinity) this.scheduleAt(earliest);
+  }
+
+  private scheduleAt(atMs: number): void {
+    if (this.stopped || atMs >= this.nextAtMs) return;
+    if (this.nextTimer) clearTimeout(this.nextTimer);
+    this.nextAtMs = atMs;
+    // A few ms late so `now >= expires_at` holds in the domain's check.
+    const delay = Math.max(0, Math.min(atMs - this.opts.now() + 5, 2 ** 31 - 1));
+    this.nextTimer = setTimeout(() => {
+      this.nextAtMs = Infinity;
+      this.nextTimer = undefined;
+      this.sweep();
+    }, delay);
+    this.nextTimer.unref();
+  }
+
+  private expire(exemptionId: string, nowMs: number): void {
+    if (this.inFlight.has(exemptionId)) return;
+    const retryAt = this.backoffUntil.get(exemptionId);
+    if (retryAt !== undefined && retryAt > nowMs) return;
+    this.inFlight.add(exemptionId);
+    const payload = { exemption_id: exemptionId, command_id: expiryCommandId(exemptionId) };
+    this.opts.commands
+      .execute("expire_exemption", payload, new Date(nowMs).toISOString())
+      .then((reply) => {
+        const r = reply as { ok?: boolean; version?: number; error?: { code?: string; message?: string } };
+        if (r.ok) {
+          this.backoffUntil.delete(exemptionId);
+          this.opts.logger.info({ exemption_id: exemptionId, version: r.version }, "exemption expired");
+        } else if (r.error?.code === "invalid_transition") {
+          // Another instance expired it first (or it was revoked); the projection will show that shortly.
+          this.backoffUntil.set(exemptionId, nowMs + 2000);
+          this.opts.logger.debug({ exemption_id: exemptionId, error: r.error }, "exemption expiry not needed");
+        } else {
+          this.backoffUntil.set(exemptionId, nowMs + 1000);
+          this.opts.logger.warn({ exemption_id: exemptionId, error: r.error }, "exemption expiry failed; will retry");
+        }
+      })
+      .catch((err: unknown) => {
+        this.backoffUntil.set(exemptionId, nowMs + 1000);
+        this.opts.logger.warn({ err, exemption_id: exemptionId }, "exemption expiry failed; will retry");
+      })
+      .finally(() => this.inFlight.delete(exemptionId));
+  }
+}

@@ -1,0 +1,303 @@
+// In-memory read model of every aggregate, fed by an ordered consumer on the event stream.
+// Every instance reads the same stream from the start, so all instances converge on the same state
+// without coordinating; the stream is the only source of truth.
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
+import { evolve, replay, type AggregateState, type EventEnvelope } from "../../domain/index.js";
+
+export const EVENT_SUBJECT_FILTER = "events.policy.>";
+
+export interface ProjectionLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+/** A stored event together with where it sits in the stream. */
+export interface StoredEvent {
+  seq: number;
+  subject: string;
+  event: EventEnvelope;
+}
+
+export interface ProjectedAggregate {
+  state: AggregateState;
+  /** Stream sequence of the aggregate's last applied event. */
+  seq: number;
+}
+
+type Listener = (state: AggregateState, event: EventEnvelope) => void;
+
+/** Reads a field of a domain state without binding this module to every state shape. */
+export function stateField(state: AggregateState | undefined, name: string): unknown {
+  return state === undefined ? undefined : (state as unknown as Record<string, unknown>)[name];
+}
+
+export function stateString(state: AggregateState | undefined, name: string): string | undefined {
+  const value = stateField(state, name);
+  return typeof value === "string" ? value : undefined;
+}
+
+export class Projection {
+  private readonly aggregates = new Map<string, ProjectedAggregate>();
+  private readonly exemptionIdsByPolicy = new Map<string, Set<string>>();
+  private readonly listeners = new Set<Listener>();
+  private readonly seqWaiters = new Set<{ seq: number; resolve: () => void }>();
+  private appliedSeq = 0;
+  private targetSeq = 0;
+  private readyResolve: (() => void) | undefined;
+  private readonly readyPromise: Promise<void>;
+  private isCaughtUp = false;
+  private stopped = false;
+  private iterator: { stop(): void } | undefined;
+  private loop: Promise<void> | undefined;
+
+  private readonly deps: { js: JetStreamClient; jsm: JetStreamManager; streamName: string; logger: ProjectionLogger };
+
+  constructor(deps: { js: JetStreamClient; jsm: JetStreamManager; streamName: string; logger: ProjectionLogger }) {
+    this.deps = deps;
+    this.readyPromise = new Promise<void>((resolve) => {
+      this.readyResolve = resolve;
+    });
+  }
+
+  /** Starts following the stream; resolves once the consumer exists (use ready() to wait for catch-up). */
+  async start(): Promise<void> {
+    const info = await this.deps.jsm.streams.info(this.deps.streamName);
+    this.targetSeq = info.state.last_seq;
+    if (info.state.messages === 0 || this.targetSeq === 0) this.markReady();
+    const consumer = await this.deps.js.consumers.get(this.deps.streamName, {
+      filter_subjects: EVENT_SUBJECT_FILTER,
+      deliver_policy: DeliverPolicy.All,
+    });
+    const messages = await consumer.consume();
+    this.iterator = messages;
+    this.loop = (async () => {
+      for await (const msg of messages) {
+        this.apply(msg);
+        if (!this.isCaughtUp && (msg.seq >= this.targetSeq || msg.info.pending === 0)) this.markReady();
+      }
+    })().catch((err: unknown) => {
+      if (!this.stopped) this.deps.logger.error({ err }, "projection consumer ended unexpectedly");
+    });
+  }
+
+  /** Resolves when the projection has applied everything that was in the stream when it started. */
+  ready(): Promise<void> {
+    return this.readyPromise;
+  }
+
+  get caughtUp(): boolean {
+    return this.isCaughtUp;
+  }
+
+  /** Stream sequence of the last event applied. */
+  get lastSeq(): number {
+    return this.appliedSeq;
+  }
+
+  /** Waits until the event with this stream sequence has been applied (read-your-writes). */
+  waitForSeq(seq: number, timeoutMs: number): Promise<boolean> {
+    if (this.appliedSeq >= seq) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const waiter = {
+        seq,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve(true);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.seqWaiters.delete(waiter);
+        resolve(false);
+      }, timeoutMs);
+      this.seqWaiters.add(waiter);
+    });
+  }
+
+  onEvent(listener: Listener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  get(id: string): ProjectedAggregate | undefined {
+    return this.aggregates.get(id);
+  }
+
+  getState(id: string): AggregateState | undefined {
+    return this.aggregates.get(id)?.state;
+  }
+
+  all(): IterableIterator<ProjectedAggregate> {
+    return this.aggregates.values();
+  }
+
+  ofType(aggregateType: AggregateState["aggregate_type"]): AggregateState[] {
+    const out: AggregateState[] = [];
+    for (const { state } of this.aggregates.values()) if (state.aggregate_type === aggregateType) out.push(state);
+    return out;
+  }
+
+  policies(): AggregateState[] {
+    return this.ofType("Policy");
+  }
+
+  sets(): AggregateState[] {
+    return this.ofType("PolicySet");
+  }
+
+  exemptions(): AggregateState[] {
+    return this.ofType("PolicyExemption");
+  }
+
+  exemptionsForPolicy(policyId: string): AggregateState[] {
+    const ids = this.exemptionIdsByPolicy.get(policyId);
+    if (!ids) return [];
+    const out: AggregateState[] = [];
+    for (const id of ids) {
+      const state = this.aggregates.get(id)?.state;
+      if (state) out.push(state);
+    }
+    return out;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.iterator?.stop();
+    await this.loop;
+    for (const waiter of this.seqWaiters) waiter.resolve();
+    this.seqWaiters.clear();
+  }
+
+  private markReady(): void {
+    if (this.isCaughtUp) return;
+    this.isCaughtUp = true;
+    this.deps.logger.info({ seq: this.appliedSeq, aggregates: this.aggregates.size }, "projection caught up");
+    this.readyResolve?.();
+  }
+
+  private apply(msg: JsMsg): void {
+    this.appliedSeq = msg.seq;
+    let event: EventEnvelope;
+    try {
+      event = msg.json<EventEnvelope>();
+    } catch (err) {
+      this.deps.logger.warn({ err, seq: msg.seq, subject: msg.subject }, "projection skipped an unreadable event");
+      this.releaseWaiters();
+      return;
+    }
+    const previous = this.aggregates.get(event.aggregate_id);
+    try {
+      const state = evolve(previous?.state, event);
+      this.aggregates.set(event.aggregate_id, { state, seq: msg.seq });
+      if (state.aggregate_type === "PolicyExemption") {
+        const policyId = stateString(state, "policy_id");
+        if (policyId) {
+          let ids = this.exemptionIdsByPolicy.get(policyId);
+          if (!ids) this.exemptionIdsByPolicy.set(policyId, (ids = new Set()));
+          ids.add(event.aggregate_id);
+        }
+      }
+      for (const listener of this.listeners) {
+        try {
+          listener(state, event);
+        } catch (err) {
+          this.deps.logger.error({ err }, "projection listener failed");
+        }
+      }
+    } catch (err) {
+      this.deps.logger.warn({ err, seq: msg.seq, subject: msg.subject }, "projection could not apply an event");
+    }
+    this.releaseWaiters();
+  }
+
+  private releaseWaiters(): void {
+    for (const waiter of this.seqWaiters) {
+      if (waiter.seq <= this.appliedSeq) {
+        this.seqWaiters.delete(waiter);
+        waiter.resolve();
+      }
+    }
+  }
+}
+
+/**
+ * Reads one aggregate's events from the stream and stops when caught up: the last sequence is looked up first
+ * (an aggregate without events costs one request), then an ordered consumer reads up to exactly that sequence.
+ */
+export async function readAggregateHistory(
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  streamName: string,
+  aggregateId: string,
+): Promise<StoredEvent[]> {
+  const filter = `events.policy.${aggregateId}.*`;
+  const last = await jsm.streams.getMessage(streamName, { last_by_subj: filter });
+  if (!last) return [];
+  const consumer = await js.consumers.get(streamName, { filter_subjects: filter, deliver_policy: DeliverPolicy.All });
+  const out: StoredEvent[] = [];
+  const messages = await consumer.consume({ max_messages: 512 });
+  try {
+    for await (const msg of messages) {
+      out.push({ seq: msg.seq, subject: msg.subject, event: msg.json<EventEnvelope>() });
+      if (msg.seq >= last.seq || msg.info.pending === 0) break;
+    }
+  } finally {
+    messages.stop();
+  }
+  return out;
+}
+
+/** Bounded cache of aggregate histories keyed by (id, last seq), for as-of reads of past moments. */
+export class HistoryCache {
+  private readonly entries = new Map<string, { seq: number; events: StoredEvent[] }>();
+  private readonly asOfStates = new Map<string, AggregateState | undefined>();
+
+  private readonly deps: { js: JetStreamClient; jsm: JetStreamManager; streamName: string; projection: Projection };
+  private readonly maxEntries: number;
+
+  constructor(
+    deps: { js: JetStreamClient; jsm: JetStreamManager; streamName: string; projection: Projection },
+    maxEntries = 1000,
+  ) {
+    this.deps = deps;
+    this.maxEntries = maxEntries;
+  }
+
+  async history(aggregateId: string): Promise<StoredEvent[]> {
+    const currentSeq = this.deps.projection.get(aggregateId)?.seq;
+    const cached = this.entries.get(aggregateId);
+    if (cached && currentSeq !== undefined && cached.seq === currentSeq) {
+      this.touch(this.entries, aggregateId, cached);
+      return cached.events;
+    }
+    const events = await readAggregateHistory(this.deps.js, this.deps.jsm, this.deps.streamName, aggregateId);
+    const seq = events.at(-1)?.seq ?? 0;
+    // Cache only what the projection has confirmed, so a later read sees newer events.
+    if (currentSeq !== undefined && seq === currentSeq) this.touch(this.entries, aggregateId, { seq, events });
+    return events;
+  }
+
+  /** State of an aggregate as it stood at `at` (RFC 3339): events that occurred at or before `at`. */
+  async stateAt(aggregateId: string, at: string): Promise<AggregateState | undefined> {
+    const atMs = Date.parse(at);
+    const events = await this.history(aggregateId);
+    let count = 0;
+    while (count < events.length && Date.parse(events[count]!.event.occurred_at) <= atMs) count++;
+    if (count === 0) return undefined;
+    const key = `${aggregateId}@${count}`;
+    if (this.asOfStates.has(key)) return this.asOfStates.get(key);
+    const state = replay(events.slice(0, count).map((e) => e.event));
+    this.touch(this.asOfStates, key, state);
+    return state;
+  }
+
+  private touch<V>(map: Map<string, V>, key: string, value: V): void {
+    map.delete(key);
+    map.set(key, value);
+    if (map.size > this.maxEntries) {
+      const oldest = map.keys().next();
+      if (!oldest.done) map.delete(oldest.value);
+    }
+  }
+}

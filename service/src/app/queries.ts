@@ -1,0 +1,207 @@
+// Read side: get / list / history / applicable over the projection (current state) and the stream (history, as-of).
+import { z } from "zod";
+import type { AggregateState, DomainError } from "../domain/index.js";
+import { replay } from "../domain/index.js";
+import { stateField, stateString, type HistoryCache, type Projection, type StoredEvent } from "../adapters/nats/projection.js";
+
+export type QueryReply = ({ ok: true } & Record<string, unknown>) | { ok: false; error: DomainError };
+
+const uuid = z.string().uuid();
+const rfc3339 = z.string().max(64).refine((s) => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(s) && Number.isFinite(Date.parse(s)), {
+  message: "must be an RFC 3339 date-time",
+});
+const shortString = z.string().min(1).max(128);
+
+const GetQuery = z.strictObject({ id: uuid, at: rfc3339.optional() });
+const ListQuery = z.strictObject({
+  aggregate_type: z.enum(["Policy", "PolicySet", "PolicyExemption"]).optional(),
+  /** Either an aggregate type or a policy_type. */
+  type: shortString.optional(),
+  policy_type: shortString.optional(),
+  status: shortString.optional(),
+  scope: shortString.optional(),
+  enforcement: shortString.optional(),
+  policy_id: uuid.optional(),
+  limit: z.number().int().min(1).max(500).optional(),
+  cursor: z.string().max(200).optional(),
+});
+const HistoryQuery = z.strictObject({
+  id: uuid,
+  from_version: z.number().int().min(1).optional(),
+  limit: z.number().int().min(1).max(1000).optional(),
+});
+const ApplicableQuery = z.strictObject({
+  entity_id: shortString.optional(),
+  scope: shortString.optional(),
+  at: rfc3339.optional(),
+});
+
+export function validationError(error: z.ZodError): { ok: false; error: DomainError } {
+  return {
+    ok: false,
+    error: {
+      code: "validation_failed",
+      message: error.issues.map((i) => `${i.path.join(".") || "(payload)"}: ${i.message}`).join("; "),
+      details: error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
+    },
+  };
+}
+
+function notFound(id: string): { ok: false; error: DomainError } {
+  return { ok: false, error: { code: "not_found", message: `no policy, policy set or exemption with id ${id}` } };
+}
+
+function view(state: AggregateState): Record<string, unknown> {
+  return { aggregate_type: state.aggregate_type, aggregate_id: state.aggregate_id, version: state.version, state };
+}
+
+function timeMs(value: unknown): number | null {
+  if (typeof value !== "string") return null;
+  const ms = Date.parse(value);
+  return Number.isFinite(ms) ? ms : null;
+}
+
+/** Active and inside its effective window at `atMs`. */
+export function policyInForce(state: AggregateState | undefined, atMs: number): boolean {
+  if (!state || state.aggregate_type !== "Policy" || stateString(state, "status") !== "Active") return false;
+  const from = timeMs(stateField(state, "effective_from"));
+  const until = timeMs(stateField(state, "effective_until"));
+  return (from === null || from <= atMs) && (until === null || atMs < until);
+}
+
+/** Granted (not revoked or expired) and inside its validity window at `atMs`. */
+export function exemptionValidAt(state: AggregateState | undefined, atMs: number): boolean {
+  if (!state || state.aggregate_type !== "PolicyExemption" || stateString(state, "status") !== "Granted") return false;
+  const from = timeMs(stateField(state, "valid_from"));
+  const until = timeMs(stateField(state, "expires_at"));
+  return (from === null || from <= atMs) && (until === null || atMs < until);
+}
+
+function encodeCursor(id: string): string {
+  return Buffer.from(id, "utf8").toString("base64url");
+}
+
+function decodeCursor(cursor: string): string | null {
+  const id = Buffer.from(cursor, "base64url").toString("utf8");
+  return /^[0-9a-f-]{36}$/i.test(id) ? id : null;
+}
+
+export interface QueryDeps {
+  projection: Projection;
+  history: HistoryCache;
+  now?: () => number;
+}
+
+export class Queries {
+  private readonly deps: QueryDeps;
+
+  constructor(deps: QueryDeps) {
+    this.deps = deps;
+  }
+
+  /** Current state (projection, falling back to the stream for a write the projection has not seen yet) or as of `at`. */
+  async get(payload: unknown): Promise<QueryReply> {
+    const parsed = GetQuery.safeParse(payload);
+    if (!parsed.success) return validationError(parsed.error);
+    const { id, at } = parsed.data;
+    if (at !== undefined) {
+      const state = await this.deps.history.stateAt(id, at);
+      return state ? { ok: true, at, ...view(state) } : notFound(id);
+    }
+    const projected = this.deps.projection.getState(id);
+    if (projected) return { ok: true, ...view(projected) };
+    const events = await this.deps.history.history(id);
+    const state = events.length > 0 ? replay(events.map((e) => e.event)) : undefined;
+    return state ? { ok: true, ...view(state) } : notFound(id);
+  }
+
+  list(payload: unknown): QueryReply {
+    const parsed = ListQuery.safeParse(payload ?? {});
+    if (!parsed.success) return validationError(parsed.error);
+    const q = parsed.data;
+    const limit = q.limit ?? 100;
+    let after: string | null = null;
+    if (q.cursor !== undefined) {
+      after = decodeCursor(q.cursor);
+      if (after === null) return { ok: false, error: { code: "validation_failed", message: "cursor: not a cursor returned by list" } };
+    }
+    const matches = (state: AggregateState): boolean => {
+      if (q.aggregate_type && state.aggregate_type !== q.aggregate_type) return false;
+      if (q.type && state.aggregate_type !== q.type && stateString(state, "policy_type") !== q.type) return false;
+      if (q.policy_type && stateString(state, "policy_type") !== q.policy_type) return false;
+      if (q.status && stateString(state, "status") !== q.status) return false;
+      if (q.scope && stateString(state, "scope") !== q.scope) return false;
+      if (q.enforcement && stateString(state, "enforcement") !== q.enforcement) return false;
+      if (q.policy_id && stateString(state, "policy_id") !== q.policy_id) return false;
+      return true;
+    };
+    const selected: AggregateState[] = [];
+    for (const { state } of this.deps.projection.all()) {
+      if ((after === null || state.aggregate_id > after) && matches(state)) selected.push(state);
+    }
+    // Ids are UUIDv7 when the service assigned them, so id order is creation order.
+    selected.sort((a, b) => (a.aggregate_id < b.aggregate_id ? -1 : a.aggregate_id > b.aggregate_id ? 1 : 0));
+    const page = selected.slice(0, limit);
+    const more = selected.length > limit;
+    return {
+      ok: true,
+      items: page.map(view),
+      next_cursor: more && page.length > 0 ? encodeCursor(page[page.length - 1]!.aggregate_id) : null,
+      projection_seq: this.deps.projection.lastSeq,
+    };
+  }
+
+  /** The aggregate's events, read from the stream up to its last event (terminates, also for unknown ids). */
+  async history(payload: unknown): Promise<QueryReply> {
+    const parsed = HistoryQuery.safeParse(payload);
+    if (!parsed.success) return validationError(parsed.error);
+    const { id, from_version = 1, limit = 1000 } = parsed.data;
+    const events: StoredEvent[] = await this.deps.history.history(id);
+    if (events.length === 0) return notFound(id);
+    const page = events.filter((e) => e.event.version >= from_version).slice(0, limit);
+    const last = page[page.length - 1];
+    const more = last !== undefined && last.event.version < events[events.length - 1]!.event.version;
+    return {
+      ok: true,
+      aggregate_id: id,
+      aggregate_type: events[0]!.event.aggregate_type,
+      version: events[events.length - 1]!.event.version,
+      events: page.map((e) => ({ seq: e.seq, subject: e.subject, ...e.event })),
+      next_from_version: more ? last.event.version + 1 : null,
+    };
+  }
+
+  /** Active policies in force at `at` (optionally of one scope) and the exemptions valid then (optionally for one entity). */
+  async applicable(payload: unknown): Promise<QueryReply> {
+    const parsed = ApplicableQuery.safeParse(payload ?? {});
+    if (!parsed.success) return validationError(parsed.error);
+    const { entity_id, scope, at } = parsed.data;
+    const nowMs = (this.deps.now ?? Date.now)();
+    const atMs = at !== undefined ? Date.parse(at) : nowMs;
+    const past = at !== undefined && atMs < nowMs;
+    const stateOf = async (state: AggregateState): Promise<AggregateState | undefined> =>
+      past ? this.deps.history.stateAt(state.aggregate_id, new Date(atMs).toISOString()) : state;
+
+    const policies: AggregateState[] = [];
+    for (const current of this.deps.projection.policies()) {
+      const state = await stateOf(current);
+      if (!policyInForce(state, atMs)) continue;
+      if (scope !== undefined && stateString(state, "scope") !== scope) continue;
+      policies.push(state!);
+    }
+    const inForce = new Set(policies.map((p) => p.aggregate_id));
+    const exemptions: AggregateState[] = [];
+    for (const current of this.deps.projection.exemptions()) {
+      if (!inForce.has(stateString(current, "policy_id") ?? "")) continue;
+      if (entity_id !== undefined && stateString(current, "entity_id") !== entity_id) continue;
+      const state = await stateOf(current);
+      if (exemptionValidAt(state, atMs)) exemptions.push(state!);
+    }
+    return {
+      ok: true,
+      at: new Date(atMs).toISOString(),
+      policies: policies.map(view),
+      exemptions: exemptions.map(view),
+    };
+  }
+}

@@ -55,6 +55,14 @@ function view(state: AggregateState): Record<string, unknown> {
   return { aggregate_type: state.aggregate_type, aggregate_id: state.aggregate_id, version: state.version, state };
 }
 
+/** A scope is "Organization" or one level with an identifier ({"Department": "finance"}); a filter names a level or "Level:id". */
+export function scopeMatches(scope: unknown, filter: string): boolean {
+  if (typeof scope === "string") return scope === filter;
+  if (scope === null || typeof scope !== "object") return false;
+  const [level, id] = Object.entries(scope as Record<string, unknown>)[0] ?? [];
+  return level === filter || `${String(level)}:${String(id)}` === filter;
+}
+
 function timeMs(value: unknown): number | null {
   if (typeof value !== "string") return null;
   const ms = Date.parse(value);
@@ -130,7 +138,7 @@ export class Queries {
       if (q.type && state.aggregate_type !== q.type && stateString(state, "policy_type") !== q.type) return false;
       if (q.policy_type && stateString(state, "policy_type") !== q.policy_type) return false;
       if (q.status && stateString(state, "status") !== q.status) return false;
-      if (q.scope && stateString(state, "scope") !== q.scope) return false;
+      if (q.scope && !scopeMatches(stateField(state, "scope"), q.scope)) return false;
       if (q.enforcement && stateString(state, "enforcement") !== q.enforcement) return false;
       if (q.policy_id && stateString(state, "policy_id") !== q.policy_id) return false;
       return true;
@@ -186,7 +194,7 @@ export class Queries {
     for (const current of this.deps.projection.policies()) {
       const state = await stateOf(current);
       if (!policyInForce(state, atMs)) continue;
-      if (scope !== undefined && stateString(state, "scope") !== scope) continue;
+      if (scope !== undefined && !scopeMatches(stateField(state, "scope"), scope)) continue;
       policies.push(state!);
     }
     const inForce = new Set(policies.map((p) => p.aggregate_id));

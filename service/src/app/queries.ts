@@ -1,7 +1,7 @@
 // Read side: get / list / history / applicable over the projection (current state) and the stream (history, as-of).
 import { z } from "zod";
-import type { AggregateState, DomainError } from "../domain/index.js";
-import { replay } from "../domain/index.js";
+import type { AggregateState, DomainError, ExemptionState, PolicyState } from "../domain/index.js";
+import { isExemptionValidAt, policyInForceAt, replay } from "../domain/index.js";
 import { stateField, stateString, type HistoryCache, type Projection, type StoredEvent } from "../adapters/nats/projection.js";
 
 export type QueryReply = ({ ok: true } & Record<string, unknown>) | { ok: false; error: DomainError };
@@ -63,26 +63,14 @@ export function scopeMatches(scope: unknown, filter: string): boolean {
   return level === filter || `${String(level)}:${String(id)}` === filter;
 }
 
-function timeMs(value: unknown): number | null {
-  if (typeof value !== "string") return null;
-  const ms = Date.parse(value);
-  return Number.isFinite(ms) ? ms : null;
-}
-
-/** Active and inside its effective window at `atMs`. */
+/** Active and inside its effective window at `atMs` (the domain's check, shared with evaluation). */
 export function policyInForce(state: AggregateState | undefined, atMs: number): boolean {
-  if (!state || state.aggregate_type !== "Policy" || stateString(state, "status") !== "Active") return false;
-  const from = timeMs(stateField(state, "effective_from"));
-  const until = timeMs(stateField(state, "effective_until"));
-  return (from === null || from <= atMs) && (until === null || atMs < until);
+  return state !== undefined && state.aggregate_type === "Policy" && policyInForceAt(state as PolicyState, atMs);
 }
 
-/** Granted (not revoked or expired) and inside its validity window at `atMs`. */
+/** Granted and inside its validity window at `atMs` (the domain's one expiry check). */
 export function exemptionValidAt(state: AggregateState | undefined, atMs: number): boolean {
-  if (!state || state.aggregate_type !== "PolicyExemption" || stateString(state, "status") !== "Granted") return false;
-  const from = timeMs(stateField(state, "valid_from"));
-  const until = timeMs(stateField(state, "expires_at"));
-  return (from === null || from <= atMs) && (until === null || atMs < until);
+  return state !== undefined && state.aggregate_type === "PolicyExemption" && isExemptionValidAt(state as ExemptionState, atMs);
 }
 
 function encodeCursor(id: string): string {

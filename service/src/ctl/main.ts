@@ -239,7 +239,7 @@ async function collect<T>(iterator: Promise<AsyncIterable<T>>): Promise<T[]> {
 }
 
 async function status(nc: NatsConnection, options: CtlOptions, deps: CtlDeps, out: (l: string) => void): Promise<number> {
-  const client = new Svcm(nc).client({ maxWait: Math.min(options.timeoutMs, 2000) });
+  const client = new Svcm(nc).client({ strategy: "timer", maxWait: Math.min(options.timeoutMs, 1500) });
   const [events, audit, snapshots, pings, infos, stats] = await Promise.all([
     streamSummary(nc, deps.streamName),
     streamSummary(nc, deps.auditStreamName),

@@ -1,0 +1,66 @@
+# The service's environment, computed from services.policy-service for both platforms.
+# `secretPath name file` says where the service finds a secret at run time: on NixOS the
+# systemd credentials directory (`%d/<name>`), on nix-darwin the configured file itself.
+# Returns { environment; secrets; }: secrets maps credential names to the configured files.
+{
+  lib,
+  cfg,
+  secretPath,
+}:
+let
+  # credential name -> [ environment variable, configured file ]
+  secretFiles = {
+    nats-creds = [
+      "NATS_CREDS_FILE"
+      cfg.credentialsFile
+    ];
+    nats-nkey-seed = [
+      "NATS_NKEY_SEED_FILE"
+      cfg.nkeySeedFile
+    ];
+    nats-password = [
+      "NATS_PASSWORD_FILE"
+      cfg.passwordFile
+    ];
+    nats-token = [
+      "NATS_TOKEN_FILE"
+      cfg.tokenFile
+    ];
+    nats-ca = [
+      "NATS_CA_FILE"
+      cfg.tls.caFile
+    ];
+    nats-cert = [
+      "NATS_CERT_FILE"
+      cfg.tls.certFile
+    ];
+    nats-key = [
+      "NATS_KEY_FILE"
+      cfg.tls.keyFile
+    ];
+  };
+  # Interpolation copies a Nix path literal (possible only for the public CA/certificate)
+  # into the store; secret options accept strings only.
+  secrets = lib.mapAttrs (_: v: "${lib.elemAt v 1}") (
+    lib.filterAttrs (_: v: lib.elemAt v 1 != null) secretFiles
+  );
+in
+{
+  inherit secrets;
+  environment = {
+    NATS_URL = cfg.natsUrl;
+    STREAM_NAME = cfg.streamName;
+    LOG_LEVEL = cfg.logLevel;
+    SNAPSHOT_FREQUENCY = toString cfg.snapshotFrequency;
+    STREAM_REPLICAS = toString cfg.streamReplicas;
+    DUPLICATE_WINDOW = toString cfg.duplicateWindow;
+    AUDIT_ENABLED = lib.boolToString cfg.audit.enable;
+    AUDIT_STREAM_NAME = cfg.audit.streamName;
+    AUDIT_MAX_AGE_DAYS = toString cfg.audit.maxAgeDays;
+    NODE_ENV = "production";
+  }
+  // lib.optionalAttrs (cfg.natsUser != null) { NATS_USER = cfg.natsUser; }
+  // lib.mapAttrs' (
+    name: file: lib.nameValuePair (lib.head secretFiles.${name}) (secretPath name file)
+  ) secrets;
+}

@@ -1,0 +1,116 @@
+# NixOS implementation of services.policy-service: a hardened systemd unit.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.policy-service;
+  runtime = import ./environment.nix {
+    inherit lib cfg;
+    # systemd expands %d to $CREDENTIALS_DIRECTORY, where LoadCredential puts each file.
+    secretPath = name: _file: "%d/${name}";
+  };
+  # The local NATS server, when this machine runs one through services.nats.
+  localNats = config.services.nats.enable or false;
+  stateDirectory = "policy-service";
+in
+{
+  _class = "nixos";
+
+  imports = [
+    ./options.nix
+    ./nixos-options.nix
+    # The seed documents services.nats.serverConfig; nixpkgs calls it settings.
+    (lib.mkAliasOptionModule
+      [
+        "services"
+        "nats"
+        "serverConfig"
+      ]
+      [
+        "services"
+        "nats"
+        "settings"
+      ]
+    )
+  ];
+
+  config = lib.mkIf cfg.enable {
+    systemd.services.policy-service = {
+      description = "Policy service (event-sourced policy management on NATS JetStream)";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ] ++ lib.optional localNats "nats.service";
+      after = [ "network-online.target" ] ++ lib.optional localNats "nats.service";
+      environment = runtime.environment;
+      # At most 5 failed starts in 5 minutes, then systemd gives up until an operator acts.
+      startLimitIntervalSec = 300;
+      startLimitBurst = 5;
+
+      serviceConfig = {
+        Type = "exec";
+        ExecStartPre = "${lib.getExe cfg.package} --check-config";
+        ExecStart = lib.getExe cfg.package;
+        Restart = "on-failure";
+        RestartSec = 5;
+        User = cfg.user;
+        Group = cfg.group;
+        StateDirectory = stateDirectory;
+        StateDirectoryMode = "0700";
+        WorkingDirectory = "/var/lib/${stateDirectory}";
+        LoadCredential = lib.mapAttrsToList (name: file: "${name}:${file}") runtime.secrets;
+        EnvironmentFile = lib.optional (cfg.environmentFile != null) cfg.environmentFile;
+
+        # Hardening. No MemoryDenyWriteExecute: V8's JIT needs writable executable memory.
+        CapabilityBoundingSet = "";
+        AmbientCapabilities = "";
+        NoNewPrivileges = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        PrivateUsers = true;
+        PrivateMounts = true;
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        ProtectProc = "invisible";
+        ProcSubset = "pid";
+        ProtectClock = true;
+        ProtectHostname = true;
+        ProtectControlGroups = true;
+        ProtectKernelLogs = true;
+        ProtectKernelModules = true;
+        ProtectKernelTunables = true;
+        RestrictAddressFamilies = [
+          "AF_INET"
+          "AF_INET6"
+          "AF_UNIX"
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        RemoveIPC = true;
+        LockPersonality = true;
+        DevicePolicy = "closed";
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+          "~@resources"
+        ];
+        # Node raises its own file-descriptor limit at start (setrlimit, in @resources):
+        # refuse it with EPERM, which Node tolerates, instead of killing the process.
+        SystemCallErrorNumber = "EPERM";
+        UMask = "0077";
+      };
+    };
+
+    users.users = lib.mkIf (cfg.user == "policy-service") {
+      policy-service = {
+        isSystemUser = true;
+        group = cfg.group;
+        description = "Policy service daemon user";
+      };
+    };
+    users.groups = lib.mkIf (cfg.group == "policy-service") { policy-service = { }; };
+  };
+}

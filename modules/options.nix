@@ -1,0 +1,200 @@
+# Options of services.policy-service shared by NixOS and nix-darwin, declared once.
+# Platform modules (./nixos.nix, ./darwin.nix) import this file and implement it;
+# ./environment.nix turns these options into the service's environment variables.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib) mkOption types;
+  cfg = config.services.policy-service;
+  # Secrets and keys are file paths read at run time: a string, never a Nix path
+  # literal, so their contents can never be copied into the world-readable store.
+  secretFileOption =
+    what: example:
+    mkOption {
+      type = types.nullOr types.externalPath;
+      default = null;
+      inherit example;
+      description = ''
+        Absolute path of a file holding ${what}, read when the service starts.
+        The file stays outside the Nix store; only its path is part of the configuration.
+        On NixOS it is handed to the service with systemd `LoadCredential`, so it may stay
+        readable by root only; on nix-darwin it must be readable by the daemon's user.
+      '';
+    };
+in
+{
+  options.services.policy-service = {
+    enable = lib.mkEnableOption "the policy service, an event-sourced policy manager on NATS JetStream";
+
+    package = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ../service/package.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage \"\${cim-domain-policy}/service/package.nix\" { }";
+      example = lib.literalExpression "cim-domain-policy.packages.\${pkgs.stdenv.hostPlatform.system}.default";
+      description = ''
+        The policy-service package to run. By default it is built from this repository with
+        the system's own `pkgs`, so no overlay is needed.
+      '';
+    };
+
+    natsUrl = mkOption {
+      type = types.strMatching "(nats|tls|ws|wss)://[^[:space:]]+";
+      default = "nats://localhost:4222";
+      example = "tls://localhost:4222";
+      description = ''
+        URL of the NATS server on this leaf node (comma-separated for several). The service
+        always talks to its local NATS server; the NATS servers handle clustering.
+        Use a `tls://` URL together with the `tls.*` options.
+      '';
+    };
+
+    streamName = mkOption {
+      type = types.strMatching "[A-Za-z0-9_-]+";
+      default = "POLICY_EVENTS";
+      example = "POLICY_EVENTS";
+      description = ''
+        Name of the JetStream stream holding the policy events. It must be the same on
+        every leaf node of a cluster. The snapshot and idempotency key-value buckets are
+        named after it (`<streamName>_SNAPSHOTS`, `<streamName>_COMMANDS`).
+      '';
+    };
+
+    logLevel = mkOption {
+      type = types.enum [
+        "trace"
+        "debug"
+        "info"
+        "warn"
+        "error"
+      ];
+      default = "info";
+      example = "debug";
+      description = "Minimum level of the service's log lines (JSON on standard output).";
+    };
+
+    snapshotFrequency = mkOption {
+      type = types.ints.positive;
+      default = 100;
+      example = 50;
+      description = ''
+        Number of events between two snapshots of an aggregate. Between 100 and 1000 is
+        recommended; a smaller value writes more snapshots, a larger one replays more events
+        on load. Values outside 50–1000 produce an evaluation warning; 0 or less is refused.
+      '';
+    };
+
+    streamReplicas = mkOption {
+      type = types.ints.between 1 5;
+      default = 1;
+      example = 3;
+      description = ''
+        Number of JetStream replicas of the event stream, its key-value buckets and the audit
+        stream. Use 3 on a three-node cluster; it cannot exceed the number of NATS servers.
+      '';
+    };
+
+    duplicateWindow = mkOption {
+      type = types.ints.between 120 31536000;
+      default = 120;
+      example = 600;
+      description = ''
+        JetStream duplicate-detection window of the event stream, in seconds (at least 120).
+        A command retried with the same `command_id` within it writes no second event.
+      '';
+    };
+
+    credentialsFile = secretFileOption "NATS user credentials (a `.creds` file: JWT and NKey seed)" "/run/secrets/policy-service.creds";
+    nkeySeedFile = secretFileOption "an NKey seed for NATS authentication" "/run/secrets/policy-service.nk";
+
+    natsUser = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "policy-service";
+      description = ''
+        NATS user name for user/password authentication; the password is read from
+        {option}`services.policy-service.passwordFile`.
+      '';
+    };
+    passwordFile = secretFileOption "the NATS password of {option}`services.policy-service.natsUser`" "/run/secrets/policy-service-nats-password";
+    tokenFile = secretFileOption "a NATS authentication token" "/run/secrets/policy-service-nats-token";
+
+    tls = {
+      caFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/etc/ssl/nats/ca.pem";
+        description = "Path of the CA certificate (PEM) that signed the NATS server's certificate.";
+      };
+      certFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/etc/ssl/nats/policy-service.pem";
+        description = "Path of the client certificate (PEM) for NATS mutual TLS; set together with {option}`services.policy-service.tls.keyFile`.";
+      };
+      keyFile = secretFileOption "the private key (PEM) of {option}`services.policy-service.tls.certFile`" "/run/secrets/policy-service-key.pem";
+    };
+
+    environmentFile = mkOption {
+      type = types.nullOr types.externalPath;
+      default = null;
+      example = "/run/secrets/policy-service.env";
+      description = ''
+        Path of a file of `NAME=value` lines added to the service's environment when it starts
+        (for example secrets a deployment tool writes). It is read at run time, never copied
+        into the Nix store; its variables override the ones these options set.
+      '';
+    };
+
+    audit = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        example = false;
+        description = "Whether to record every command outcome in the audit stream.";
+      };
+      streamName = mkOption {
+        type = types.strMatching "[A-Za-z0-9_-]+";
+        default = "POLICY_AUDIT";
+        example = "POLICY_AUDIT";
+        description = "Name of the JetStream audit stream (subjects `audit.policy.>`).";
+      };
+      maxAgeDays = mkOption {
+        type = types.ints.positive;
+        default = 90;
+        example = 365;
+        description = "Days an audit record is kept before JetStream removes it.";
+      };
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = (cfg.natsUser == null) == (cfg.passwordFile == null);
+        message = "services.policy-service: natsUser and passwordFile must be set together.";
+      }
+      {
+        assertion = (cfg.tls.certFile == null) == (cfg.tls.keyFile == null);
+        message = "services.policy-service: tls.certFile and tls.keyFile must be set together.";
+      }
+      {
+        assertion =
+          lib.count (x: x != null) [
+            cfg.credentialsFile
+            cfg.nkeySeedFile
+            cfg.passwordFile
+            cfg.tokenFile
+          ] <= 1;
+        message = "services.policy-service: set at most one of credentialsFile, nkeySeedFile, natsUser/passwordFile and tokenFile.";
+      }
+    ];
+    warnings = lib.optional (cfg.snapshotFrequency < 50 || cfg.snapshotFrequency > 1000) ''
+      services.policy-service.snapshotFrequency = ${toString cfg.snapshotFrequency} is outside the recommended range
+      (100–1000; 50 is fine for development): it makes snapshots very frequent or aggregate loads slow.
+    '';
+  };
+}

@@ -1,0 +1,52 @@
+# policy-service built from service/package-lock.json with importNpmLock: every
+# dependency is fetched by the `resolved` URL and `integrity` hash the lock file records,
+# so there is no npmDepsHash to keep current.
+{
+  lib,
+  buildNpmPackage,
+  importNpmLock,
+  nodejs_20,
+  nats-server,
+}:
+let
+  packageJson = lib.importJSON ./package.json;
+in
+buildNpmPackage {
+  pname = packageJson.name;
+  inherit (packageJson) version;
+
+  src = lib.fileset.toSource {
+    root = ./.;
+    fileset = lib.fileset.unions [
+      ./package.json
+      ./package-lock.json
+      ./tsconfig.json
+      ./tsconfig.build.json
+      ./src
+      (lib.fileset.maybeMissing ./test)
+    ];
+  };
+
+  nodejs = nodejs_20;
+  npmDeps = importNpmLock { npmRoot = ./.; };
+  npmConfigHook = importNpmLock.npmConfigHook;
+
+  # Unit tests, then the integration tests against a real nats-server from nixpkgs.
+  doCheck = true;
+  nativeCheckInputs = [ nats-server ];
+  checkPhase = ''
+    runHook preCheck
+    export NATS_SERVER_BIN=${lib.getExe nats-server}
+    export HOME=$TMPDIR
+    npm run test:unit
+    npm run test:integration
+    runHook postCheck
+  '';
+
+  meta = {
+    description = packageJson.description;
+    license = lib.licenses.mit;
+    mainProgram = "policy-service";
+    platforms = lib.platforms.linux ++ lib.platforms.darwin;
+  };
+}

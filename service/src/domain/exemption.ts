@@ -118,9 +118,10 @@ export function decideExemption(
         status,
       });
     }
-    if (toMillis(p.expires_at) <= toMillis(now)) {
-      return reject("validation_failed", "expires_at must be in the future", [{ path: "expires_at", message: `must be after now (${now})` }]);
-    }
+    // An expires_at that has already passed is accepted (the domain reference's own example has one): such an
+    // exemption is never valid, and the expiry sweeper records its exemption_expired at once. Without an explicit
+    // valid_from the window starts now, or at expires_at when that is earlier, so valid_from <= expires_at holds.
+    const validFrom = p.valid_from ?? (toMillis(p.expires_at) < toMillis(now) ? p.expires_at : now);
     const data: ExemptionGrantedData = {
       policy_id: p.policy_id,
       entity_id: p.entity_id,
@@ -129,7 +130,7 @@ export function decideExemption(
       risk_acceptance: p.risk_acceptance ?? null,
       granted_by: p.granted_by,
       granted_at: now,
-      valid_from: p.valid_from ?? now,
+      valid_from: validFrom,
       expires_at: p.expires_at,
       scope: p.scope ?? "Global",
       conditions: (p.conditions ?? []) as ExemptionCondition[],

@@ -1,0 +1,351 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2317,SC2329 # helpers below are also invoked indirectly, through `eventually … "$@"`
+# (No shebang: tests/cluster.nix wraps this text with pkgs.writeShellApplication, which
+# adds its own; run-local runs it with `bash scenario.sh STEP`.)
+# The three-leaf cluster scenario: ONE source, run by two runners.
+#   - the NixOS VM test (tests/cluster.nix) installs it as `cluster-scenario` and types
+#     `leaf2.succeed("cluster-scenario step_lifecycle")`;
+#   - tests/cluster/run-local runs `bash tests/cluster/scenario.sh step_lifecycle` against
+#     three nats-server processes on loopback.
+# Only the real `nats` CLI (natscli), `jq` and `curl` (monitoring endpoint) are used.
+#
+# Parameters (environment):
+#   LEAF1_URL LEAF2_URL LEAF3_URL                  client URLs   (default nats://leafN:4222)
+#   LEAF1_MONITOR LEAF2_MONITOR LEAF3_MONITOR      monitor URLs  (default http://leafN:8222)
+#   LEAF1_NAME LEAF2_NAME LEAF3_NAME               server_name of each leaf (default leafN)
+#   STREAM_NAME                                    (default POLICY_EVENTS)
+#   SCENARIO_WAIT                                  seconds a step waits for the cluster to converge (default 60)
+# Each step prints `# …` progress lines, exits 0 when every assertion holds and
+# non-zero (with `FAILED: <why>` on stderr) on the first one that does not.
+set -euo pipefail
+
+LEAF1_URL="${LEAF1_URL:-nats://leaf1:4222}"
+LEAF2_URL="${LEAF2_URL:-nats://leaf2:4222}"
+LEAF3_URL="${LEAF3_URL:-nats://leaf3:4222}"
+LEAF1_MONITOR="${LEAF1_MONITOR:-http://leaf1:8222}"
+LEAF2_MONITOR="${LEAF2_MONITOR:-http://leaf2:8222}"
+LEAF3_MONITOR="${LEAF3_MONITOR:-http://leaf3:8222}"
+LEAF1_NAME="${LEAF1_NAME:-leaf1}"
+LEAF2_NAME="${LEAF2_NAME:-leaf2}"
+LEAF3_NAME="${LEAF3_NAME:-leaf3}"
+STREAM_NAME="${STREAM_NAME:-POLICY_EVENTS}"
+SCENARIO_WAIT="${SCENARIO_WAIT:-60}"
+
+# Fixed identities: the seed's policy, plus ids of our own for the rest of the story.
+SEED_POLICY_ID="550e8400-e29b-41d4-a716-446655440000"
+ENTITY_ID="6f1c2a9e-3b7d-4c55-9e21-0a8b7c6d5e4f"
+EXEMPTION_ID="0193a6f0-7c1e-7b2a-8d3e-4f5a6b7c8d90"
+# The seed's grant_exemption shape, but expiring far in the future: the seed's own
+# 2026-02-08 may already be past, and the expiry sweeper would then race the revoke.
+EXEMPTION_EXPIRES_AT="2036-02-08T10:00:00Z"
+CRASH_POLICY_ID="0193a6f0-7c1e-7b2a-8d3e-4f5a6b7c8d91"
+# Commands sent while leaf1 is down carry a command_id, so retrying one after a
+# stream-leader election cannot write it twice (the service deduplicates on it).
+CRASH_CREATE_COMMAND_ID="0193a6f0-7c1e-7b2a-8d3e-4f5a6b7c8da1"
+CRASH_APPROVE_COMMAND_ID="0193a6f0-7c1e-7b2a-8d3e-4f5a6b7c8da2"
+AFTER_RESTART_COMMAND_ID="0193a6f0-7c1e-7b2a-8d3e-4f5a6b7c8da3"
+
+note() { printf '# %s\n' "$*"; }
+fail() {
+  printf 'FAILED: %s\n' "$*" >&2
+  exit 1
+}
+
+leaf_url() { # leaf_url N
+  case "$1" in
+    1) printf '%s\n' "$LEAF1_URL" ;;
+    2) printf '%s\n' "$LEAF2_URL" ;;
+    3) printf '%s\n' "$LEAF3_URL" ;;
+    *) fail "no leaf $1" ;;
+  esac
+}
+leaf_monitor() {
+  case "$1" in
+    1) printf '%s\n' "$LEAF1_MONITOR" ;;
+    2) printf '%s\n' "$LEAF2_MONITOR" ;;
+    3) printf '%s\n' "$LEAF3_MONITOR" ;;
+    *) fail "no leaf $1" ;;
+  esac
+}
+
+# nats_on N ARGS…: natscli against leaf N, with a bounded wait.
+nats_on() {
+  local leaf="$1"
+  shift
+  nats --server "$(leaf_url "$leaf")" --timeout 5s "$@"
+}
+
+# eventually SECONDS DESCRIPTION COMMAND…: retry COMMAND once a second until it
+# succeeds or SECONDS pass; its last output is shown on failure.
+eventually() {
+  local seconds="$1" what="$2"
+  shift 2
+  local deadline=$((SECONDS + seconds)) out
+  while true; do
+    if out=$("$@" 2>&1); then
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      printf '%s\n' "$out" | tail -n 20 >&2
+      fail "$what (still false after ${seconds}s)"
+    fi
+    sleep 1
+  done
+}
+
+# command_on N NAME JSON: send a command through leaf N; prints the reply body.
+# `nats req` exits 0 even on "no responders", so the body decides.
+command_on() {
+  local leaf="$1" name="$2" payload="$3"
+  nats_on "$leaf" req --raw "policy.commands.$name" "$payload" 2>/dev/null
+}
+
+# expect_ok N NAME JSON [VERSION]: the command succeeds (and reaches VERSION).
+expect_ok() {
+  local leaf="$1" name="$2" payload="$3" version="${4:-}" reply
+  reply=$(command_on "$leaf" "$name" "$payload") || true
+  if ! jq -e '.ok == true' >/dev/null 2>&1 <<<"$reply"; then
+    fail "$name via leaf$leaf: expected ok, got: ${reply:-<no reply>}"
+  fi
+  if [[ -n "$version" ]] && ! jq -e --argjson v "$version" '.version == $v' >/dev/null <<<"$reply"; then
+    fail "$name via leaf$leaf: expected version $version, got: $reply"
+  fi
+  note "$name via leaf$leaf: $(jq -c '{aggregate_id, version, events: [.events[].subject]}' <<<"$reply")"
+}
+
+# retry_ok SECONDS N NAME JSON: like expect_ok, but retried while the cluster
+# re-elects leaders (503 unavailable / timeouts); the payload carries a command_id.
+retry_ok() {
+  local seconds="$1" leaf="$2" name="$3" payload="$4"
+  local deadline=$((SECONDS + seconds)) reply tries=0
+  while true; do
+    tries=$((tries + 1))
+    reply=$(command_on "$leaf" "$name" "$payload") || true
+    if jq -e '.ok == true' >/dev/null 2>&1 <<<"$reply"; then
+      note "$name via leaf$leaf succeeded after $tries attempt(s): $(jq -c '{aggregate_id, version}' <<<"$reply")"
+      return 0
+    fi
+    if ((SECONDS >= deadline)); then
+      fail "$name via leaf$leaf: no success within ${seconds}s ($tries attempts); last reply: ${reply:-<no reply>}"
+    fi
+    sleep 1
+  done
+}
+
+# expect_error N NAME JSON CODE: the command is refused with CODE.
+expect_error() {
+  local leaf="$1" name="$2" payload="$3" code="$4" reply
+  reply=$(command_on "$leaf" "$name" "$payload") || true
+  if ! jq -e --arg c "$code" '.ok == false and .error.code == $c' >/dev/null 2>&1 <<<"$reply"; then
+    fail "$name via leaf$leaf: expected error $code, got: ${reply:-<no reply>}"
+  fi
+  note "$name via leaf$leaf refused as expected: $(jq -c .error <<<"$reply")"
+}
+
+stream_info_on() { # stream_info_on N → stream info JSON, through leaf N
+  nats_on "$1" stream info "$STREAM_NAME" --json
+}
+
+# The stream's last sequence as held by the server behind monitor N itself
+# (its own replica, not the leader's answer), from /jsz.
+local_last_seq() {
+  curl -fsS --max-time 5 "$(leaf_monitor "$1")/jsz?streams=true" |
+    jq -e --arg s "$STREAM_NAME" '[.account_details[]?.stream_detail[]? | select(.name == $s) | .state.last_seq] | if length == 1 then .[0] else error("stream not on this server") end'
+}
+
+# Each server's own replica of the stream is at the same, non-zero last sequence.
+same_last_seq_everywhere() {
+  local a b c
+  a=$(local_last_seq 1) && b=$(local_last_seq 2) && c=$(local_last_seq 3) || return 1
+  echo "last_seq leaf1=$a leaf2=$b leaf3=$c"
+  [[ "$a" == "$b" && "$b" == "$c" && "$a" -gt 0 ]]
+}
+
+# Stored event check: the last message on SUBJECT is an event of TYPE for ID.
+expect_stored() {
+  local subject="$1" id="$2" type="$3" msg
+  msg=$(nats_on "${4:-1}" stream get "$STREAM_NAME" --last-for "$subject" --json) ||
+    fail "no message stored on $subject"
+  if ! jq -e --arg id "$id" --arg t "$type" '(.data | @base64d | fromjson) | .aggregate_id == $id and .event_type == $t' >/dev/null <<<"$msg"; then
+    fail "message on $subject is not a $type event of $id: $msg"
+  fi
+  note "stored: $subject (seq $(jq .seq <<<"$msg"))"
+}
+
+# --- steps -------------------------------------------------------------------
+
+# 1. Every server answers, all three see the same JetStream meta leader and a
+#    meta group of three.
+step_cluster_up() {
+  local n leader leaders=()
+  for n in 1 2 3; do
+    eventually "$SCENARIO_WAIT" "leaf$n healthz ok (JetStream current)" \
+      curl -fsS --max-time 5 "$(leaf_monitor "$n")/healthz"
+    eventually "$SCENARIO_WAIT" "leaf$n knows a JetStream meta leader of a 3-node meta group" \
+      bash -c "curl -fsS --max-time 5 '$(leaf_monitor "$n")/jsz' | jq -e '(.meta_cluster.leader // \"\") != \"\" and .meta_cluster.cluster_size == 3'"
+    leader=$(curl -fsS --max-time 5 "$(leaf_monitor "$n")/jsz" | jq -r .meta_cluster.leader)
+    leaders+=("$leader")
+  done
+  [[ "${leaders[0]}" == "${leaders[1]}" && "${leaders[1]}" == "${leaders[2]}" ]] ||
+    fail "leaves disagree on the meta leader: ${leaders[*]}"
+  note "JetStream meta leader: ${leaders[0]} (agreed by all three)"
+}
+
+# 2. The service created POLICY_EVENTS: events.policy.>, file storage, ~1 year, R3.
+step_stream_info() {
+  eventually "$SCENARIO_WAIT" "stream $STREAM_NAME exists" stream_info_on 2
+  local info
+  info=$(stream_info_on 2)
+  jq -e '.config.subjects == ["events.policy.>"]' >/dev/null <<<"$info" ||
+    fail "subjects are $(jq -c .config.subjects <<<"$info"), want [\"events.policy.>\"]"
+  jq -e '.config.storage == "file"' >/dev/null <<<"$info" ||
+    fail "storage is $(jq -c .config.storage <<<"$info"), want file"
+  # max_age is in nanoseconds; "about one year" = 360..366 days
+  jq -e '.config.max_age >= 360*86400*1e9 and .config.max_age <= 366*86400*1e9' >/dev/null <<<"$info" ||
+    fail "max_age is $(jq .config.max_age <<<"$info") ns, want about one year"
+  jq -e '.config.num_replicas == 3' >/dev/null <<<"$info" ||
+    fail "num_replicas is $(jq .config.num_replicas <<<"$info"), want 3"
+  eventually "$SCENARIO_WAIT" "stream has a leader and two current replicas" \
+    bash -c "nats --server '$LEAF2_URL' --timeout 5s stream info '$STREAM_NAME' --json | jq -e '(.cluster.leader // \"\") != \"\" and ([.cluster.replicas[]? | select(.current)] | length) == 2'"
+  note "stream $STREAM_NAME: $(stream_info_on 2 | jq -c '{subjects: .config.subjects, storage: .config.storage, max_age_days: (.config.max_age / 86400e9), replicas: .config.num_replicas, leader: .cluster.leader, duplicate_window_s: (.config.duplicate_window / 1e9)}')"
+}
+
+# 3. The seed's command, typed as the seed prints it, through leaf1; a subscriber
+#    on events.policy.> (started first, as the seed's "other terminal") sees the event.
+step_seed_create() {
+  local dir sub_pid reply
+  dir=$(mktemp -d)
+  # The subscriber is on leaf1 too: the request is answered by leaf1's service
+  # instance (NATS prefers local queue subscribers), so its publish meets a
+  # subscription the server already holds, with no route-propagation race.
+  NATS_URL="$LEAF1_URL" nats sub "events.policy.>" --count 1 >"$dir/sub.out" 2>"$dir/sub.err" &
+  sub_pid=$!
+  # shellcheck disable=SC2064 # expand now: the values are local to this step
+  trap "kill $sub_pid 2>/dev/null || true; rm -rf '$dir'" EXIT
+  eventually 10 "subscriber on events.policy.> is ready" grep -q 'Subscribing on' "$dir/sub.err"
+
+  export NATS_URL="$LEAF1_URL"
+  reply=$(nats req policy.commands.create '{
+  "policy_id": "550e8400-e29b-41d4-a716-446655440000",
+  "name": "Data Retention Policy",
+  "description": "All customer data must be retained for 7 years",
+  "policy_type": "Retention",
+  "enforcement": "Mandatory",
+  "scope": "Organization"
+}' 2>"$dir/req.err") || fail "nats req failed: $(cat "$dir/req.err")"
+  note "reply: $reply"
+  jq -e --arg id "$SEED_POLICY_ID" '.ok == true and .aggregate_id == $id and .version == 1' >/dev/null 2>&1 <<<"$reply" ||
+    fail "the seed's create did not succeed: ${reply:-<no reply>} $(cat "$dir/req.err")"
+  jq -e --arg s "events.policy.$SEED_POLICY_ID.created" 'any(.events[]; .subject == $s and .seq > 0)' >/dev/null <<<"$reply" ||
+    fail "reply does not name the stored event events.policy.$SEED_POLICY_ID.created: $reply"
+
+  expect_stored "events.policy.$SEED_POLICY_ID.created" "$SEED_POLICY_ID" created 1
+
+  eventually 10 "the subscriber received events.policy.$SEED_POLICY_ID.created" \
+    grep -qF "Received on \"events.policy.$SEED_POLICY_ID.created\"" "$dir/sub.out"
+  grep -F '"event_type":"created"' "$dir/sub.out" >/dev/null ||
+    fail "the subscriber's message is not the created event: $(cat "$dir/sub.out")"
+  note "subscriber on events.policy.> received events.policy.$SEED_POLICY_ID.created"
+}
+
+# 4. Three instances of the micro service `policy-service`, seen from every leaf.
+step_discovery() {
+  local n
+  for n in 1 2 3; do
+    eventually "$SCENARIO_WAIT" "nats micro ls via leaf$n lists 3 policy-service instances" \
+      bash -c "nats --server '$(leaf_url "$n")' --timeout 5s micro ls --json | jq -e '[.[] | select(.name == \"policy-service\") | .id] | unique | length == 3'"
+  done
+  local info
+  info=$(nats_on 2 micro ls --json)
+  jq -e '[.[] | select(.name == "policy-service") | .endpoints[] | select(.subject == "policy.commands.create") | .queue_group] | length == 3 and all(. == "q")' >/dev/null <<<"$info" ||
+    fail "not every instance serves policy.commands.create in queue group q: $(jq -c '[.[] | {name, id, endpoints: [.endpoints[]? | .subject]}]' <<<"$info")"
+  local pings
+  # shellcheck disable=SC2016 # $SRV is a literal subject, not a variable
+  pings=$(nats_on 3 req --raw --replies 0 --reply-timeout 1s '$SRV.PING.policy-service' '' 2>/dev/null || true)
+  jq -s -e '[.[] | select(.type == "io.nats.micro.v1.ping_response" and .name == "policy-service") | .id] | unique | length == 3' >/dev/null 2>&1 <<<"$pings" ||
+    fail "\$SRV.PING.policy-service did not get 3 distinct replies: $pings"
+  note "discovery: $(jq -c '[.[] | select(.name == "policy-service") | {id, version}]' <<<"$info")"
+}
+
+# 5. Full lifecycle, each command through a different leaf than the one before.
+step_lifecycle() {
+  expect_ok 2 approve '{"policy_id":"'"$SEED_POLICY_ID"'","approved_by":"compliance-officer","approval_date":"2025-11-08T10:00:00Z"}' 2
+  expect_ok 3 activate '{"policy_id":"'"$SEED_POLICY_ID"'","activated_by":"compliance-officer"}' 3
+  expect_error 1 approve '{"policy_id":"'"$SEED_POLICY_ID"'","approved_by":"compliance-officer","approval_date":"2025-11-08T10:00:00Z"}' invalid_transition
+  expect_ok 1 grant_exemption '{"exemption_id":"'"$EXEMPTION_ID"'","policy_id":"'"$SEED_POLICY_ID"'","entity_id":"'"$ENTITY_ID"'","reason":"Legacy system migration","granted_by":"data-officer","expires_at":"'"$EXEMPTION_EXPIRES_AT"'"}' 1
+  expect_ok 2 revoke_exemption '{"exemption_id":"'"$EXEMPTION_ID"'","revoked_by":"data-officer","reason":"Migration finished"}' 2
+  expect_error 3 revoke_exemption '{"exemption_id":"'"$EXEMPTION_ID"'","revoked_by":"data-officer","reason":"Twice"}' invalid_transition
+  expect_stored "events.policy.$SEED_POLICY_ID.approved" "$SEED_POLICY_ID" approved 3
+  expect_stored "events.policy.$SEED_POLICY_ID.activated" "$SEED_POLICY_ID" activated 1
+  expect_stored "events.policy.$EXEMPTION_ID.exemption_granted" "$EXEMPTION_ID" exemption_granted 2
+  expect_stored "events.policy.$EXEMPTION_ID.exemption_revoked" "$EXEMPTION_ID" exemption_revoked 3
+}
+
+# 6a. Run right after leaf1 died: commands through leaf2 and leaf3 still succeed.
+step_after_crash() {
+  if curl -fsS --max-time 2 "$LEAF1_MONITOR/healthz" >/dev/null 2>&1; then
+    fail "leaf1 still answers on $LEAF1_MONITOR: it was supposed to be down"
+  fi
+  note "leaf1 is down (its monitor does not answer)"
+  retry_ok "$SCENARIO_WAIT" 2 create '{"policy_id":"'"$CRASH_POLICY_ID"'","name":"Written while leaf1 is down","description":"Created through leaf2 during the crash","policy_type":"Security","enforcement":"Advisory","scope":"System","command_id":"'"$CRASH_CREATE_COMMAND_ID"'"}'
+  retry_ok "$SCENARIO_WAIT" 3 approve '{"policy_id":"'"$CRASH_POLICY_ID"'","approved_by":"compliance-officer","approval_date":"2025-11-08T10:00:00Z","command_id":"'"$CRASH_APPROVE_COMMAND_ID"'"}'
+  expect_ok 2 suspend '{"policy_id":"'"$SEED_POLICY_ID"'","suspended_by":"compliance-officer","reason":"Audit while leaf1 is down"}' 4
+  expect_ok 3 activate '{"policy_id":"'"$SEED_POLICY_ID"'","activated_by":"compliance-officer"}' 5
+  expect_stored "events.policy.$CRASH_POLICY_ID.approved" "$CRASH_POLICY_ID" approved 3
+}
+
+# 6b. After leaf1 restarted: its replica catches up to the same last sequence as
+#     the other two, every replica is current, and commands through leaf1 work again.
+step_caught_up() {
+  eventually "$SCENARIO_WAIT" "leaf1 healthz ok again" curl -fsS --max-time 5 "$LEAF1_MONITOR/healthz"
+  local expected
+  eventually "$SCENARIO_WAIT" "all three replicas hold the same last sequence" same_last_seq_everywhere
+  eventually "$SCENARIO_WAIT" "stream leader sees both followers current" \
+    bash -c "nats --server '$LEAF1_URL' --timeout 5s stream info '$STREAM_NAME' --json | jq -e '([.cluster.replicas[]? | select(.current and (.offline | not))] | length) == 2'"
+  expected=$(stream_info_on 3 | jq .state.last_seq)
+  note "every leaf's replica is at last_seq $(local_last_seq 1) (stream: $expected)"
+  [[ "$(local_last_seq 1)" == "$expected" ]] || fail "leaf1 holds $(local_last_seq 1), the stream is at $expected"
+  retry_ok "$SCENARIO_WAIT" 1 activate '{"policy_id":"'"$CRASH_POLICY_ID"'","activated_by":"compliance-officer","command_id":"'"$AFTER_RESTART_COMMAND_ID"'"}'
+  expect_stored "events.policy.$CRASH_POLICY_ID.activated" "$CRASH_POLICY_ID" activated 1
+  eventually "$SCENARIO_WAIT" "replicas agree again after a write through leaf1" same_last_seq_everywhere
+  note "$(same_last_seq_everywhere)"
+}
+
+# 7. VM only: systemd hardening, own user, pino JSON in the journal (run on each leaf).
+step_unit_hardening() {
+  local unit=policy-service.service exposure user main_pid process_user
+  exposure=$(systemd-analyze security "$unit" --no-pager 2>/dev/null | sed -nE 's/.*Overall exposure level for [^:]+: ([0-9.]+).*/\1/p')
+  [[ -n "$exposure" ]] || fail "systemd-analyze security $unit printed no overall exposure level"
+  awk -v e="$exposure" 'BEGIN { exit !(e <= 2.0) }' || fail "exposure level of $unit is $exposure, want <= 2.0"
+  note "systemd-analyze security $unit: exposure $exposure"
+  systemd-analyze security --threshold=20 "$unit" --no-pager >/dev/null 2>&1 ||
+    fail "systemd-analyze security --threshold=20 $unit rejects the unit"
+
+  user=$(systemctl show -p User --value "$unit")
+  [[ "$user" == "policy-service" ]] || fail "$unit runs as User='$user', want policy-service"
+  main_pid=$(systemctl show -p MainPID --value "$unit")
+  [[ "$main_pid" =~ ^[1-9][0-9]*$ ]] || fail "$unit has no main process (MainPID=$main_pid)"
+  process_user=$(ps -o user= -p "$main_pid" | tr -d ' ')
+  [[ "$process_user" == "policy-service" ]] || fail "$unit's process $main_pid runs as '$process_user'"
+  note "$unit runs as $process_user (pid $main_pid)"
+
+  local pino_lines
+  pino_lines=$(journalctl -u "$unit" -o cat --no-pager | jq -R -c 'fromjson? | select(type == "object" and (.level | type) == "number" and has("time") and has("msg"))' | wc -l)
+  ((pino_lines > 0)) || fail "journalctl -u $unit shows no pino JSON lines: $(journalctl -u "$unit" -o cat --no-pager | tail -n 5)"
+  note "journal of $unit: $pino_lines pino JSON lines, e.g. $(journalctl -u "$unit" -o cat --no-pager | jq -R -c 'fromjson? | select(type == "object" and has("msg"))' | head -n 1)"
+}
+
+case "${1:-}" in
+  step_cluster_up) step_cluster_up ;;
+  step_stream_info) step_stream_info ;;
+  step_seed_create) step_seed_create ;;
+  step_discovery) step_discovery ;;
+  step_lifecycle) step_lifecycle ;;
+  step_after_crash) step_after_crash ;;
+  step_caught_up) step_caught_up ;;
+  step_unit_hardening) step_unit_hardening ;;
+  *)
+    echo "usage: cluster-scenario step_cluster_up|step_stream_info|step_seed_create|step_discovery|step_lifecycle|step_after_crash|step_caught_up|step_unit_hardening" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,150 @@
+// Decision audit over NATS: the audit stream's settings and each audit event's contents
+// (evaluation id, context hash, result, duration, exact versions of every policy and exemption used); AUDIT_ENABLED=false.
+import { after, before, describe, test } from "node:test";
+import * as assert from "node:assert/strict";
+import { createHash, randomUUID } from "node:crypto";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { sleep, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
+
+type Reply = Record<string, any>;
+const DAY_NS = 24 * 60 * 60 * 1e9;
+
+// Written independently of the service's implementation: sorted keys at every level, no whitespace.
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonical((value as Reply)[k])}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+async function ok(nc: NatsConnection, subject: string, body: unknown): Promise<Reply> {
+  const reply = (await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
+  assert.equal(reply.ok, true, `${subject} → ${JSON.stringify(reply)}`);
+  return reply;
+}
+
+async function activePolicy(nc: NatsConnection): Promise<string> {
+  const created = await ok(nc, "policy.commands.create", {
+    name: "Audited policy", description: "audit test", policy_type: "Security", enforcement: "Critical", scope: "Organization",
+    rules: [{ rule_id: "mfa", name: "MFA", severity: "Critical", expression: { op: "equal", field: "user.mfa", value: true } }],
+  });
+  const id = created.aggregate_id as string;
+  await ok(nc, "policy.commands.approve", { policy_id: id, approved_by: "ciso" });
+  await ok(nc, "policy.commands.activate", { policy_id: id, activated_by: "ops" });
+  return id;
+}
+
+async function evaluateWhenVisible(nc: NatsConnection, body: Reply, until: (r: Reply) => boolean): Promise<Reply> {
+  const deadline = Date.now() + 1500;
+  for (;;) {
+    const reply = (await nc.request("policy.commands.evaluate", JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
+    if (until(reply) || Date.now() > deadline) return reply;
+    await sleep(25);
+  }
+}
+
+/** All messages on `subject` in `stream`, waiting up to `ms` for at least `min` of them. */
+async function auditEvents(jsm: JetStreamManager, stream: string, subject: string, min: number, ms = 3000): Promise<Reply[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const out: Reply[] = [];
+    const info = await jsm.streams.info(stream);
+    for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+      const m = await jsm.streams.getMessage(stream, { seq });
+      if (m && m.subject === subject) out.push(m.json<Reply>());
+    }
+    if (out.length >= min || Date.now() > deadline) return out;
+    await sleep(50);
+  }
+}
+
+describe("decision audit (enabled by default)", () => {
+  let server: NatsServer | undefined;
+  let service: ServiceProcess | undefined;
+  let nc: NatsConnection | undefined;
+  before(async () => {
+    server = await startNatsServer();
+    service = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
+    await service.ready();
+    nc = await connect({ servers: server.url });
+  });
+  after(async () => {
+    await nc?.close();
+    await service?.stop();
+    await server?.stop();
+  });
+
+  test("the audit stream has its own name, subjects, retention and replicas", async () => {
+    const jsm = await jetstreamManager(nc!);
+    const info = await jsm.streams.info("POLICY_AUDIT");
+    assert.deepEqual(info.config.subjects, ["audit.policy.>"]);
+    assert.equal(info.config.storage, "file");
+    assert.equal(info.config.max_age, 90 * DAY_NS);
+    assert.equal(info.config.num_replicas, 1);
+  });
+
+  test("each evaluation publishes one audit event with hash, result, duration and the versions used", async () => {
+    const jsm = await jetstreamManager(nc!);
+    const policyId = await activePolicy(nc!);
+    const failing = { user: { mfa: false, name: "ann" }, action: "read" };
+    const violation = await evaluateWhenVisible(nc!, { policy_id: policyId, context: failing, requester: "gateway", purpose: "login" }, (r) => r.ok === true);
+    assert.equal(violation.result.status, "NonCompliant");
+    const [event] = await auditEvents(jsm, "POLICY_AUDIT", `audit.policy.${policyId}.violation_detected`, 1);
+    assert.ok(event, "a violation_detected audit event");
+    assert.equal(event.type, "violation_detected");
+    assert.match(event.evaluation_id, /^[0-9a-f-]{36}$/);
+    assert.equal(event.context_hash, createHash("sha256").update(canonical(failing)).digest("hex"));
+    // Key order does not change the hash.
+    assert.equal(event.context_hash, createHash("sha256").update(canonical({ action: "read", user: { name: "ann", mfa: false } })).digest("hex"));
+    assert.equal(event.status, "NonCompliant");
+    assert.equal(event.result.status, "NonCompliant");
+    assert.equal(event.requester, "gateway");
+    assert.equal(event.purpose, "login");
+    assert.ok(Number.isFinite(event.duration_us) && event.duration_us >= 0);
+    assert.deepEqual(event.policies, [{ id: policyId, version: 3 }]);
+    assert.deepEqual(event.exemptions, []);
+
+    const exemptionId = randomUUID();
+    await ok(nc!, "policy.commands.grant_exemption", {
+      exemption_id: exemptionId, policy_id: policyId, entity_id: "svc-batch", reason: "batch job without MFA",
+      granted_by: "ciso", expires_at: new Date(Date.now() + 3_600_000).toISOString(),
+    });
+    const waived = await evaluateWhenVisible(nc!, { policy_id: policyId, context: failing, entity_id: "svc-batch" },
+      (r) => r.result?.status === "CompliantWithExemption");
+    assert.equal(waived.result.status, "CompliantWithExemption");
+    const [passed] = await auditEvents(jsm, "POLICY_AUDIT", `audit.policy.${policyId}.compliance_passed`, 1);
+    assert.ok(passed, "a compliance_passed audit event");
+    assert.equal(passed.status, "CompliantWithExemption");
+    assert.equal(passed.entity_id, "svc-batch");
+    assert.deepEqual(passed.policies, [{ id: policyId, version: 3 }]);
+    assert.deepEqual(passed.exemptions, [{ id: exemptionId, version: 1 }]);
+    assert.notEqual(passed.evaluation_id, event.evaluation_id);
+  });
+});
+
+describe("decision audit disabled", () => {
+  test("AUDIT_ENABLED=false: evaluations work and nothing is published", async () => {
+    const server = await startNatsServer();
+    let service: ServiceProcess | undefined;
+    let nc: NatsConnection | undefined;
+    try {
+      service = startService({ NATS_URL: server.url, LOG_LEVEL: "info", AUDIT_ENABLED: "false" });
+      await service.ready();
+      nc = await connect({ servers: server.url });
+      const policyId = await activePolicy(nc);
+      const reply = await evaluateWhenVisible(nc, { policy_id: policyId, context: { user: { mfa: true } } }, (r) => r.ok === true);
+      assert.equal(reply.result.status, "Compliant");
+      await sleep(300);
+      const jsm = await jetstreamManager(nc);
+      const names: string[] = [];
+      for await (const s of jsm.streams.list()) names.push(s.config.name);
+      assert.ok(!names.includes("POLICY_AUDIT"), `streams: ${names.join(", ")}`);
+    } finally {
+      await nc?.close();
+      await service?.stop();
+      await server.stop();
+    }
+  });
+});

@@ -1,0 +1,117 @@
+// `policy-service ctl` against a real nats-server and a running service: send, status, events.
+import { after, before, describe, test } from "node:test";
+import * as assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { SERVICE_MAIN, SERVICE_ROOT, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
+
+type Reply = Record<string, any>;
+
+let server: NatsServer | undefined;
+let service: ServiceProcess | undefined;
+
+/** Runs `policy-service ctl …` asynchronously (the service must keep answering meanwhile) with the service's env. */
+function ctl(args: string[], env: Record<string, string> = {}, timeoutMs = 15_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [SERVICE_MAIN, "ctl", ...args], {
+      cwd: SERVICE_ROOT,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, NATS_URL: server!.url, ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const SEED_CREATE = {
+  policy_id: "550e8400-e29b-41d4-a716-446655440000",
+  name: "Data Retention Policy",
+  description: "All customer data must be retained for 7 years",
+  policy_type: "Retention",
+  enforcement: "Mandatory",
+  scope: "Organization",
+};
+
+before(async () => {
+  server = await startNatsServer();
+  service = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
+  await service.ready();
+});
+
+after(async () => {
+  await service?.stop();
+  await server?.stop();
+});
+
+describe("policy-service ctl", () => {
+  test("send: a command by name, a query by name and by full subject; error replies exit 1", async () => {
+    const created = await ctl(["send", "create", JSON.stringify(SEED_CREATE), "--json"]);
+    assert.equal(created.code, 0, created.stderr);
+    const reply = JSON.parse(created.stdout) as Reply;
+    assert.equal(reply.ok, true);
+    assert.equal(reply.aggregate_id, SEED_CREATE.policy_id);
+    assert.equal(reply.events[0].subject, `events.policy.${SEED_CREATE.policy_id}.created`);
+
+    const got = await ctl(["send", "get", JSON.stringify({ id: SEED_CREATE.policy_id }), "--json"]);
+    assert.equal(got.code, 0, got.stderr);
+    assert.equal((JSON.parse(got.stdout) as Reply).state.name, "Data Retention Policy");
+
+    const history = await ctl(["send", "policy.queries.history", JSON.stringify({ id: SEED_CREATE.policy_id })]);
+    assert.equal(history.code, 0, history.stderr);
+    assert.match(history.stdout, /"event_type": "created"/);
+
+    const again = await ctl(["send", "create", JSON.stringify(SEED_CREATE), "--json"]);
+    assert.equal(again.code, 1);
+    assert.equal((JSON.parse(again.stdout) as Reply).error.code, "already_exists");
+
+    const badJson = await ctl(["send", "create", "{not json"]);
+    assert.equal(badJson.code, 2);
+    assert.match(badJson.stderr, /not valid JSON/);
+  });
+
+  test("status: streams with replicas and the discovered service instance", async () => {
+    const status = await ctl(["status", "--json"]);
+    assert.equal(status.code, 0, status.stderr);
+    const report = JSON.parse(status.stdout) as Reply;
+    assert.equal(report.streams.events.name, "POLICY_EVENTS");
+    assert.equal(report.streams.events.exists, true);
+    assert.equal(report.streams.events.replicas, 1);
+    assert.ok(report.streams.events.messages >= 1);
+    assert.equal(report.services.name, "policy-service");
+    assert.equal(report.services.instances.length, 1);
+    assert.match(report.services.instances[0].version, /^\d+\.\d+\.\d+/);
+    assert.match(report.server.version, /^2\./);
+
+    const text = await ctl(["status"]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /stream POLICY_EVENTS: \d+ messages/);
+    assert.match(text.stdout, /service policy-service: 1 instance/);
+  });
+
+  test("events: follows events.policy.> from a sequence", async () => {
+    const id = randomUUID();
+    const sent = await ctl(["send", "create", JSON.stringify({ ...SEED_CREATE, policy_id: id, name: "Followed" }), "--json"]);
+    assert.equal(sent.code, 0, sent.stderr);
+    const seq = (JSON.parse(sent.stdout) as Reply).events[0].seq as number;
+    const events = await ctl(["events", "--since", String(seq), "--count", "1", "--json"]);
+    assert.equal(events.code, 0, events.stderr);
+    const line = JSON.parse(events.stdout.trim().split("\n")[0]!) as Reply;
+    assert.equal(line.seq, seq);
+    assert.equal(line.subject, `events.policy.${id}.created`);
+    assert.equal(line.event.aggregate_id, id);
+    assert.equal(line.event.data.name, "Followed");
+  });
+
+  test("usage errors exit 2 with the usage text", async () => {
+    const unknown = await ctl(["frobnicate"]);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /usage: policy-service ctl/);
+  });
+});

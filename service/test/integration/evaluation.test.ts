@@ -1,0 +1,205 @@
+// evaluate and check_compliance over NATS against a real nats-server and the built service:
+// results per rule, violations, exemptions (waived violations still reported), not-applicable policies,
+// evaluation as of a past moment, and policy sets.
+import { after, before, describe, test } from "node:test";
+import * as assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { sleep, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
+
+type Reply = Record<string, any>;
+
+let server: NatsServer | undefined;
+let service: ServiceProcess | undefined;
+let nc: NatsConnection | undefined;
+
+async function request(subject: string, body: unknown): Promise<{ body: Reply; code: string | undefined }> {
+  const msg = await nc!.request(subject, JSON.stringify(body), { timeout: 10_000 });
+  return { body: msg.json<Reply>(), code: msg.headers?.get("Nats-Service-Error-Code") || undefined };
+}
+
+async function ok(subject: string, body: unknown): Promise<Reply> {
+  const { body: reply } = await request(subject, body);
+  assert.equal(reply.ok, true, `${subject} ${JSON.stringify(body)} → ${JSON.stringify(reply)}`);
+  return reply;
+}
+
+/** evaluate, retried for up to a second while the instance's projection catches up with the last write. */
+async function evaluate(body: Reply, until: (reply: Reply) => boolean = (r) => r.ok === true): Promise<Reply> {
+  const deadline = Date.now() + 1000;
+  for (;;) {
+    const { body: reply } = await request("policy.commands.evaluate", body);
+    if (until(reply) || Date.now() > deadline) return reply;
+    await sleep(25);
+  }
+}
+
+const RULES = [
+  {
+    rule_id: "retention",
+    name: "Retention period",
+    severity: "High",
+    expression: { op: "greater_than_or_equal", field: "data.retention_days", value: 2555 },
+    error_message: "data must be kept for at least 7 years",
+    remediation_hint: "set retention_days to 2555 or more",
+  },
+  { rule_id: "region", name: "Region", severity: "Medium", expression: { op: "in", field: "data.region", values: ["eu-west-1", "eu-central-1"] } },
+];
+const GOOD = { data: { retention_days: 2600, region: "eu-west-1" } };
+const BAD = { data: { retention_days: 30, region: "eu-west-1" } };
+
+async function activePolicy(overrides: Reply = {}): Promise<string> {
+  const created = await ok("policy.commands.create", {
+    name: "Data Retention Policy",
+    description: "All customer data must be retained for 7 years",
+    policy_type: "Retention",
+    enforcement: "Mandatory",
+    scope: "Organization",
+    rules: RULES,
+    ...overrides,
+  });
+  const id = created.aggregate_id as string;
+  await ok("policy.commands.approve", { policy_id: id, approved_by: "compliance-officer" });
+  await ok("policy.commands.activate", { policy_id: id, activated_by: "ops" });
+  return id;
+}
+
+before(async () => {
+  server = await startNatsServer();
+  service = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
+  await service.ready();
+  nc = await connect({ servers: server.url });
+});
+
+after(async () => {
+  await nc?.close();
+  await service?.stop();
+  await server?.stop();
+});
+
+describe("policy.commands.evaluate", () => {
+  let policyId = "";
+  before(async () => {
+    policyId = await activePolicy();
+  });
+
+  test("a compliant context: every rule passed, not blocking", async () => {
+    const reply = await evaluate({ policy_id: policyId, context: GOOD });
+    assert.equal(reply.ok, true, JSON.stringify(reply));
+    const r = reply.result;
+    assert.equal(r.status, "Compliant");
+    assert.equal(r.blocking, false);
+    assert.equal(r.enforcement, "Mandatory");
+    assert.equal(r.policy_version, 3);
+    assert.deepEqual(r.rules.map((x: Reply) => [x.rule_id, x.passed]), [["retention", true], ["region", true]]);
+    assert.deepEqual(r.violations, []);
+    assert.ok(Number.isFinite(Date.parse(r.evaluated_at)));
+  });
+
+  test("a violating context: the failed rule, its severity, message, remediation and reason; blocking for Mandatory", async () => {
+    const reply = await evaluate({ policy_id: policyId, context: BAD });
+    const r = reply.result;
+    assert.equal(r.status, "NonCompliant");
+    assert.equal(r.blocking, true);
+    const retention = r.rules.find((x: Reply) => x.rule_id === "retention");
+    assert.equal(retention.passed, false);
+    assert.ok(typeof retention.reason === "string" && retention.reason.length > 0);
+    assert.equal(r.violations.length, 1);
+    assert.equal(r.violations[0].rule_id, "retention");
+    assert.equal(r.violations[0].severity, "High");
+    assert.match(r.violations[0].message, /7 years/);
+    assert.match(r.violations[0].remediation, /2555/);
+  });
+
+  test("a valid exemption for the entity: CompliantWithExemption naming it, violations still reported as waived", async () => {
+    const exemptionId = randomUUID();
+    await ok("policy.commands.grant_exemption", {
+      exemption_id: exemptionId, policy_id: policyId, entity_id: "legacy-system-7", reason: "Legacy system migration",
+      granted_by: "data-officer", expires_at: new Date(Date.now() + 3_600_000).toISOString(),
+    });
+    const reply = await evaluate({ policy_id: policyId, context: BAD, entity_id: "legacy-system-7" }, (x) => x.result?.status === "CompliantWithExemption");
+    const r = reply.result;
+    assert.equal(r.status, "CompliantWithExemption", JSON.stringify(reply));
+    assert.equal(r.exemption_id, exemptionId);
+    assert.equal(r.blocking, false);
+    assert.deepEqual(r.waived_violations.map((v: Reply) => v.rule_id), ["retention"]);
+    // Another entity is not exempted.
+    const other = await evaluate({ policy_id: policyId, context: BAD, entity_id: "someone-else" });
+    assert.equal(other.result.status, "NonCompliant");
+  });
+
+  test("a policy that is not Active is not_applicable (422) with a clear message", async () => {
+    const draft = await ok("policy.commands.create", {
+      name: "Draft only", description: "never activated", policy_type: "Security", enforcement: "Critical", scope: "System", rules: RULES,
+    });
+    await sleep(200);
+    const { body, code } = await request("policy.commands.evaluate", { policy_id: draft.aggregate_id, context: GOOD });
+    assert.equal(body.ok, false);
+    assert.equal(body.error.code, "not_applicable");
+    assert.match(body.error.message, /Draft|not Active|not active/);
+    assert.equal(code, "422");
+    const unknown = await request("policy.commands.evaluate", { policy_id: randomUUID(), context: GOOD });
+    assert.equal(unknown.body.error.code, "not_found");
+    assert.equal(unknown.code, "404");
+    const invalid = await request("policy.commands.evaluate", { policy_id: policyId });
+    assert.equal(invalid.body.error.code, "validation_failed");
+    assert.equal(invalid.code, "400");
+  });
+
+  test("as of a past moment: the rules and version in force then", async () => {
+    const id = await activePolicy();
+    await evaluate({ policy_id: id, context: GOOD });
+    await sleep(30);
+    const beforeChange = new Date().toISOString();
+    await sleep(30);
+    await ok("policy.commands.add_rule", {
+      policy_id: id,
+      rule: { rule_id: "encrypted", name: "Encrypted", severity: "Critical", expression: { op: "equal", field: "data.encrypted", value: true } },
+    });
+    const now = await evaluate({ policy_id: id, context: GOOD }, (x) => x.result?.policy_version === 4);
+    assert.equal(now.result.policy_version, 4);
+    assert.equal(now.result.status, "NonCompliant");
+    const then = await evaluate({ policy_id: id, context: GOOD, at: beforeChange });
+    assert.equal(then.ok, true, JSON.stringify(then));
+    assert.equal(then.result.policy_version, 3);
+    assert.equal(then.result.status, "Compliant");
+    assert.deepEqual(then.result.rules.map((x: Reply) => x.rule_id), ["retention", "region"]);
+    const beforeActive = await request("policy.commands.evaluate", { policy_id: id, context: GOOD, at: "2001-01-01T00:00:00Z" });
+    assert.equal(beforeActive.body.ok, false);
+    assert.ok(["not_applicable", "not_found"].includes(beforeActive.body.error.code));
+  });
+});
+
+describe("policy.commands.check_compliance", () => {
+  test("a set combines its members (All) and reports each member's result", async () => {
+    const a = await activePolicy({ name: "Retention A" });
+    const b = await activePolicy({
+      name: "Encryption B",
+      rules: [{ rule_id: "encrypted", name: "Encrypted", severity: "Critical", expression: { op: "equal", field: "data.encrypted", value: true } }],
+    });
+    const set = await ok("policy.commands.create_set", {
+      name: "Storage baseline", description: "retention and encryption", policies: [a, b], composition: "All", conflict_resolution: "MostRestrictive",
+    });
+    const body = { policy_set_id: set.aggregate_id, context: { data: { retention_days: 3000, region: "eu-west-1", encrypted: false } } };
+    let reply: Reply = {};
+    for (const deadline = Date.now() + 1000; Date.now() < deadline; await sleep(25)) {
+      reply = (await request("policy.commands.check_compliance", body)).body;
+      if (reply.ok === true) break;
+    }
+    assert.equal(reply.ok, true, JSON.stringify(reply));
+    assert.equal(reply.result.status, "NonCompliant");
+    const members = reply.result.members ?? reply.result.policies;
+    assert.ok(Array.isArray(members), JSON.stringify(reply.result));
+    const byId = new Map(members.map((m: Reply) => [m.policy_id, m]));
+    assert.equal((byId.get(a) as Reply).status, "Compliant");
+    assert.equal((byId.get(b) as Reply).status, "NonCompliant");
+
+    const compliant = await request("policy.commands.check_compliance", {
+      policy_ids: [a, b], context: { data: { retention_days: 3000, region: "eu-west-1", encrypted: true } },
+    });
+    assert.equal(compliant.body.ok, true, JSON.stringify(compliant.body));
+    assert.equal(compliant.body.result.status, "Compliant");
+    const neither = await request("policy.commands.check_compliance", { context: {} });
+    assert.equal(neither.body.error.code, "validation_failed");
+  });
+});

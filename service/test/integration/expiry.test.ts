@@ -1,0 +1,118 @@
+// Exemption expiry on a 3-node cluster with three service instances (one per node, R3 stream):
+// a short exemption yields exactly ONE `exemption_expired` event within 5 s of `expires_at`, also when the
+// instance that granted it is SIGKILLed right after the grant.
+import { after, before, describe, test } from "node:test";
+import * as assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { Svcm } from "@nats-io/services";
+import { sleep, startCluster, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
+
+type Reply = Record<string, any>;
+const STREAM = "POLICY_EVENTS";
+
+let cluster: NatsCluster | undefined;
+const services: ServiceProcess[] = [];
+let nc: NatsConnection | undefined;
+let jsm: JetStreamManager | undefined;
+let policyId = "";
+
+async function ok(subject: string, body: unknown): Promise<Reply> {
+  const reply = (await nc!.request(subject, JSON.stringify(body), { timeout: 15_000 })).json<Reply>();
+  assert.equal(reply.ok, true, `${subject} → ${JSON.stringify(reply)}`);
+  return reply;
+}
+
+/** How many events of each type the stream holds for one aggregate. */
+async function eventCounts(aggregateId: string): Promise<Record<string, number>> {
+  const info = await jsm!.streams.info(STREAM, { subjects_filter: `events.policy.${aggregateId}.>` });
+  const counts: Record<string, number> = {};
+  for (const [subject, n] of Object.entries(info.state.subjects ?? {})) counts[subject.split(".").at(-1)!] = n;
+  return counts;
+}
+
+/** Waits for the first exemption_expired event; returns when it was stored (ms since epoch). */
+async function waitExpired(exemptionId: string, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const msg = await jsm!.streams.getMessage(STREAM, { last_by_subj: `events.policy.${exemptionId}.exemption_expired` }).catch(() => null);
+    if (msg) return msg.time.getTime();
+    await sleep(100);
+  }
+  assert.fail(`no exemption_expired event for ${exemptionId} within ${timeoutMs} ms`);
+}
+
+/** grant_exemption requests served so far by each live instance, by service id. */
+async function grantRequestsByInstance(): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for await (const s of await new Svcm(nc!).client({ strategy: "timer", maxWait: 1000 }).stats("policy-service")) {
+    const endpoint = (s.endpoints ?? []).find((e) => e.name === "grant_exemption" || e.subject === "policy.commands.grant_exemption");
+    out.set(s.id, endpoint?.num_requests ?? 0);
+  }
+  return out;
+}
+
+async function grant(expiresInMs: number): Promise<{ exemptionId: string; expiresAt: number }> {
+  const exemptionId = randomUUID();
+  const expiresAt = Date.now() + expiresInMs;
+  await ok("policy.commands.grant_exemption", {
+    exemption_id: exemptionId, policy_id: policyId, entity_id: `entity-${exemptionId.slice(0, 8)}`, reason: "short test exemption",
+    granted_by: "tester", expires_at: new Date(expiresAt).toISOString(),
+  });
+  return { exemptionId, expiresAt };
+}
+
+before(async () => {
+  cluster = await startCluster(3);
+  for (const server of cluster.servers) {
+    services.push(startService({ NATS_URL: server.url, STREAM_REPLICAS: "3", LOG_LEVEL: "info" }));
+  }
+  await Promise.all(services.map((s) => s.ready(60_000)));
+  // The client talks to node 1: NATS prefers queue subscribers on the publisher's own server, so instance 0 serves it.
+  nc = await connect({ servers: cluster.servers[0]!.url });
+  jsm = await jetstreamManager(nc);
+  const created = await ok("policy.commands.create", {
+    name: "Expiry policy", description: "exemptions expire", policy_type: "Security", enforcement: "Mandatory", scope: "Organization",
+  });
+  policyId = created.aggregate_id;
+  await ok("policy.commands.approve", { policy_id: policyId, approved_by: "ciso" });
+  await ok("policy.commands.activate", { policy_id: policyId, activated_by: "ops" });
+});
+
+after(async () => {
+  await nc?.close();
+  await Promise.all(services.map((s) => s.stop()));
+  await cluster?.stop();
+});
+
+describe("exemption expiry across three instances", () => {
+  test("exactly one exemption_expired event within 5 s, with all three instances sweeping", async () => {
+    const { exemptionId, expiresAt } = await grant(3000);
+    const storedAt = await waitExpired(exemptionId, expiresAt - Date.now() + 5000);
+    assert.ok(storedAt >= expiresAt - 50, "not before expires_at");
+    assert.ok(storedAt - expiresAt <= 5000, `stored ${storedAt - expiresAt} ms after expires_at`);
+    // Give every instance time for several more sweeps: still exactly one.
+    await sleep(2500);
+    assert.deepEqual(await eventCounts(exemptionId), { exemption_granted: 1, exemption_expired: 1 });
+    const history = (await nc!.request("policy.queries.history", JSON.stringify({ id: exemptionId }), { timeout: 5000 })).json<Reply>();
+    assert.deepEqual(history.events.map((e: Reply) => [e.event_type, e.version]), [["exemption_granted", 1], ["exemption_expired", 2]]);
+  });
+
+  test("exactly one exemption_expired event when the granting instance is killed right after the grant", async () => {
+    const before = await grantRequestsByInstance();
+    assert.equal(before.size, 3, "three instances discovered");
+    const { exemptionId, expiresAt } = await grant(3000);
+    const after = await grantRequestsByInstance();
+    const granters = [...after].filter(([id, n]) => n > (before.get(id) ?? 0)).map(([id]) => id);
+    assert.equal(granters.length, 1, "exactly one instance served the grant");
+    await services[0]!.kill();
+    const remaining = await grantRequestsByInstance();
+    assert.ok(!remaining.has(granters[0]!), "the killed instance was the one that granted the exemption");
+
+    const storedAt = await waitExpired(exemptionId, expiresAt - Date.now() + 5000);
+    assert.ok(storedAt - expiresAt <= 5000, `stored ${storedAt - expiresAt} ms after expires_at`);
+    await sleep(2500);
+    assert.deepEqual(await eventCounts(exemptionId), { exemption_granted: 1, exemption_expired: 1 });
+  });
+});

@@ -1,0 +1,184 @@
+// Queries over NATS against a real nats-server and the built service: get (now and as of a past moment),
+// list (filters, paging), history (terminating, from the stream) and applicable.
+import { after, before, describe, test } from "node:test";
+import * as assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { sleep, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
+
+type Reply = Record<string, any>;
+
+let server: NatsServer | undefined;
+let service: ServiceProcess | undefined;
+let nc: NatsConnection | undefined;
+
+async function req(subject: string, body: unknown): Promise<Reply> {
+  const msg = await nc!.request(subject, JSON.stringify(body), { timeout: 10_000 });
+  return msg.json<Reply>();
+}
+
+async function ok(subject: string, body: unknown): Promise<Reply> {
+  const reply = await req(subject, body);
+  assert.equal(reply.ok, true, `${subject} ${JSON.stringify(body)} → ${JSON.stringify(reply)}`);
+  return reply;
+}
+
+/** Polls until `check` returns a value (not undefined) or the deadline passes; returns the value. */
+async function within<T>(ms: number, what: string, check: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) assert.fail(`not within ${ms} ms: ${what}`);
+    await sleep(25);
+  }
+}
+
+function policy(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    name: "Data Retention Policy",
+    description: "All customer data must be retained for 7 years",
+    policy_type: "Retention",
+    enforcement: "Mandatory",
+    scope: "Organization",
+    ...overrides,
+  };
+}
+
+before(async () => {
+  server = await startNatsServer();
+  service = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
+  await service.ready();
+  nc = await connect({ servers: server.url });
+});
+
+after(async () => {
+  await nc?.close();
+  await service?.stop();
+  await server?.stop();
+});
+
+describe("policy.queries over NATS", () => {
+  const policyId = randomUUID();
+  const exemptionId = randomUUID();
+  let beforeApprove = "";
+  let afterApprove = "";
+
+  before(async () => {
+    await ok("policy.commands.create", { policy_id: policyId, ...policy({ scope: { Department: "finance" } }) });
+    await sleep(30);
+    beforeApprove = new Date().toISOString();
+    await sleep(30);
+    await ok("policy.commands.approve", { policy_id: policyId, approved_by: "compliance-officer", approval_date: "2025-11-08T10:00:00Z" });
+    await sleep(30);
+    afterApprove = new Date().toISOString();
+    await sleep(30);
+    await ok("policy.commands.activate", { policy_id: policyId, activated_by: "ops" });
+    await ok("policy.commands.grant_exemption", {
+      exemption_id: exemptionId, policy_id: policyId, entity_id: "legacy-system-7", reason: "Legacy system migration",
+      granted_by: "data-officer", expires_at: new Date(Date.now() + 3_600_000).toISOString(),
+    });
+  });
+
+  test("get returns the current state and version of a policy and of an exemption", async () => {
+    const current = await ok("policy.queries.get", { id: policyId });
+    assert.equal(current.aggregate_type, "Policy");
+    assert.equal(current.aggregate_id, policyId);
+    assert.equal(current.version, 3);
+    assert.equal(current.state.status, "Active");
+    assert.equal(current.state.name, "Data Retention Policy");
+    const exemption = await ok("policy.queries.get", { id: exemptionId });
+    assert.equal(exemption.aggregate_type, "PolicyExemption");
+    assert.equal(exemption.state.status, "Granted");
+    assert.equal(exemption.state.policy_id, policyId);
+  });
+
+  test("get as of a past moment rebuilds the state from history", async () => {
+    const draft = await ok("policy.queries.get", { id: policyId, at: beforeApprove });
+    assert.equal(draft.state.status, "Draft");
+    assert.equal(draft.version, 1);
+    const approved = await ok("policy.queries.get", { id: policyId, at: afterApprove });
+    assert.equal(approved.state.status, "Approved");
+    assert.equal(approved.version, 2);
+    const beforeCreation = await req("policy.queries.get", { id: policyId, at: "2000-01-01T00:00:00Z" });
+    assert.equal(beforeCreation.ok, false);
+    assert.equal(beforeCreation.error.code, "not_found");
+  });
+
+  test("get of an unknown id is not_found, a malformed payload validation_failed", async () => {
+    const missing = await req("policy.queries.get", { id: randomUUID() });
+    assert.equal(missing.error.code, "not_found");
+    const bad = await req("policy.queries.get", { id: "not-a-uuid" });
+    assert.equal(bad.error.code, "validation_failed");
+    const extra = await req("policy.queries.get", { id: policyId, surprise: 1 });
+    assert.equal(extra.error.code, "validation_failed");
+  });
+
+  test("history returns the events in order from the stream and terminates for unknown ids", async () => {
+    const history = await ok("policy.queries.history", { id: policyId });
+    assert.deepEqual(history.events.map((e: Reply) => e.event_type), ["created", "approved", "activated"]);
+    assert.deepEqual(history.events.map((e: Reply) => e.version), [1, 2, 3]);
+    for (const e of history.events) {
+      assert.equal(e.subject, `events.policy.${policyId}.${e.event_type}`);
+      assert.ok(Number.isInteger(e.seq) && e.seq > 0);
+    }
+    const started = Date.now();
+    const unknown = await req("policy.queries.history", { id: randomUUID() });
+    assert.equal(unknown.error.code, "not_found");
+    assert.ok(Date.now() - started < 1000, "history of an aggregate without events must return at once");
+  });
+
+  test("list filters by status, type, scope and enforcement and pages with a cursor", async () => {
+    const tag = randomUUID().slice(0, 8);
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const created = await ok("policy.commands.create", policy({ name: `Paged ${tag} ${i}`, policy_type: "Security", enforcement: "Advisory", scope: "Team" }));
+      ids.push(created.aggregate_id);
+    }
+    // Visible in the projection within a second of the write.
+    await within(1000, "new policies listed", async () => {
+      const r = await ok("policy.queries.list", { policy_type: "Security", enforcement: "Advisory", scope: "Team", limit: 500 });
+      return r.items.length >= 5 ? r : undefined;
+    });
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = await ok("policy.queries.list", { type: "Security", status: "Draft", scope: "Team", limit: 2, ...(cursor ? { cursor } : {}) });
+      assert.ok(page.items.length <= 2);
+      for (const item of page.items) {
+        assert.equal(item.state.status, "Draft");
+        assert.equal(item.state.policy_type, "Security");
+        seen.push(item.aggregate_id);
+      }
+      cursor = page.next_cursor ?? undefined;
+      pages++;
+    } while (cursor && pages < 10);
+    assert.deepEqual([...seen].sort(), [...ids].sort());
+    assert.equal(new Set(seen).size, seen.length, "no item on two pages");
+
+    const active = await ok("policy.queries.list", { status: "Active", aggregate_type: "Policy" });
+    assert.ok(active.items.some((i: Reply) => i.aggregate_id === policyId));
+    assert.ok(active.items.every((i: Reply) => i.state.status === "Active"));
+    const byDepartment = await ok("policy.queries.list", { scope: "Department" });
+    assert.deepEqual(byDepartment.items.map((i: Reply) => i.aggregate_id), [policyId]);
+    const exemptions = await ok("policy.queries.list", { aggregate_type: "PolicyExemption", policy_id: policyId });
+    assert.deepEqual(exemptions.items.map((i: Reply) => i.aggregate_id), [exemptionId]);
+    const tooMany = await req("policy.queries.list", { limit: 501 });
+    assert.equal(tooMany.error.code, "validation_failed");
+  });
+
+  test("applicable lists active policies in force and the valid exemptions for an entity, now and in the past", async () => {
+    const now = await within(1000, "activation visible", async () => {
+      const r = await ok("policy.queries.applicable", { entity_id: "legacy-system-7" });
+      return r.policies.some((p: Reply) => p.aggregate_id === policyId) ? r : undefined;
+    });
+    assert.deepEqual(now.exemptions.map((e: Reply) => e.aggregate_id), [exemptionId]);
+    const other = await ok("policy.queries.applicable", { entity_id: "someone-else", scope: "Department" });
+    assert.deepEqual(other.policies.map((p: Reply) => p.aggregate_id), [policyId]);
+    assert.deepEqual(other.exemptions, []);
+    const past = await ok("policy.queries.applicable", { entity_id: "legacy-system-7", at: afterApprove });
+    assert.ok(!past.policies.some((p: Reply) => p.aggregate_id === policyId), "only Approved at that time, not in force");
+    assert.deepEqual(past.exemptions, []);
+  });
+});

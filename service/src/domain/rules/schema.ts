@@ -2,6 +2,7 @@
 // exemption conditions). Everything downstream (compile, evaluate) trusts these shapes.
 import { z } from "zod";
 import { RE2JS } from "re2js";
+import { parseDateTime } from "../time.js";
 
 export const LIMITS = {
   /** Nesting of and/or/not; a leaf at the top level has depth 1. */
@@ -53,22 +54,8 @@ export const FieldPathSchema = z
     }
   });
 
-// RFC 3339 date-time: full date, time, optional fraction, mandatory offset (Z or ±hh:mm).
-const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
-
-/** Epoch milliseconds of an RFC 3339 date-time string, or undefined when `value` is not one. */
-export function parseRfc3339(value: string): number | undefined {
-  if (value.length < 20 || value.length > 40) return undefined;
-  const m = RFC3339.exec(value);
-  if (m === null) return undefined;
-  const month = Number(m[2]);
-  const day = Number(m[3]);
-  if (month < 1 || month > 12 || day < 1 || day > 31 || Number(m[4]) > 23 || Number(m[5]) > 59 || Number(m[6]) > 60) {
-    return undefined;
-  }
-  const ms = Date.parse(value.replace(" ", "T"));
-  return Number.isNaN(ms) ? undefined : ms;
-}
+/** Epoch milliseconds of an RFC 3339 date-time string, or undefined: the domain's one date parser. */
+export const parseRfc3339: (value: string) => number | undefined = parseDateTime;
 
 const JsonScalarSchema = z.union([z.null(), z.boolean(), z.number().finite(), z.string().max(LIMITS.stringValue)]);
 type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };

@@ -1,0 +1,305 @@
+// The event store on one JetStream stream: each aggregate's events live on `events.policy.<id>.<event_type>`.
+//
+// Loading ALWAYS terminates: the aggregate's last stream sequence is looked up first (STREAM.MSG.GET with
+// last_by_subj on the stream leader: read-after-write), then exactly the events up to that sequence are read
+// (direct-get batches; a follower that lags is retried, then the read falls back to an ordered consumer).
+// Appending carries the per-aggregate optimistic-concurrency check: the expected stream sequence of the
+// aggregate's last event, matched against every subject `events.policy.<id>.*` (nats-server ≥ 2.11).
+import { DeliverPolicy, JetStreamApiError, type JetStreamClient, type JetStreamManager, type PubAck, type StoredMsg } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import { headers, type MsgHdrs } from "@nats-io/nats-core";
+import { z } from "zod";
+import { evolve, type AggregateState, type EventEnvelope } from "../../domain/index.js";
+import type { Logger } from "../../app/logger.js";
+import { sleep } from "../../app/backoff.js";
+
+// Snapshots carry the domain's schema version: one of another shape is ignored (full replay).
+export { SNAPSHOT_SCHEMA_VERSION } from "../../domain/index.js";
+import { SNAPSHOT_SCHEMA_VERSION } from "../../domain/index.js";
+
+export function aggregateSubject(aggregateId: string, eventType: string): string {
+  return `events.policy.${aggregateId}.${eventType}`;
+}
+export function aggregateFilter(aggregateId: string): string {
+  return `events.policy.${aggregateId}.*`;
+}
+
+export interface StoredEvent { seq: number; subject: string; envelope: EventEnvelope }
+
+export interface LoadedAggregate {
+  aggregateId: string;
+  state: AggregateState | undefined;
+  /** Stream sequence of the aggregate's last event (0 = no events): the expectation for the next append. */
+  lastSeq: number;
+  version: number;
+  snapshotSeq: number;
+  /** Events read from the stream (after the snapshot, if one was used). */
+  eventsRead: number;
+}
+
+export class ConcurrencyError extends Error {
+  readonly expectedLastSeq: number;
+  constructor(aggregateId: string, expectedLastSeq: number, cause: unknown) {
+    super(`aggregate ${aggregateId} changed since sequence ${expectedLastSeq}`, { cause });
+    this.name = "ConcurrencyError";
+    this.expectedLastSeq = expectedLastSeq;
+  }
+}
+
+/** Wrong last (subject) sequence: 10071 (classic) and 10164 (≥ 2.11, clustered in-flight check). */
+export function isConcurrencyFailure(err: unknown): boolean {
+  return err instanceof JetStreamApiError && (err.code === 10071 || err.code === 10164);
+}
+
+const snapshotSchema = z.object({
+  schema_version: z.number().int(),
+  aggregate_id: z.string(),
+  version: z.number().int().positive(),
+  seq: z.number().int().positive(),
+  state: z.record(z.string(), z.unknown()),
+});
+export type Snapshot = z.infer<typeof snapshotSchema>;
+
+const envelopeShape = z.object({
+  event_id: z.string(),
+  event_type: z.string(),
+  aggregate_type: z.string(),
+  aggregate_id: z.string(),
+  version: z.number().int().positive(),
+  occurred_at: z.string(),
+  data: z.record(z.string(), z.unknown()),
+}).loose();
+
+export interface EventStoreOptions {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  snapshots: KV;
+  streamName: string;
+  snapshotFrequency: number;
+  logger: Logger;
+  /** Read path: "direct" (direct-get batches, default) or "consumer" (ordered consumer). */
+  readMode?: "direct" | "consumer";
+}
+
+export class EventStore {
+  private readonly opts: EventStoreOptions;
+  private readonly log: Logger;
+  private readonly pendingSnapshots = new Set<Promise<void>>();
+
+  constructor(opts: EventStoreOptions) {
+    this.opts = opts;
+    this.log = opts.logger;
+  }
+
+  get streamName(): string { return this.opts.streamName; }
+
+  /** Stream sequence of the aggregate's last event, from the stream leader; 0 when it has none. */
+  async lastSeqOf(aggregateId: string): Promise<number> {
+    const msg = await this.opts.jsm.streams.getMessage(this.opts.streamName, { last_by_subj: aggregateFilter(aggregateId) });
+    return msg ? msg.seq : 0;
+  }
+
+  /** One stored message by sequence, from the leader (used to answer a duplicate command with its original outcome). */
+  async eventAt(seq: number): Promise<StoredEvent | null> {
+    const msg = await this.opts.jsm.streams.getMessage(this.opts.streamName, { seq });
+    return msg ? toStoredEvent(msg) : null;
+  }
+
+  async load(aggregateId: string): Promise<LoadedAggregate> {
+    const lastSeq = await this.lastSeqOf(aggregateId);
+    if (lastSeq === 0) return { aggregateId, state: undefined, lastSeq: 0, version: 0, snapshotSeq: 0, eventsRead: 0 };
+    const snapshot = await this.readSnapshot(aggregateId, lastSeq);
+    if (snapshot) {
+      const events = await this.readEvents(aggregateId, snapshot.seq + 1, lastSeq);
+      const first = events[0];
+      if (events.length === 0 && snapshot.seq === lastSeq || first && first.envelope.version === snapshot.version + 1) {
+        try {
+          const state = this.applyAll(snapshot.state as unknown as AggregateState, events);
+          return { aggregateId, state, lastSeq, version: state?.version ?? 0, snapshotSeq: snapshot.seq, eventsRead: events.length };
+        } catch (err) {
+          this.log.warn({ err, aggregate_id: aggregateId }, "snapshot could not be continued; full replay");
+        }
+      } else {
+        this.log.warn({ aggregate_id: aggregateId, snapshot_seq: snapshot.seq, snapshot_version: snapshot.version, next_version: first?.envelope.version ?? null },
+          "snapshot does not line up with the stream; full replay");
+      }
+    }
+    const events = await this.readEvents(aggregateId, 1, lastSeq);
+    const state = this.applyAll(undefined, events);
+    return { aggregateId, state, lastSeq, version: state?.version ?? 0, snapshotSeq: 0, eventsRead: events.length };
+  }
+
+  private applyAll(from: AggregateState | undefined, events: StoredEvent[]): AggregateState | undefined {
+    let state = from;
+    for (const e of events) state = evolve(state, e.envelope);
+    return state;
+  }
+
+  /** The aggregate's events with fromSeq ≤ seq ≤ toSeq, in order; throws if the range cannot be read completely. */
+  async readEvents(aggregateId: string, fromSeq: number, toSeq: number): Promise<StoredEvent[]> {
+    if (fromSeq > toSeq) return [];
+    if (this.opts.readMode === "consumer") return this.readWithConsumer(aggregateId, fromSeq, toSeq);
+    // Direct gets may be answered by a follower that has not applied toSeq yet: retry briefly, then ask the leader.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const events = await this.readDirect(aggregateId, fromSeq, toSeq);
+      if (events.length > 0 && events[events.length - 1]!.seq === toSeq) return events;
+      this.log.debug({ aggregate_id: aggregateId, to_seq: toSeq, got: events.at(-1)?.seq ?? 0, attempt }, "direct read incomplete; retrying");
+      await sleep(20 * (attempt + 1));
+    }
+    return this.readWithConsumer(aggregateId, fromSeq, toSeq);
+  }
+
+  private async readDirect(aggregateId: string, fromSeq: number, toSeq: number): Promise<StoredEvent[]> {
+    const out: StoredEvent[] = [];
+    let next = fromSeq;
+    while (next <= toSeq) {
+      const batch = Math.min(1000, toSeq - next + 1);
+      const iter = await this.opts.jsm.direct.getBatch(this.opts.streamName, { seq: next, batch, next_by_subj: aggregateFilter(aggregateId) });
+      let got = 0;
+      let done = false;
+      for await (const msg of iter) {
+        got++;
+        if (msg.seq > toSeq) { done = true; break; }
+        out.push(toStoredEvent(msg));
+        next = msg.seq + 1;
+        if (msg.seq === toSeq) { done = true; break; }
+      }
+      iter.stop();
+      if (done || got === 0) break;
+    }
+    return out;
+  }
+
+  private async readWithConsumer(aggregateId: string, fromSeq: number, toSeq: number): Promise<StoredEvent[]> {
+    const consumer = await this.opts.js.consumers.get(this.opts.streamName, {
+      filter_subjects: [aggregateFilter(aggregateId)],
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: fromSeq,
+    });
+    const out: StoredEvent[] = [];
+    try {
+      while (true) {
+        const iter = await consumer.fetch({ max_messages: 1000, expires: 2000 });
+        let got = 0;
+        for await (const m of iter) {
+          got++;
+          if (m.seq > toSeq) { iter.stop(); return out; }
+          out.push({ seq: m.seq, subject: m.subject, envelope: parseEnvelope(m.data, m.seq) });
+          if (m.seq === toSeq) { iter.stop(); return out; }
+        }
+        if (got === 0) throw new Error(`events of ${aggregateId} up to sequence ${toSeq} are not readable (stream leader lagging?)`);
+      }
+    } finally {
+      await consumer.delete().catch(() => undefined);
+    }
+  }
+
+  /**
+   * Appends events after `expectedLastSeq` (the aggregate's last stream sequence, 0 for a new aggregate).
+   * Throws ConcurrencyError when the aggregate moved on. One event per command is the design; several are written
+   * as one atomic batch (server ≥ 2.12 with allow_atomic), never partially.
+   */
+  async append(aggregateId: string, expectedLastSeq: number, events: { envelope: EventEnvelope; msgId: string }[], atomicBatches: boolean): Promise<PubAck[]> {
+    if (events.length === 0) return [];
+    const expect = { lastSubjectSequence: expectedLastSeq, lastSubjectSequenceSubject: aggregateFilter(aggregateId) };
+    try {
+      if (events.length === 1) {
+        const { envelope, msgId } = events[0]!;
+        return [await this.opts.js.publish(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { msgID: msgId, expect, timeout: 5000 })];
+      }
+      if (!atomicBatches) throw new Error(`a command produced ${events.length} events; writing several events atomically needs nats-server ≥ 2.12`);
+      const [first, ...rest] = events;
+      const batch = await this.opts.js.startBatch(aggregateSubject(aggregateId, first!.envelope.event_type), JSON.stringify(first!.envelope), { msgID: first!.msgId, expect });
+      for (const e of rest.slice(0, -1)) batch.add(aggregateSubject(aggregateId, e.envelope.event_type), JSON.stringify(e.envelope), { headers: msgIdHeader(e.msgId) });
+      const last = rest.at(-1)!;
+      const ack = await batch.commit(aggregateSubject(aggregateId, last.envelope.event_type), JSON.stringify(last.envelope), { timeout: 5000, headers: msgIdHeader(last.msgId) });
+      // The batch ack names the last sequence; earlier events sit right before it, in order.
+      return events.map((_, i) => ({ stream: ack.stream, seq: ack.seq - (events.length - 1 - i), duplicate: ack.duplicate ?? false }));
+    } catch (err) {
+      if (isConcurrencyFailure(err)) throw new ConcurrencyError(aggregateId, expectedLastSeq, err);
+      throw err;
+    }
+  }
+
+  // ----- snapshots: a cache; anything doubtful means full replay, never a wrong state -----
+
+  private async readSnapshot(aggregateId: string, lastSeq: number): Promise<Snapshot | null> {
+    let raw: unknown;
+    try {
+      const entry = await this.opts.snapshots.get(aggregateId);
+      if (!entry || entry.operation !== "PUT" || entry.length === 0) return null;
+      raw = JSON.parse(entry.string());
+    } catch (err) {
+      this.log.warn({ err, aggregate_id: aggregateId }, "snapshot unreadable; full replay");
+      return null;
+    }
+    const parsed = snapshotSchema.safeParse(raw);
+    if (!parsed.success) {
+      this.log.warn({ aggregate_id: aggregateId, issues: parsed.error.issues.slice(0, 3) }, "snapshot invalid; full replay");
+      return null;
+    }
+    const snap = parsed.data;
+    const state = snap.state as { aggregate_id?: unknown; version?: unknown };
+    if (snap.schema_version !== SNAPSHOT_SCHEMA_VERSION || snap.aggregate_id !== aggregateId || state.aggregate_id !== aggregateId ||
+        state.version !== snap.version || snap.seq > lastSeq) {
+      this.log.warn({ aggregate_id: aggregateId, schema_version: snap.schema_version, snapshot_seq: snap.seq, last_seq: lastSeq },
+        "snapshot stale or from another schema; full replay");
+      return null;
+    }
+    return snap;
+  }
+
+  /** After an append that crossed a multiple of SNAPSHOT_FREQUENCY; runs in the background, failures only logged. */
+  maybeSnapshot(aggregateId: string, previousVersion: number, state: AggregateState | undefined, seq: number): void {
+    if (!state) return;
+    const f = this.opts.snapshotFrequency;
+    if (Math.floor(state.version / f) === Math.floor(previousVersion / f)) return;
+    const task: Promise<void> = this.writeSnapshot(aggregateId, state, seq)
+      .then(() => undefined, (err) => this.log.warn({ err, aggregate_id: aggregateId, version: state.version }, "snapshot write failed (not fatal)"))
+      .finally(() => this.pendingSnapshots.delete(task));
+    this.pendingSnapshots.add(task);
+  }
+
+  /** Writes with compare-and-set so an older snapshot never replaces a newer one. */
+  async writeSnapshot(aggregateId: string, state: AggregateState, seq: number): Promise<boolean> {
+    const body: Snapshot = { schema_version: SNAPSHOT_SCHEMA_VERSION, aggregate_id: aggregateId, version: state.version, seq, state: state as unknown as Record<string, unknown> };
+    const payload = JSON.stringify(body);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const current = await this.opts.snapshots.get(aggregateId);
+      if (current && current.operation === "PUT" && current.length > 0) {
+        let currentSeq = 0;
+        try { currentSeq = Number((JSON.parse(current.string()) as { seq?: unknown }).seq) || 0; } catch { /* garbage: overwrite */ }
+        if (currentSeq >= seq) return false;
+      }
+      try {
+        if (current) await this.opts.snapshots.update(aggregateId, payload, current.revision);
+        else await this.opts.snapshots.create(aggregateId, payload);
+        this.log.debug({ aggregate_id: aggregateId, version: state.version, seq }, "snapshot written");
+        return true;
+      } catch (err) {
+        if (attempt === 2) throw err;
+      }
+    }
+    return false;
+  }
+
+  async flushSnapshots(): Promise<void> {
+    await Promise.allSettled([...this.pendingSnapshots]);
+  }
+}
+
+function msgIdHeader(msgId: string): MsgHdrs {
+  const h = headers();
+  h.set("Nats-Msg-Id", msgId);
+  return h;
+}
+
+function parseEnvelope(data: Uint8Array, seq: number): EventEnvelope {
+  const parsed = envelopeShape.safeParse(JSON.parse(new TextDecoder().decode(data)));
+  if (!parsed.success) throw new Error(`stored message ${seq} is not an event envelope`);
+  return parsed.data as unknown as EventEnvelope;
+}
+
+function toStoredEvent(msg: StoredMsg): StoredEvent {
+  return { seq: msg.seq, subject: msg.subject, envelope: parseEnvelope(msg.data, msg.seq) };
+}

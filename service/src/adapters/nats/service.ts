@@ -1,0 +1,143 @@
+// The NATS micro service (ADR-32, `$SRV.PING|INFO|STATS`): endpoints in queue group `q`, so instances share the work.
+// Requests are consumed in the async-iterator form (an async callback that throws would crash the process,
+// see nats.md §1); each request is handled in its own try/catch, with a bounded number in flight per instance.
+import { headers, type NatsConnection } from "@nats-io/nats-core";
+import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
+import type { QueuedIterator } from "@nats-io/nats-core";
+import type { Logger } from "../../app/logger.js";
+import { statusOf } from "../../app/replies.js";
+
+export const SERVICE_NAME = "policy-service";
+export const QUEUE_GROUP = "q";
+
+export interface HandlerResult {
+  /** JSON-serialisable reply body. */
+  body: unknown;
+  /** When set, the reply also carries Nats-Service-Error(-Code) (code is an ErrorCode, mapped to a number). */
+  error?: { code: string; message: string };
+}
+export type EndpointHandler = (payload: Uint8Array, msg: ServiceMsg) => Promise<HandlerResult>;
+
+export interface MicroServiceOptions {
+  version: string;
+  description: string;
+  metadata?: Record<string, string>;
+  maxInFlight: number;
+  logger: Logger;
+}
+
+class Semaphore {
+  private free: number;
+  private readonly waiters: (() => void)[] = [];
+  constructor(size: number) { this.free = size; }
+  async acquire(): Promise<void> {
+    if (this.free > 0) { this.free--; return; }
+    await new Promise<void>((resolve) => this.waiters.push(resolve));
+  }
+  release(): void {
+    const next = this.waiters.shift();
+    if (next) next(); else this.free++;
+  }
+}
+
+export class MicroService {
+  private readonly service: Service;
+  private readonly opts: MicroServiceOptions;
+  private readonly log: Logger;
+  private readonly slots: Semaphore;
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly loops: Promise<void>[] = [];
+  private readonly iterators: QueuedIterator<ServiceMsg>[] = [];
+  private stopping = false;
+
+  private constructor(service: Service, opts: MicroServiceOptions) {
+    this.service = service;
+    this.opts = opts;
+    this.log = opts.logger;
+    this.slots = new Semaphore(opts.maxInFlight);
+  }
+
+  static async start(nc: NatsConnection, opts: MicroServiceOptions): Promise<MicroService> {
+    const service = await new Svcm(nc).add({
+      name: SERVICE_NAME,
+      version: opts.version,
+      description: opts.description,
+      queue: QUEUE_GROUP,
+      ...(opts.metadata ? { metadata: opts.metadata } : {}),
+    });
+    return new MicroService(service, opts);
+  }
+
+  get id(): string { return this.service.info().id; }
+  stats() { return this.service.stats(); }
+
+  /** Registers `handlers` as endpoints `<group>.<name>` (names cannot contain '.'). */
+  addEndpoints(group: string, handlers: Record<string, EndpointHandler>): void {
+    const g = this.service.addGroup(group, QUEUE_GROUP);
+    for (const [name, handler] of Object.entries(handlers)) {
+      if (name.includes(".")) throw new Error(`endpoint name ${name} must not contain '.'`);
+      const iter = g.addEndpoint(name, { metadata: { subject: `${group}.${name}` } });
+      this.iterators.push(iter);
+      this.loops.push(this.serve(`${group}.${name}`, iter, handler));
+    }
+  }
+
+  private async serve(subject: string, iter: QueuedIterator<ServiceMsg>, handler: EndpointHandler): Promise<void> {
+    for await (const msg of iter) {
+      await this.slots.acquire();
+      const task = this.handle(subject, msg, handler).finally(() => {
+        this.slots.release();
+        this.inFlight.delete(task);
+      });
+      this.inFlight.add(task);
+    }
+  }
+
+  private async handle(subject: string, msg: ServiceMsg, handler: EndpointHandler): Promise<void> {
+    let result: HandlerResult;
+    try {
+      result = await handler(msg.data, msg);
+    } catch (err) {
+      this.log.error({ err, subject }, "endpoint handler failed");
+      result = { body: { ok: false, error: { code: "internal", message: "internal error" } }, error: { code: "internal", message: "internal error" } };
+    }
+    try {
+      if (!msg.reply) return; // a publish without a reply subject: nothing to answer
+      const body = JSON.stringify(result.body);
+      if (result.error) {
+        const h = headers();
+        msg.respondError(statusOf(result.error.code), oneLine(result.error.message), body, { headers: h });
+      } else {
+        msg.respond(body);
+      }
+    } catch (err) {
+      this.log.warn({ err, subject }, "could not send a reply");
+    }
+  }
+
+  /** Stops taking requests, finishes the ones in flight (up to `timeoutMs`). */
+  async stop(timeoutMs: number): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const deadline = Date.now() + timeoutMs;
+    // Draining the endpoint subscriptions delivers what is buffered, then no more arrives.
+    await withTimeout(this.service.stop().then(() => undefined), Math.max(0, deadline - Date.now()));
+    for (const iter of this.iterators) iter.stop();
+    await withTimeout(Promise.allSettled(this.loops).then(() => undefined), Math.max(0, deadline - Date.now()));
+    const pending = this.inFlight.size;
+    if (pending > 0) this.log.info({ in_flight: pending }, "waiting for in-flight requests");
+    await withTimeout(Promise.allSettled([...this.inFlight]).then(() => undefined), Math.max(0, deadline - Date.now()));
+  }
+}
+
+/** Header values must be one line. */
+function oneLine(text: string): string {
+  return text.replace(/[\r\n]+/g, " ").slice(0, 512);
+}
+
+function withTimeout(p: Promise<void>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    p.finally(() => { clearTimeout(timer); resolve(); });
+  });
+}

@@ -1,0 +1,236 @@
+// Configuration: one schema over the environment, parsed once at start-up.
+// Every problem is reported as ONE line naming the variable and what it accepts, so a
+// misconfigured unit fails loudly in journald/launchd logs instead of half-starting.
+import { readFileSync } from "node:fs";
+import { z } from "zod";
+
+export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Seconds; JetStream's own default duplicate window, and our floor (issue 2: "at least 2 minutes"). */
+export const MIN_DUPLICATE_WINDOW_S = 120;
+
+export interface Config {
+  natsUrl: string;
+  natsServers: string[];
+  streamName: string;
+  logLevel: LogLevel;
+  snapshotFrequency: number;
+  streamReplicas: number;
+  duplicateWindowSeconds: number;
+  maxInFlight: number;
+  audit: { enabled: boolean; streamName: string; maxAgeDays: number };
+  /** Paths only; contents are read by readCredentials() and never logged. */
+  credentialFiles: {
+    creds?: string | undefined;
+    nkeySeed?: string | undefined;
+    user?: string | undefined;
+    password?: string | undefined;
+    token?: string | undefined;
+    ca?: string | undefined;
+    cert?: string | undefined;
+    key?: string | undefined;
+  };
+  /** Derived names. */
+  snapshotBucket: string;
+  commandsBucket: string;
+}
+
+export class ConfigError extends Error {
+  readonly variable: string;
+  constructor(variable: string, message: string) {
+    super(`${variable}: ${message}`);
+    this.variable = variable;
+    this.name = "ConfigError";
+  }
+}
+
+const shown = (value: string) => JSON.stringify(value.length > 80 ? `${value.slice(0, 77)}...` : value);
+
+// A stream name becomes part of API subjects and KV bucket names: no dots, wildcards, spaces.
+const NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const URL_SCHEMES = new Set(["nats:", "tls:", "ws:", "wss:"]);
+
+type Env = Record<string, string | undefined>;
+
+function text(env: Env, name: string, fallback: string): string {
+  const raw = env[name];
+  return raw === undefined || raw === "" ? fallback : raw;
+}
+
+function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = text(env, name, String(fallback)).trim();
+  const parsed = z.coerce.number().int().min(min).max(max).safeParse(/^[+-]?\d+$/.test(raw) ? raw : Number.NaN);
+  if (!parsed.success) throw new ConfigError(name, `expected an integer from ${min} to ${max}, got ${shown(raw)}`);
+  return parsed.data;
+}
+
+function oneOf<T extends string>(env: Env, name: string, allowed: readonly T[], fallback: T): T {
+  const raw = text(env, name, fallback).trim();
+  const parsed = z.enum(allowed as unknown as [T, ...T[]]).safeParse(raw.toLowerCase());
+  if (!parsed.success) throw new ConfigError(name, `expected one of ${allowed.join("|")}, got ${shown(raw)}`);
+  return parsed.data;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = text(env, name, String(fallback)).trim().toLowerCase();
+  if (["true", "1", "yes", "on"].includes(raw)) return true;
+  if (["false", "0", "no", "off"].includes(raw)) return false;
+  throw new ConfigError(name, `expected true|false, got ${shown(raw)}`);
+}
+
+function streamLikeName(env: Env, name: string, fallback: string): string {
+  const raw = text(env, name, fallback);
+  if (!NAME.test(raw)) throw new ConfigError(name, `expected 1-64 characters of A-Z a-z 0-9 _ -, got ${shown(raw)}`);
+  return raw;
+}
+
+function natsUrls(env: Env): string[] {
+  const raw = text(env, "NATS_URL", "nats://localhost:4222");
+  const urls = raw.split(",").map((u) => u.trim()).filter((u) => u !== "");
+  if (urls.length === 0) throw new ConfigError("NATS_URL", `expected nats://host:port[,nats://host:port…], got ${shown(raw)}`);
+  for (const url of urls) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new ConfigError("NATS_URL", `expected nats://host:port[,nats://host:port…], got ${shown(raw)}`);
+    }
+    if (!URL_SCHEMES.has(parsed.protocol) || parsed.hostname === "") {
+      throw new ConfigError("NATS_URL", `expected nats://, tls://, ws:// or wss:// URLs with a host, got ${shown(raw)}`);
+    }
+    if (parsed.username || parsed.password) {
+      // Credentials in the URL would end up in logs and in the unit file; secrets are files.
+      throw new ConfigError("NATS_URL", "must not contain credentials; use NATS_USER + NATS_PASSWORD_FILE, NATS_TOKEN_FILE or NATS_CREDS_FILE");
+    }
+  }
+  return urls;
+}
+
+/** Expands `$CREDENTIALS_DIRECTORY` / `${CREDENTIALS_DIRECTORY}` (systemd LoadCredential) at the start of a path. */
+function credentialPath(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return undefined;
+  const match = /^\$\{?CREDENTIALS_DIRECTORY\}?(\/.*)$/.exec(raw.trim());
+  if (match) {
+    const dir = env.CREDENTIALS_DIRECTORY;
+    if (!dir) throw new ConfigError(name, `refers to $CREDENTIALS_DIRECTORY, which is not set (systemd LoadCredential missing?)`);
+    return dir + match[1];
+  }
+  if (!raw.startsWith("/")) throw new ConfigError(name, `expected an absolute file path, got ${shown(raw)}`);
+  return raw;
+}
+
+export function parseConfig(env: Env = process.env): Config {
+  const natsServers = natsUrls(env);
+  const streamName = streamLikeName(env, "STREAM_NAME", "POLICY_EVENTS");
+  const logLevel = oneOf(env, "LOG_LEVEL", LOG_LEVELS, "info");
+  const snapshotFrequency = integer(env, "SNAPSHOT_FREQUENCY", 100, 1, 1_000_000);
+  const streamReplicas = integer(env, "STREAM_REPLICAS", 1, 1, 5);
+  const duplicateWindowSeconds = integer(env, "DUPLICATE_WINDOW", MIN_DUPLICATE_WINDOW_S, MIN_DUPLICATE_WINDOW_S, 7 * 24 * 3600);
+  const maxInFlight = integer(env, "MAX_IN_FLIGHT", 64, 1, 10_000);
+  const audit = {
+    enabled: boolean(env, "AUDIT_ENABLED", true),
+    streamName: streamLikeName(env, "AUDIT_STREAM_NAME", "POLICY_AUDIT"),
+    maxAgeDays: integer(env, "AUDIT_MAX_AGE_DAYS", 90, 1, 36_500),
+  };
+  if (audit.streamName === streamName) throw new ConfigError("AUDIT_STREAM_NAME", `must differ from STREAM_NAME (${streamName})`);
+
+  const credentialFiles: Config["credentialFiles"] = {
+    creds: credentialPath(env, "NATS_CREDS_FILE"),
+    nkeySeed: credentialPath(env, "NATS_NKEY_SEED_FILE"),
+    user: env.NATS_USER && env.NATS_USER.trim() !== "" ? env.NATS_USER : undefined,
+    password: credentialPath(env, "NATS_PASSWORD_FILE"),
+    token: credentialPath(env, "NATS_TOKEN_FILE"),
+    ca: credentialPath(env, "NATS_CA_FILE"),
+    cert: credentialPath(env, "NATS_CERT_FILE"),
+    key: credentialPath(env, "NATS_KEY_FILE"),
+  };
+  if (credentialFiles.password && !credentialFiles.user) throw new ConfigError("NATS_USER", "must be set when NATS_PASSWORD_FILE is set");
+  if (credentialFiles.user && !credentialFiles.password) throw new ConfigError("NATS_PASSWORD_FILE", "must be set when NATS_USER is set");
+  if (Boolean(credentialFiles.cert) !== Boolean(credentialFiles.key)) {
+    throw new ConfigError(credentialFiles.cert ? "NATS_KEY_FILE" : "NATS_CERT_FILE", "NATS_CERT_FILE and NATS_KEY_FILE must be set together");
+  }
+  const authMethods = [credentialFiles.creds, credentialFiles.nkeySeed, credentialFiles.user, credentialFiles.token].filter(Boolean).length;
+  if (authMethods > 1) {
+    throw new ConfigError("NATS_CREDS_FILE", "set at most one of NATS_CREDS_FILE, NATS_NKEY_SEED_FILE, NATS_USER + NATS_PASSWORD_FILE, NATS_TOKEN_FILE");
+  }
+
+  return {
+    natsUrl: natsServers.join(","),
+    natsServers,
+    streamName,
+    logLevel,
+    snapshotFrequency,
+    streamReplicas,
+    duplicateWindowSeconds,
+    maxInFlight,
+    audit,
+    credentialFiles,
+    snapshotBucket: `${streamName}_SNAPSHOTS`,
+    commandsBucket: `${streamName}_COMMANDS`,
+  };
+}
+
+export interface Credentials {
+  creds?: Uint8Array;
+  nkeySeed?: Uint8Array;
+  user?: string;
+  password?: string;
+  token?: string;
+  tls?: { caFile?: string; certFile?: string; keyFile?: string };
+}
+
+const FILE_VARS: Record<Exclude<keyof Config["credentialFiles"], "user">, string> = {
+  creds: "NATS_CREDS_FILE",
+  nkeySeed: "NATS_NKEY_SEED_FILE",
+  password: "NATS_PASSWORD_FILE",
+  token: "NATS_TOKEN_FILE",
+  ca: "NATS_CA_FILE",
+  cert: "NATS_CERT_FILE",
+  key: "NATS_KEY_FILE",
+};
+
+function readSecret(path: string, variable: string): Uint8Array {
+  try {
+    const content = readFileSync(path);
+    if (content.length === 0) throw new ConfigError(variable, `file ${path} is empty`);
+    return content;
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const code = (err as NodeJS.ErrnoException).code ?? "unreadable";
+    throw new ConfigError(variable, `cannot read file ${path} (${code})`);
+  }
+}
+
+/** Reads every configured credential file (the contents are returned, never logged). */
+export function readCredentials(config: Config): Credentials {
+  const files = config.credentialFiles;
+  const out: Credentials = {};
+  const trimmed = (bytes: Uint8Array) => new TextDecoder().decode(bytes).trim();
+  if (files.creds) out.creds = readSecret(files.creds, FILE_VARS.creds);
+  if (files.nkeySeed) out.nkeySeed = new TextEncoder().encode(trimmed(readSecret(files.nkeySeed, FILE_VARS.nkeySeed)));
+  if (files.user && files.password) {
+    out.user = files.user;
+    out.password = trimmed(readSecret(files.password, FILE_VARS.password));
+  }
+  if (files.token) out.token = trimmed(readSecret(files.token, FILE_VARS.token));
+  if (files.ca || files.cert) {
+    out.tls = {};
+    if (files.ca) { readSecret(files.ca, FILE_VARS.ca); out.tls.caFile = files.ca; }
+    if (files.cert && files.key) {
+      readSecret(files.cert, FILE_VARS.cert);
+      readSecret(files.key, FILE_VARS.key);
+      out.tls.certFile = files.cert;
+      out.tls.keyFile = files.key;
+    }
+  }
+  return out;
+}
+
+/** A loggable view of the configuration: paths and settings, no secret contents. */
+export function describeConfig(config: Config): Record<string, unknown> {
+  const { credentialFiles, ...rest } = config;
+  const auth = Object.entries(credentialFiles).filter(([, v]) => v !== undefined).map(([k]) => k);
+  return { ...rest, credentials: auth };
+}

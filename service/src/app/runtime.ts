@@ -1,0 +1,101 @@
+// Start-up and shutdown of one service instance. main.ts handles argv and signals; this wires the parts:
+// connect (waiting for NATS) → check the server version → stream + KV buckets → command handler → micro service.
+import { hostname } from "node:os";
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { PUBLIC_COMMANDS, type CommandName } from "../domain/index.js";
+import { connectionOptions, connectWithRetry, watchStatus } from "../adapters/nats/connection.js";
+import { EventStore } from "../adapters/nats/event-store.js";
+import { MicroService, type EndpointHandler } from "../adapters/nats/service.js";
+import { atLeast, checkServerVersion, commandsTtlMs, ensureBucket, ensureEventStream, type ServerVersion } from "../adapters/nats/setup.js";
+import { CommandHandler } from "./commands.js";
+import { readCredentials, describeConfig, type Config } from "./config.js";
+import { componentLogger, type Logger } from "./logger.js";
+import { packageVersion } from "./version.js";
+
+export const SHUTDOWN_TIMEOUT_MS = 10_000;
+
+export interface Runtime {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly server: ServerVersion;
+  readonly store: EventStore;
+  readonly commands: CommandHandler;
+  readonly service: MicroService;
+  /** Runs `fn` on shutdown after the endpoints stopped and before the connection drains (last registered, first run). */
+  onShutdown(fn: () => Promise<void> | void): void;
+  /** Stops endpoints, finishes in-flight requests, runs hooks, drains the connection. Idempotent. */
+  shutdown(reason: string): Promise<void>;
+  /** Resolves when the connection is closed (after shutdown, or if it closes by itself). */
+  closed(): Promise<void>;
+}
+
+export function commandEndpoints(commands: CommandHandler): Record<string, EndpointHandler> {
+  const endpoints: Record<string, EndpointHandler> = {};
+  for (const name of PUBLIC_COMMANDS) {
+    endpoints[name] = async (payload) => {
+      const reply = await commands.execute(name as CommandName, payload);
+      return reply.ok ? { body: reply } : { body: reply, error: { code: reply.error.code, message: reply.error.message } };
+    };
+  }
+  return endpoints;
+}
+
+export async function startRuntime(config: Config, logger: Logger, signal?: AbortSignal): Promise<Runtime> {
+  const log = componentLogger(logger, "runtime");
+  const credentials = readCredentials(config);
+  const version = packageVersion();
+  log.info({ version, config: describeConfig(config) }, "starting");
+
+  const nc = await connectWithRetry(connectionOptions(config, credentials, `policy-service@${hostname()}`), componentLogger(logger, "nats"), signal);
+  watchStatus(nc, componentLogger(logger, "nats"));
+  try {
+    const server = checkServerVersion(nc.info?.version, config.streamReplicas);
+    const jsm = await jetstreamManager(nc);
+    const js = jetstream(nc);
+    await ensureEventStream(jsm, config, server, componentLogger(logger, "setup"));
+    const snapshots = await ensureBucket(nc, jsm, config.snapshotBucket, config.streamReplicas, 0, componentLogger(logger, "setup"));
+    const commandsKv = await ensureBucket(nc, jsm, config.commandsBucket, config.streamReplicas, commandsTtlMs(config), componentLogger(logger, "setup"));
+
+    const store = new EventStore({ js, jsm, snapshots, streamName: config.streamName, snapshotFrequency: config.snapshotFrequency, logger: componentLogger(logger, "event-store") });
+    const commands = new CommandHandler({ store, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12) });
+    const service = await MicroService.start(nc, {
+      version,
+      description: "Event-sourced policy management: commands, queries and evaluation",
+      metadata: { stream: config.streamName, server_version: server.text },
+      maxInFlight: config.maxInFlight,
+      logger: componentLogger(logger, "service"),
+    });
+    service.addEndpoints("policy.commands", commandEndpoints(commands));
+
+    const hooks: (() => Promise<void> | void)[] = [];
+    let shuttingDown: Promise<void> | null = null;
+    const runtime: Runtime = {
+      config, logger, nc, js, jsm, server, store, commands, service,
+      onShutdown: (fn) => { hooks.push(fn); },
+      shutdown(reason) {
+        shuttingDown ??= (async () => {
+          const deadline = Date.now() + SHUTDOWN_TIMEOUT_MS - 1000;
+          log.info({ reason }, "shutting down: no new requests, finishing in-flight ones");
+          await service.stop(Math.max(0, deadline - Date.now()));
+          for (const hook of [...hooks].reverse()) {
+            try { await hook(); } catch (err) { log.warn({ err }, "shutdown hook failed"); }
+          }
+          await store.flushSnapshots();
+          try { await nc.drain(); } catch (err) { log.warn({ err }, "drain failed"); }
+          log.info({ reason }, "stopped");
+        })();
+        return shuttingDown;
+      },
+      closed: () => nc.closed().then(() => undefined),
+    };
+    log.info({ server_version: server.text, stream: config.streamName, replicas: config.streamReplicas, service_id: service.id }, "ready");
+    return runtime;
+  } catch (err) {
+    await nc.close().catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,124 @@
+#!/usr/bin/env node
+// policy-service: the command-line entry. `--version`, `--check-config`, `--help`, `ctl …`, or run the service.
+import { ConfigError, parseConfig, readCredentials, type Config } from "./app/config.js";
+import { createLogger } from "./app/logger.js";
+import { SHUTDOWN_TIMEOUT_MS, startRuntime, type Runtime } from "./app/runtime.js";
+import { StartupError } from "./adapters/nats/setup.js";
+import { packageVersion } from "./app/version.js";
+
+const HELP = `usage: policy-service [--version | --check-config | --help | ctl <command> …]
+
+Runs the policy service: NATS micro service "policy-service" on policy.commands.* (queue group "q"),
+events in the JetStream stream STREAM_NAME (subjects events.policy.>).
+
+Environment (defaults in brackets):
+  NATS_URL            nats://host:port[,…]          [nats://localhost:4222]
+  STREAM_NAME         event stream name             [POLICY_EVENTS]
+  LOG_LEVEL           trace|debug|info|warn|error   [info]
+  SNAPSHOT_FREQUENCY  events between snapshots      [100]
+  STREAM_REPLICAS     1..5                          [1]
+  DUPLICATE_WINDOW    seconds, ≥ 120                [120]
+  MAX_IN_FLIGHT       concurrent requests/instance  [64]
+  AUDIT_ENABLED, AUDIT_STREAM_NAME [POLICY_AUDIT], AUDIT_MAX_AGE_DAYS [90]
+  Credentials (file paths; $CREDENTIALS_DIRECTORY/… allowed): NATS_CREDS_FILE, NATS_NKEY_SEED_FILE,
+  NATS_USER + NATS_PASSWORD_FILE, NATS_TOKEN_FILE; TLS: NATS_CA_FILE, NATS_CERT_FILE + NATS_KEY_FILE.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad configuration.`;
+
+/** Exits with 2 and ONE line naming the variable (config errors are the operator's to fix). */
+function configOrExit(): Config {
+  try {
+    const config = parseConfig(process.env);
+    readCredentials(config);
+    return config;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`policy-service: invalid configuration: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+}
+
+async function runService(): Promise<void> {
+  const config = configOrExit();
+  const logger = createLogger(config.logLevel);
+  const abort = new AbortController();
+  let runtime: Runtime | null = null;
+  let exiting = false;
+
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (exiting) return;
+    exiting = true;
+    logger.info({ signal: sig }, "signal received");
+    // Hard stop: whatever hangs, the process is gone within the timeout.
+    setTimeout(() => {
+      logger.error({ timeout_ms: SHUTDOWN_TIMEOUT_MS }, "shutdown timed out; exiting");
+      process.exit(1);
+    }, SHUTDOWN_TIMEOUT_MS).unref();
+    abort.abort();
+    if (!runtime) process.exit(0); // still waiting for NATS: nothing in flight
+    void runtime.shutdown(sig).then(() => process.exit(0), (err) => {
+      logger.error({ err }, "shutdown failed");
+      process.exit(1);
+    });
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  process.on("unhandledRejection", (err) => logger.error({ err }, "unhandled rejection (bug; the service keeps running)"));
+
+  try {
+    runtime = await startRuntime(config, logger, abort.signal);
+  } catch (err) {
+    if (exiting) return;
+    if (err instanceof StartupError) logger.fatal({ reason: err.message }, err.message);
+    else logger.fatal({ err }, "start-up failed");
+    process.exit(1);
+  }
+  if (exiting) { void runtime.shutdown("signal during start-up").then(() => process.exit(0)); return; }
+  void runtime.closed().then(() => {
+    if (!exiting) {
+      logger.fatal("NATS connection closed unexpectedly");
+      process.exit(1);
+    }
+  });
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [first, ...rest] = argv;
+  switch (first) {
+    case "--version":
+    case "-v":
+      process.stdout.write(`${packageVersion()}\n`);
+      return;
+    case "--help":
+    case "-h":
+      process.stdout.write(`${HELP}\n`);
+      return;
+    case "--check-config": {
+      const config = configOrExit();
+      process.stdout.write(`configuration ok: stream ${config.streamName}, ${config.natsServers.length} NATS URL(s), replicas ${config.streamReplicas}\n`);
+      return;
+    }
+    case "ctl": {
+      const config = configOrExit();
+      const { runCtl } = await import("./ctl/main.js");
+      const { connectionOptions } = await import("./adapters/nats/connection.js");
+      const { connect } = await import("@nats-io/transport-node");
+      const code = await runCtl(rest, {
+        connect: () => connect({ ...connectionOptions(config, readCredentials(config), "policy-service-ctl"), maxReconnectAttempts: 0 }),
+        streamName: config.streamName,
+        auditStreamName: config.audit.streamName,
+      });
+      process.exit(code);
+    }
+    case undefined:
+      await runService();
+      return;
+    default:
+      process.stderr.write(`policy-service: unknown argument ${JSON.stringify(first)}\n${HELP}\n`);
+      process.exit(2);
+  }
+}
+
+await main(process.argv.slice(2));

@@ -104,6 +104,11 @@ in
       };
     };
 
+    # JetStream clustering needs a unique server name per node; nixpkgs' default is the
+    # same "nats" everywhere, and the seed's multi-leaf example sets none. An explicit
+    # services.nats.serverName still wins.
+    services.nats.serverName = lib.mkIf localNats (lib.mkDefault config.networking.hostName);
+
     users.users = lib.mkIf (cfg.user == "policy-service") {
       policy-service = {
         isSystemUser = true;

@@ -14,7 +14,7 @@ let
     );
   fakeDrv =
     name: extra:
-    {
+    lib.fix (drv: {
       type = "derivation";
       inherit name;
       outPath = "${builtins.storeDir}/${fakeHash name}-${name}";
@@ -22,8 +22,9 @@ let
       meta = { };
       outputs = [ "out" ];
       outputName = "out";
+      out = drv;
     }
-    // extra;
+    // extra);
   fakePackage =
     pname: mainProgram:
     fakeDrv pname {
@@ -99,6 +100,7 @@ let
     natscli = fakePackage "natscli-0.5.0" "nats";
     coreutils = fakePackage "coreutils-9.5" "coreutils";
     jq = fakePackage "jq-1.7.1" "jq";
+    nix = fakePackage "nix-2.28.4" "nix";
   };
 in
 self

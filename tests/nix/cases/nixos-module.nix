@@ -1,0 +1,307 @@
+# The NixOS side: the unit, environment, user and hardening generated for
+# services.policy-service, through each entry point (leafModule, nixosModules.default,
+# deployment/nix/leaf.nix), and refusal of bad values.
+{
+  lib,
+  repo,
+  flake,
+  nixosSystem,
+  check,
+  standIn,
+  ...
+}:
+let
+  eval = modules: (nixosSystem { inherit modules; }).config;
+  enabled = {
+    services.policy-service.enable = true;
+  };
+  entryPoints = {
+    leafModule = flake.leafModule;
+    nixosModules-default = flake.nixosModules.default;
+    deployment-leaf = repo + "/deployment/nix/leaf.nix";
+  };
+  unitOf = config: config.systemd.services.policy-service;
+  basic = eval [
+    flake.leafModule
+    enabled
+  ];
+  unit = unitOf basic;
+  sc = unit.serviceConfig;
+  package = basic.services.policy-service.package;
+  exe = "${package}/bin/policy-service";
+
+  withNats = eval [
+    flake.leafModule
+    enabled
+    {
+      networking.hostName = "leaf-1";
+      services.nats = {
+        enable = true;
+        jetstream = true;
+      };
+    }
+  ];
+  secrets = eval [
+    flake.leafModule
+    {
+      services.policy-service = {
+        enable = true;
+        natsUrl = "tls://localhost:4222";
+        credentialsFile = "/run/secrets/policy.creds";
+        tls = {
+          caFile = "/etc/ssl/nats/ca.pem";
+          certFile = "/etc/ssl/nats/client.pem";
+          keyFile = "/run/secrets/client-key.pem";
+        };
+        environmentFile = "/run/secrets/policy.env";
+      };
+    }
+  ];
+  custom = eval [
+    flake.leafModule
+    {
+      services.policy-service = {
+        enable = true;
+        user = "policy";
+        group = "policy";
+        natsUrl = "nats://10.0.0.5:4222";
+        streamName = "POLICY_EVENTS_TEST";
+        logLevel = "debug";
+        snapshotFrequency = 500;
+        streamReplicas = 3;
+        duplicateWindow = 600;
+        audit = {
+          enable = false;
+          streamName = "AUDIT_X";
+          maxAgeDays = 30;
+        };
+      };
+      users.users.policy = {
+        isSystemUser = true;
+        group = "policy";
+      };
+      users.groups.policy = { };
+    }
+  ];
+  withSetting = settings: eval [
+    flake.leafModule
+    {
+      services.policy-service = {
+        enable = true;
+      }
+      // settings;
+    }
+  ];
+  envOf = settings: (unitOf (withSetting settings)).environment;
+in
+lib.mapAttrs' (
+  name: module:
+  lib.nameValuePair "entry point ${name} yields policy-service.service" (
+    check.eq (lib.attrNames (
+      (eval [
+        module
+        enabled
+      ]).systemd.services
+    )) [ "policy-service" ]
+  )
+) entryPoints
+// {
+  "disabled by default: no unit, no user" = check.eq {
+    units = lib.attrNames (eval [ flake.leafModule ]).systemd.services;
+    users = lib.attrNames (eval [ flake.leafModule ]).users.users;
+  } {
+    units = [ ];
+    users = [ ];
+  };
+  "environment: seed defaults for every variable the service reads" = check.eq unit.environment {
+    NATS_URL = "nats://localhost:4222";
+    STREAM_NAME = "POLICY_EVENTS";
+    LOG_LEVEL = "info";
+    SNAPSHOT_FREQUENCY = "100";
+    STREAM_REPLICAS = "1";
+    DUPLICATE_WINDOW = "120";
+    AUDIT_ENABLED = "true";
+    AUDIT_STREAM_NAME = "POLICY_AUDIT";
+    AUDIT_MAX_AGE_DAYS = "90";
+    NODE_ENV = "production";
+  };
+  "environment: every option reaches its variable" = check.hasAll (unitOf custom).environment {
+    NATS_URL = "nats://10.0.0.5:4222";
+    STREAM_NAME = "POLICY_EVENTS_TEST";
+    LOG_LEVEL = "debug";
+    SNAPSHOT_FREQUENCY = "500";
+    STREAM_REPLICAS = "3";
+    DUPLICATE_WINDOW = "600";
+    AUDIT_ENABLED = "false";
+    AUDIT_STREAM_NAME = "AUDIT_X";
+    AUDIT_MAX_AGE_DAYS = "30";
+  };
+  "unit: ordering, start and restart policy" = check.hasAll (unit // sc) {
+    wantedBy = [ "multi-user.target" ];
+    after = [ "network-online.target" ];
+    wants = [ "network-online.target" ];
+    startLimitIntervalSec = 300;
+    startLimitBurst = 5;
+    Type = "exec";
+    ExecStart = exe;
+    ExecStartPre = "${exe} --check-config";
+    Restart = "on-failure";
+    RestartSec = 5;
+    User = "policy-service";
+    Group = "policy-service";
+    StateDirectory = "policy-service";
+    WorkingDirectory = "/var/lib/policy-service";
+  };
+  "unit: after and wants nats.service when the local NATS is enabled" = check.hasAll (unitOf withNats) {
+    after = [
+      "network-online.target"
+      "nats.service"
+    ];
+    wants = [
+      "network-online.target"
+      "nats.service"
+    ];
+  };
+  "local NATS gets the host name as its unique server_name" =
+    check.eq withNats.services.nats.settings.server_name "leaf-1";
+  "unit: hardening set" = check.hasAll sc {
+    CapabilityBoundingSet = "";
+    AmbientCapabilities = "";
+    NoNewPrivileges = true;
+    PrivateTmp = true;
+    PrivateDevices = true;
+    PrivateUsers = true;
+    PrivateMounts = true;
+    ProtectSystem = "strict";
+    ProtectHome = true;
+    ProtectProc = "invisible";
+    ProcSubset = "pid";
+    ProtectClock = true;
+    ProtectHostname = true;
+    ProtectControlGroups = true;
+    ProtectKernelLogs = true;
+    ProtectKernelModules = true;
+    ProtectKernelTunables = true;
+    RestrictAddressFamilies = [
+      "AF_INET"
+      "AF_INET6"
+      "AF_UNIX"
+    ];
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    RemoveIPC = true;
+    LockPersonality = true;
+    DevicePolicy = "closed";
+    SystemCallArchitectures = "native";
+    SystemCallFilter = [
+      "@system-service"
+      "~@privileged"
+      "~@resources"
+    ];
+    SystemCallErrorNumber = "EPERM";
+    UMask = "0077";
+  };
+  "unit: no MemoryDenyWriteExecute (breaks V8's JIT)" = check.isTrue (
+    !(sc.MemoryDenyWriteExecute or false)
+  ) "MemoryDenyWriteExecute is set";
+  "unit: no secrets, no credentials, no environment file by default" = check.eq {
+    LoadCredential = sc.LoadCredential or [ ];
+    EnvironmentFile = sc.EnvironmentFile or [ ];
+  } {
+    LoadCredential = [ ];
+    EnvironmentFile = [ ];
+  };
+  "user and group: static system user policy-service" = check.eq {
+    user = {
+      inherit (basic.users.users.policy-service) isSystemUser group;
+    };
+    groups = lib.attrNames basic.users.groups;
+  } {
+    user = {
+      isSystemUser = true;
+      group = "policy-service";
+    };
+    groups = [ "policy-service" ];
+  };
+  "user and group: a custom user is used, not created" = check.eq {
+    users = lib.attrNames custom.users.users;
+    inherit ((unitOf custom).serviceConfig) User Group;
+  } {
+    users = [ "policy" ];
+    User = "policy";
+    Group = "policy";
+  };
+  "assertions hold for the default and custom configurations" = check.noFailedAssertions (
+    basic // { assertions = basic.assertions ++ custom.assertions ++ withNats.assertions; }
+  );
+  "secrets: LoadCredential from the configured paths" = check.eq (unitOf secrets).serviceConfig.LoadCredential [
+    "nats-ca:/etc/ssl/nats/ca.pem"
+    "nats-cert:/etc/ssl/nats/client.pem"
+    "nats-creds:/run/secrets/policy.creds"
+    "nats-key:/run/secrets/client-key.pem"
+  ];
+  "secrets: environment points into the credentials directory (%d)" =
+    check.hasAll (unitOf secrets).environment
+      {
+        NATS_URL = "tls://localhost:4222";
+        NATS_CREDS_FILE = "%d/nats-creds";
+        NATS_CA_FILE = "%d/nats-ca";
+        NATS_CERT_FILE = "%d/nats-cert";
+        NATS_KEY_FILE = "%d/nats-key";
+      };
+  "secrets: environmentFile becomes EnvironmentFile" = check.eq (unitOf secrets).serviceConfig.EnvironmentFile [
+    "/run/secrets/policy.env"
+  ];
+  "secrets: user/password and token variables" = check.hasAll (envOf {
+    natsUser = "svc";
+    passwordFile = "/run/secrets/pw";
+  }) {
+    NATS_USER = "svc";
+    NATS_PASSWORD_FILE = "%d/nats-password";
+  };
+  # The refusals below are meaningful because these neighbouring values evaluate.
+  "accepted: boundary values next to the refused ones" = check.accepted (
+    map envOf [
+      { snapshotFrequency = 1; }
+      { logLevel = "trace"; }
+      { natsUrl = "tls://nats.internal:4222,tls://nats2.internal:4222"; }
+      { streamName = "POLICY_EVENTS-2"; }
+      { duplicateWindow = 120; }
+      { credentialsFile = "/run/secrets/policy.creds"; }
+      { tokenFile = "/var/lib/secrets/token"; }
+    ]
+  );
+  "refused: snapshotFrequency = 0" = check.refused (envOf { snapshotFrequency = 0; });
+  "refused: snapshotFrequency = -5" = check.refused (envOf { snapshotFrequency = -5; });
+  "refused: logLevel = \"verbose\"" = check.refused (envOf { logLevel = "verbose"; });
+  "refused: natsUrl without a nats/tls scheme" = check.refused (envOf { natsUrl = "localhost:4222"; });
+  "refused: streamName with a dot" = check.refused (envOf { streamName = "POLICY.EVENTS"; });
+  "refused: duplicateWindow below 120 s" = check.refused (envOf { duplicateWindow = 60; });
+  "refused: a secret given as a Nix path literal (would land in the store)" = check.refused (envOf {
+    credentialsFile = ./nixos-module.nix;
+  });
+  "refused: a secret inside the Nix store" = check.refused (envOf {
+    tokenFile = "${builtins.storeDir}/00000000000000000000000000000000-token";
+  });
+  "assertion: natsUser without passwordFile" = check.eq (check.failedAssertions (withSetting {
+    natsUser = "svc";
+  })) [ "services.policy-service: natsUser and passwordFile must be set together." ];
+  "assertion: two authentication methods" = check.isTrue (
+    check.failedAssertions (withSetting {
+      tokenFile = "/run/a";
+      credentialsFile = "/run/b";
+    }) != [ ]
+  ) "no assertion failed";
+  "warning: snapshotFrequency outside 50-1000, none at 50 or 100" = check.eq {
+    at20 = lib.length (withSetting { snapshotFrequency = 20; }).warnings;
+    at50 = lib.length (withSetting { snapshotFrequency = 50; }).warnings;
+    at100 = lib.length basic.warnings;
+    at5000 = lib.length (withSetting { snapshotFrequency = 5000; }).warnings;
+  } {
+    at20 = 1;
+    at50 = 0;
+    at100 = 0;
+    at5000 = 1;
+  };
+}

@@ -1,0 +1,18 @@
+# Our flake's outputs evaluated with nothing but nixpkgs' lib: the module outputs must
+# work like this (only packages/checks/devShells/formatter need a real nixpkgs).
+{ lib, repo }:
+let
+  flake = import (repo + "/flake.nix");
+  unavailable = what: throw "offline evaluation: ${what} needs a real nixpkgs/nix-darwin";
+  outputs = flake.outputs {
+    self = outputs // {
+      outPath = repo;
+    };
+    nixpkgs = {
+      inherit lib;
+      legacyPackages = unavailable "nixpkgs.legacyPackages";
+    };
+    nix-darwin = unavailable "nix-darwin";
+  };
+in
+outputs

@@ -187,8 +187,13 @@ describe("policy.commands.check_compliance", () => {
       if (reply.ok === true) break;
     }
     assert.equal(reply.ok, true, JSON.stringify(reply));
-    assert.equal(reply.result.status, "NonCompliant");
-    const members = reply.result.members ?? reply.result.policies;
+    // One member complies, one does not: All fails; with a complying member the set is PartiallyCompliant.
+    assert.equal(reply.result.status, "PartiallyCompliant");
+    assert.equal(reply.result.compliant, false);
+    assert.equal(reply.result.blocking, true);
+    assert.equal(reply.result.deciding_policy_id, b);
+    assert.equal(reply.result.policy_set_id, set.aggregate_id);
+    const members = reply.result.members;
     assert.ok(Array.isArray(members), JSON.stringify(reply.result));
     const byId = new Map(members.map((m: Reply) => [m.policy_id, m]));
     assert.equal((byId.get(a) as Reply).status, "Compliant");

@@ -111,8 +111,11 @@ export interface AuditPublisherOptions {
   maxInFlight?: number;
 }
 
+/** What an evaluation hands over; the context is hashed later, off the reply path. */
+export type AuditRecord = Omit<AuditEvent, "schema_version" | "audit_id" | "instance" | "context_hash"> & { context: unknown };
+
 export interface AuditSink {
-  record(event: Omit<AuditEvent, "schema_version" | "audit_id" | "instance">): void;
+  record(event: AuditRecord): void;
   stats(): { published: number; dropped: number; failed: number; queued: number };
   close(timeoutMs?: number): Promise<void>;
 }
@@ -126,7 +129,7 @@ export const disabledAudit: AuditSink = {
 
 export class AuditPublisher implements AuditSink {
   private readonly opts: Required<AuditPublisherOptions>;
-  private readonly queue: AuditEvent[] = [];
+  private readonly queue: AuditRecord[] = [];
   private inFlight = 0;
   private published = 0;
   private dropped = 0;
@@ -139,7 +142,7 @@ export class AuditPublisher implements AuditSink {
     this.opts = { maxQueue: 10_000, maxInFlight: 64, ...opts };
   }
 
-  record(event: Omit<AuditEvent, "schema_version" | "audit_id" | "instance">): void {
+  record(event: AuditRecord): void {
     if (this.closing || this.queue.length >= this.opts.maxQueue) {
       this.dropped++;
       const now = Date.now();
@@ -149,7 +152,7 @@ export class AuditPublisher implements AuditSink {
       }
       return;
     }
-    this.queue.push({ schema_version: AUDIT_SCHEMA_VERSION, audit_id: randomUUID(), instance: this.opts.instance, ...event });
+    this.queue.push(event);
     // Publishing starts on a later tick so the evaluation reply goes out first.
     if (this.queue.length === 1) setImmediate(() => this.pump());
   }
@@ -170,7 +173,14 @@ export class AuditPublisher implements AuditSink {
 
   private pump(): void {
     while (this.inFlight < this.opts.maxInFlight && this.queue.length > 0) {
-      const event = this.queue.shift()!;
+      const { context, ...fields } = this.queue.shift()!;
+      const event: AuditEvent = {
+        schema_version: AUDIT_SCHEMA_VERSION,
+        audit_id: randomUUID(),
+        instance: this.opts.instance,
+        context_hash: contextHash(context),
+        ...fields,
+      };
       this.inFlight++;
       const subject = `${AUDIT_SUBJECT_PREFIX}.${event.subject_id}.${event.type}`;
       this.opts.js

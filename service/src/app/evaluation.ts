@@ -1,0 +1,268 @@
+// evaluate / check_compliance: the policy (or set) as it stood at `at` against a JSON context.
+// Present `at` (the default) reads the projection: no stream round trip, rules compiled once per (id, version).
+// A past `at` rebuilds the aggregates from their history up to `at` (cached per (id, version), see HistoryCache).
+// Every evaluation is handed to the audit sink after the result is built; publishing happens off the reply path.
+import { randomUUID } from "node:crypto";
+import { z } from "zod";
+import type { AggregateState, DomainError, ExemptionState, PolicySetState, PolicyState } from "../domain/index.js";
+import { replay } from "../domain/index.js";
+import { evaluatePolicy, requestEntity, type PolicyEvaluation } from "../domain/evaluation/evaluate.js";
+import { ADHOC_COMPOSITION, composeSet, type CompositionSpec, type SetMember } from "../domain/evaluation/compose.js";
+import { CompiledPolicyCache } from "../domain/rules/compile.js";
+import type { HistoryCache, Projection } from "../adapters/nats/projection.js";
+import { auditTypeFor, type AuditSink } from "../adapters/nats/audit.js";
+import { validationError } from "./queries.js";
+
+export type EvaluationReply = { ok: true; result: Record<string, unknown> } | { ok: false; error: DomainError };
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
+const at = z.string().max(40).refine((s) => RFC3339.test(s) && Number.isFinite(Date.parse(s)), "must be an RFC 3339 date-time with offset");
+const context = z.record(z.string(), z.unknown());
+const label = z.string().min(1).max(256);
+const common = {
+  context,
+  at: at.optional(),
+  entity_id: z.string().min(1).max(256).optional(),
+  requester: label.optional(),
+  purpose: label.optional(),
+  command_id: z.string().uuid().optional(),
+  correlation_id: z.string().min(1).max(128).optional(),
+};
+const EvaluateRequest = z.strictObject({ policy_id: z.string().uuid(), ...common });
+const CheckComplianceRequest = z
+  .strictObject({
+    policy_set_id: z.string().uuid().optional(),
+    policy_ids: z.array(z.string().uuid()).min(1).max(256).optional(),
+    ...common,
+  })
+  .refine((r) => (r.policy_set_id === undefined) !== (r.policy_ids === undefined), {
+    message: "give exactly one of policy_set_id or policy_ids",
+    path: ["policy_set_id"],
+  });
+
+function failure(code: DomainError["code"], message: string, details?: unknown): { ok: false; error: DomainError } {
+  return details === undefined ? { ok: false, error: { code, message } } : { ok: false, error: { code, message, details } };
+}
+
+function withoutApplicable<T extends { applicable: boolean }>(result: T): Omit<T, "applicable"> {
+  const { applicable: _applicable, ...rest } = result;
+  return rest;
+}
+
+export interface EvaluationDeps {
+  projection: Projection;
+  history: HistoryCache;
+  audit: AuditSink;
+  cache?: CompiledPolicyCache;
+  now?: () => number;
+}
+
+/** Where one evaluation reads its aggregates from: the projection (now) or history up to a past instant. */
+interface Snapshot {
+  atIso: string;
+  past: boolean;
+  state(id: string): Promise<AggregateState | undefined>;
+  exemptionsFor(policyId: string, entity: string | undefined): Promise<ExemptionState[]>;
+}
+
+export class Evaluation {
+  private readonly deps: EvaluationDeps;
+  private readonly cache: CompiledPolicyCache;
+
+  constructor(deps: EvaluationDeps) {
+    this.deps = deps;
+    this.cache = deps.cache ?? new CompiledPolicyCache(4096);
+  }
+
+  async evaluate(payload: unknown): Promise<EvaluationReply> {
+    const started = process.hrtime.bigint();
+    const parsed = EvaluateRequest.safeParse(payload);
+    if (!parsed.success) return validationError(parsed.error);
+    const request = parsed.data;
+    const view = this.snapshot(request.at);
+    const policy = await view.state(request.policy_id);
+    if (!policy || policy.aggregate_type !== "Policy") {
+      return failure("not_found", view.past
+        ? `no policy with id ${request.policy_id} existed at ${view.atIso}`
+        : `no policy with id ${request.policy_id}`);
+    }
+    const entity = requestEntity(request.context, request.entity_id);
+    const exemptions = await view.exemptionsFor(request.policy_id, entity);
+    const evaluationId = randomUUID();
+    const result = evaluatePolicy(policy as PolicyState, request.context, {
+      at: view.atIso,
+      exemptions,
+      ...(request.entity_id !== undefined ? { entityId: request.entity_id } : {}),
+      cache: this.cache,
+      evaluatedAt: new Date().toISOString(),
+    });
+    const durationUs = Number(process.hrtime.bigint() - started) / 1000;
+    this.audit("evaluate", request.policy_id, request, view.atIso, evaluationId, durationUs, [{ policy_id: request.policy_id, result }]);
+    if (!result.applicable) {
+      return failure("not_applicable", `${result.reason}; nothing was evaluated`, {
+        evaluation_id: evaluationId,
+        policy_id: result.policy_id,
+        policy_version: result.policy_version,
+        status_of_policy: result.status_of_policy,
+        at: view.atIso,
+      });
+    }
+    return { ok: true, result: { evaluation_id: evaluationId, ...withoutApplicable(result) } };
+  }
+
+  async checkCompliance(payload: unknown): Promise<EvaluationReply> {
+    const started = process.hrtime.bigint();
+    const parsed = CheckComplianceRequest.safeParse(payload);
+    if (!parsed.success) return validationError(parsed.error);
+    const request = parsed.data;
+    const view = this.snapshot(request.at);
+    let spec: CompositionSpec = ADHOC_COMPOSITION;
+    let policyIds = request.policy_ids ?? [];
+    if (request.policy_set_id !== undefined) {
+      const set = await view.state(request.policy_set_id);
+      if (!set || set.aggregate_type !== "PolicySet") {
+        return failure("not_found", view.past
+          ? `no policy set with id ${request.policy_set_id} existed at ${view.atIso}`
+          : `no policy set with id ${request.policy_set_id}`);
+      }
+      const s = set as PolicySetState;
+      spec = { aggregate_id: s.aggregate_id, version: s.version, composition: s.composition, conflict_resolution: s.conflict_resolution };
+      policyIds = s.policies;
+    }
+    const entity = requestEntity(request.context, request.entity_id);
+    const evaluatedAt = new Date().toISOString();
+    const members: SetMember[] = [];
+    const missing: string[] = [];
+    for (const policyId of policyIds) {
+      const policy = await view.state(policyId);
+      if (!policy || policy.aggregate_type !== "Policy") {
+        missing.push(policyId);
+        continue;
+      }
+      const exemptions = await view.exemptionsFor(policyId, entity);
+      members.push({
+        policy_id: policyId,
+        result: evaluatePolicy(policy as PolicyState, request.context, {
+          at: view.atIso,
+          exemptions,
+          ...(request.entity_id !== undefined ? { entityId: request.entity_id } : {}),
+          cache: this.cache,
+          evaluatedAt,
+        }),
+      });
+    }
+    if (missing.length > 0 && request.policy_ids !== undefined) {
+      return failure("not_found", `no policy with id ${missing.join(", ")}`, { missing });
+    }
+    const composed = composeSet(spec, members);
+    const evaluationId = randomUUID();
+    const durationUs = Number(process.hrtime.bigint() - started) / 1000;
+    this.audit("check_compliance", request.policy_set_id ?? "adhoc", request, view.atIso, evaluationId, durationUs, members, composed.applicable ? composed.status : "not_applicable", composed);
+    const unknownMembers = missing.length > 0 ? { unknown_policies: missing } : {};
+    if (!composed.applicable) {
+      return failure("not_applicable", `${composed.reason}; nothing was evaluated`, {
+        evaluation_id: evaluationId,
+        policy_set_id: composed.policy_set_id,
+        not_applicable: composed.not_applicable,
+        at: view.atIso,
+        ...unknownMembers,
+      });
+    }
+    return {
+      ok: true,
+      result: {
+        evaluation_id: evaluationId,
+        ...withoutApplicable(composed),
+        members: composed.members.map((m) => ({ applicable: m.result.applicable, ...withoutApplicable(m.result) })),
+        evaluated_at: evaluatedAt,
+        at: view.atIso,
+        ...unknownMembers,
+      },
+    };
+  }
+
+  private snapshot(atText: string | undefined): Snapshot {
+    const nowMs = (this.deps.now ?? Date.now)();
+    const atMs = atText === undefined ? nowMs : Date.parse(atText);
+    const atIso = atText === undefined ? new Date(nowMs).toISOString() : atText;
+    const { projection, history } = this.deps;
+    if (atMs >= nowMs) {
+      return {
+        atIso,
+        past: false,
+        async state(id) {
+          const projected = projection.getState(id);
+          if (projected) return projected;
+          // Not in this instance's projection yet (a write moments ago): read it from the stream.
+          const events = await history.history(id);
+          return events.length > 0 ? replay(events.map((e) => e.event)) : undefined;
+        },
+        async exemptionsFor(policyId, entity) {
+          if (entity === undefined) return [];
+          const out: ExemptionState[] = [];
+          for (const state of projection.exemptionsForPolicy(policyId)) {
+            if ((state as ExemptionState).entity_id === entity) out.push(state as ExemptionState);
+          }
+          return out;
+        },
+      };
+    }
+    const pastIso = new Date(atMs).toISOString();
+    return {
+      atIso,
+      past: true,
+      state: (id) => history.stateAt(id, pastIso),
+      async exemptionsFor(policyId, entity) {
+        if (entity === undefined) return [];
+        const out: ExemptionState[] = [];
+        // Exemption ids come from the projection (an exemption never changes its policy or entity); states from history.
+        for (const current of projection.exemptionsForPolicy(policyId)) {
+          if ((current as ExemptionState).entity_id !== entity) continue;
+          const then = await history.stateAt(current.aggregate_id, pastIso);
+          if (then && then.aggregate_type === "PolicyExemption") out.push(then as ExemptionState);
+        }
+        return out;
+      },
+    };
+  }
+
+  private audit(
+    request: "evaluate" | "check_compliance",
+    subjectId: string,
+    body: { context: unknown; requester?: string | undefined; purpose?: string | undefined; entity_id?: string | undefined },
+    atIso: string,
+    evaluationId: string,
+    durationUs: number,
+    members: readonly SetMember[],
+    overallStatus?: string,
+    overall?: unknown,
+  ): void {
+    const single: PolicyEvaluation | undefined = members.length === 1 && overall === undefined ? members[0]!.result : undefined;
+    const status = overallStatus ?? (single ? (single.applicable ? single.status : "not_applicable") : "not_applicable");
+    const policies = members.map((m) => ({ id: m.policy_id, version: m.result.policy_version }));
+    const exemptions = members.flatMap((m) =>
+      m.result.applicable && m.result.exemption_id !== undefined ? [{ id: m.result.exemption_id, version: m.result.exemption_version ?? 0 }] : [],
+    );
+    const blocking = overall !== undefined
+      ? ((overall as { blocking?: boolean }).blocking ?? null)
+      : single && single.applicable ? single.blocking : null;
+    this.deps.audit.record({
+      type: auditTypeFor(status),
+      evaluation_id: evaluationId,
+      request,
+      subject_id: subjectId,
+      context: body.context,
+      status,
+      blocking,
+      result: overall ?? single,
+      duration_us: Math.round(durationUs),
+      evaluated_at: new Date().toISOString(),
+      at: atIso,
+      requester: body.requester ?? null,
+      purpose: body.purpose ?? null,
+      entity_id: body.entity_id ?? null,
+      policies,
+      exemptions,
+    });
+  }
+}

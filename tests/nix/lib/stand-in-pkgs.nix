@@ -60,6 +60,7 @@ let
     stdenv = {
       hostPlatform = lib.systems.elaborate system;
       buildPlatform = lib.systems.elaborate system;
+      shell = "${self.bash}/bin/bash";
       isLinux = self.stdenv.hostPlatform.isLinux;
       isDarwin = self.stdenv.hostPlatform.isDarwin;
     };
@@ -73,6 +74,8 @@ let
       name: env: buildCommand:
       fakeDrv name (env // { inherit buildCommand; });
     runCommandLocal = self.runCommand;
+    buildEnv = { name, ... }@args: fakeDrv name args;
+    symlinkJoin = { name, ... }@args: fakeDrv name args;
     formats.json =
       { }:
       {
@@ -100,6 +103,12 @@ let
     natscli = fakePackage "natscli-0.5.0" "nats";
     coreutils = fakePackage "coreutils-9.5" "coreutils";
     jq = fakePackage "jq-1.7.1" "jq";
+    # Packages nix-darwin's own modules refer to while building the activation script.
+    openssh = fakePackage "openssh" "ssh";
+    gnused = fakePackage "gnused" "sed";
+    rsync = fakePackage "rsync" "rsync";
+    gnugrep = fakePackage "gnugrep" "grep";
+    bash = fakePackage "bash" "bash";
     nix = fakePackage "nix-2.28.4" "nix";
   };
 in

@@ -1,0 +1,165 @@
+# The nix-darwin side, through nix-darwin's own eval-config.nix: the launchd plist of
+# org.nixos.policy-service through each entry point (leafModule, darwinModules.default,
+# deployment/nix/leaf.nix), the activation script, the user, and darwinModules.nats.
+{
+  lib,
+  repo,
+  flake,
+  darwinSystem,
+  check,
+  ...
+}:
+if darwinSystem == null then
+  {
+    "nix-darwin evaluation" = {
+      skip = "nix-darwin source not available (set POLICY_SERVICE_NIX_DARWIN)";
+    };
+  }
+else
+  let
+    eval = modules: (darwinSystem { inherit modules; }).config;
+    enabled = {
+      services.policy-service.enable = true;
+    };
+    plistOf = config: config.environment.launchDaemons."org.nixos.policy-service.plist".text;
+    natsPlistOf = config: config.environment.launchDaemons."org.nixos.nats.plist".text;
+    entryPoints = {
+      leafModule = flake.leafModule;
+      darwinModules-default = flake.darwinModules.default;
+      deployment-leaf = repo + "/deployment/nix/leaf.nix";
+    };
+    basic = eval [
+      flake.leafModule
+      enabled
+    ];
+    daemon = basic.launchd.daemons.policy-service.serviceConfig;
+    plist = plistOf basic;
+    package = basic.services.policy-service.package;
+    withEnvFile = eval [
+      flake.leafModule
+      {
+        services.policy-service = {
+          enable = true;
+          environmentFile = "/etc/policy-service/env";
+          credentialsFile = "/etc/policy-service/nats.creds";
+        };
+      }
+    ];
+    natsOnly = eval [
+      flake.darwinModules.nats
+      {
+        services.nats = {
+          enable = true;
+          jetstream = true;
+          serverName = "mac-1";
+          serverConfig.cluster.port = 6222;
+        };
+      }
+    ];
+    key = k: v: "<key>${k}</key>\n\t<${v}";
+  in
+  lib.mapAttrs' (
+    name: module:
+    lib.nameValuePair "entry point ${name} yields org.nixos.policy-service.plist" (
+      check.contains (plistOf (eval [
+        module
+        enabled
+      ])) "<string>org.nixos.policy-service</string>"
+    )
+  ) entryPoints
+  // {
+    "disabled by default: no policy-service or nats daemon" = check.eq (lib.intersectLists [
+      "policy-service"
+      "nats"
+    ] (lib.attrNames (eval [ flake.leafModule ]).launchd.daemons)) [ ];
+    "daemon: label, keep-alive, run-at-load, logs, user" = check.hasAll daemon {
+      Label = "org.nixos.policy-service";
+      KeepAlive = true;
+      RunAtLoad = true;
+      StandardOutPath = "/var/log/policy-service.log";
+      StandardErrorPath = "/var/log/policy-service.error.log";
+      UserName = "_policy-service";
+      GroupName = "_policy-service";
+      WorkingDirectory = "/var/lib/policy-service";
+      Umask = 63;
+    };
+    "daemon: the same environment as on NixOS" = check.eq daemon.EnvironmentVariables {
+      NATS_URL = "nats://localhost:4222";
+      STREAM_NAME = "POLICY_EVENTS";
+      LOG_LEVEL = "info";
+      SNAPSHOT_FREQUENCY = "100";
+      STREAM_REPLICAS = "1";
+      DUPLICATE_WINDOW = "120";
+      AUDIT_ENABLED = "true";
+      AUDIT_STREAM_NAME = "POLICY_AUDIT";
+      AUDIT_MAX_AGE_DAYS = "90";
+      NODE_ENV = "production";
+    };
+    "plist text: label, KeepAlive, RunAtLoad, log paths, program" = check.isTrue (lib.all (lib.flip lib.hasInfix plist) [
+      "<key>Label</key>\n\t<string>org.nixos.policy-service</string>"
+      "<key>KeepAlive</key>\n\t<true/>"
+      "<key>RunAtLoad</key>\n\t<true/>"
+      "<key>StandardOutPath</key>\n\t<string>/var/log/policy-service.log</string>"
+      "<key>StandardErrorPath</key>\n\t<string>/var/log/policy-service.error.log</string>"
+      "<key>UserName</key>\n\t<string>_policy-service</string>"
+      "exec ${package}/bin/policy-service</string>"
+      "<key>NATS_URL</key>\n\t\t<string>nats://localhost:4222</string>"
+    ]) "plist lacks an expected entry:\n${plist}";
+    "user: _policy-service with static ids, managed by nix-darwin" = check.eq {
+      inherit (basic.users.users._policy-service) uid gid shell;
+      gidOfGroup = basic.users.groups._policy-service.gid;
+      known = lib.elem "_policy-service" basic.users.knownUsers && lib.elem "_policy-service" basic.users.knownGroups;
+    } {
+      uid = 536;
+      gid = 536;
+      shell = "/usr/bin/false";
+      gidOfGroup = 536;
+      known = true;
+    };
+    "activation: preActivation creates the working directory and log files" = check.isTrue (lib.all (lib.flip lib.hasInfix basic.system.activationScripts.preActivation.text) [
+      "mkdir -p /var/lib/policy-service"
+      "chown 536:536 /var/lib/policy-service"
+      "touch /var/log/policy-service.log /var/log/policy-service.error.log"
+    ]) "preActivation lacks the directory setup";
+    # nix-darwin runs only its fixed activation scripts: the text must reach /activate.
+    "activation: the script nix-darwin actually runs contains it" = check.contains basic.system.activationScripts.script.text "mkdir -p /var/lib/policy-service";
+    "environmentFile: sourced by a shell before exec; credentials passed as paths" = check.isTrue (
+      let
+        d = withEnvFile.launchd.daemons.policy-service;
+      in
+      d.command == "/bin/sh -c 'set -a; . /etc/policy-service/env; set +a; exec ${package}/bin/policy-service'"
+      && d.environment.NATS_CREDS_FILE == "/etc/policy-service/nats.creds"
+    ) "unexpected command/environment";
+    "assertions hold" = check.noFailedAssertions basic;
+    "refused: snapshotFrequency = 0" = check.refused (plistOf (eval [
+      flake.leafModule
+      { services.policy-service = { enable = true; snapshotFrequency = 0; }; }
+    ]));
+    "darwinModules.nats: JSON settings with JetStream, server name and the serverConfig alias" = check.eq natsOnly.services.nats.settings {
+      server_name = "mac-1";
+      port = 4222;
+      jetstream.store_dir = "/var/lib/nats";
+      cluster.port = 6222;
+    };
+    "darwinModules.nats: launchd daemon org.nixos.nats running nats-server -c <config>" = check.isTrue (
+      let
+        p = natsPlistOf natsOnly;
+      in
+      lib.hasInfix "<string>org.nixos.nats</string>" p
+      && lib.hasInfix "/bin/nats-server -c ${builtins.storeDir}/" p
+      && lib.hasInfix "<key>UserName</key>\n\t<string>_nats</string>" p
+      && lib.hasInfix "<key>KeepAlive</key>\n\t<true/>" p
+    ) "nats plist:\n${natsPlistOf natsOnly}";
+    "darwinModules.nats: no jetstream block when JetStream is off" = check.eq (eval [
+      flake.darwinModules.nats
+      { services.nats.enable = true; }
+    ]).services.nats.settings {
+      server_name = "nats";
+      port = 4222;
+    };
+    "darwinModules.nats: data directory created on activation, _nats user" = check.isTrue (
+      lib.hasInfix "mkdir -p /var/lib/nats" natsOnly.system.activationScripts.preActivation.text
+      && natsOnly.users.users._nats.uid == 4222
+      && lib.elem "_nats" natsOnly.users.knownUsers
+    ) "missing data dir setup or user";
+  }

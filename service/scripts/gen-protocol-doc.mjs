@@ -1,0 +1,438 @@
+#!/usr/bin/env node
+// Generates docs/protocol.md from the service's own code: the zod command schemas, the example
+// payloads (src/protocol/examples.ts), the error-status table, and events produced by running the
+// examples through the pure domain (decide/evolve) with a fixed clock. Nothing is typed by hand
+// except prose and the query examples below, which the integration test sends to a real service.
+//
+//   cd service && npm run build && node scripts/gen-protocol-doc.mjs          # rewrite docs/protocol.md
+//   node scripts/gen-protocol-doc.mjs --check                                 # exit 1 when stale
+//
+// PROTOCOL_DOC_DIST points at another build of src/ (default: ../dist).
+import { readFileSync, writeFileSync } from "node:fs";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { dirname, join } from "node:path";
+import { z } from "zod";
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const SERVICE_ROOT = join(here, "..");
+export const DOC_PATH = join(SERVICE_ROOT, "..", "docs", "protocol.md");
+const DIST = process.env.PROTOCOL_DOC_DIST ?? join(SERVICE_ROOT, "dist");
+const load = (path) => import(pathToFileURL(join(DIST, path)).href);
+
+/** The clock of the generated event examples (any fixed instant before the seed's expires_at). */
+export const DOC_NOW = "2025-11-25T12:00:00Z";
+/** When the doc's exemption_expired example happens: the seed exemption's expires_at. */
+export const DOC_EXPIRY_NOW = "2026-02-08T10:00:00Z";
+
+/** Queries, sent after the command story (docs and the integration test share this list). */
+export const QUERY_EXAMPLES = [
+  {
+    query: "get",
+    title: "Current state of one aggregate (policy, set or exemption)",
+    payload: { id: "550e8400-e29b-41d4-a716-446655440000" },
+    replyKeys: ["ok", "aggregate_type", "aggregate_id", "version", "state"],
+  },
+  {
+    query: "list",
+    title: "Filtered, paged list (`limit` 1–500, default 100; pass `next_cursor` back as `cursor`)",
+    payload: { aggregate_type: "Policy", policy_type: "Retention", limit: 10 },
+    replyKeys: ["ok", "items", "next_cursor", "projection_seq"],
+  },
+  {
+    query: "history",
+    title: "Stored events of one aggregate, oldest first (`limit` 1–1000)",
+    payload: { id: "550e8400-e29b-41d4-a716-446655440000", from_version: 1, limit: 5 },
+    replyKeys: ["ok", "aggregate_id", "aggregate_type", "version", "events", "next_from_version"],
+  },
+  {
+    query: "applicable",
+    title: "Active policies in force (optionally for one scope) and the exemptions valid for an entity",
+    payload: { entity_id: "6fa459ea-ee8a-3ca4-894e-db77e160355e", scope: "Organization" },
+    replyKeys: ["ok", "at", "policies", "exemptions"],
+  },
+];
+
+/** Fields of the query payloads (src/app/queries.ts); the examples above are checked against the service. */
+const QUERY_FIELDS = {
+  get: [
+    ["id", "yes", "UUID of a policy, policy set or exemption"],
+    ["at", "no", "RFC 3339 date-time: the state as of that instant (rebuilt from the stream)"],
+  ],
+  list: [
+    ["aggregate_type", "no", "one of: Policy, PolicySet, PolicyExemption"],
+    ["type", "no", "an aggregate type or a policy_type"],
+    ["policy_type", "no", "e.g. Retention"],
+    ["status", "no", "e.g. Draft, Approved, Active, Suspended, Revoked, Archived; Granted, Revoked, Expired"],
+    ["scope", "no", "a scope level (`Organization`) or `Level:id` (`Department:finance`)"],
+    ["enforcement", "no", "Advisory, Recommended, Mandatory, Critical"],
+    ["policy_id", "no", "UUID: exemptions or sets of this policy"],
+    ["limit", "no", "integer 1–500 (default 100)"],
+    ["cursor", "no", "`next_cursor` of the previous page"],
+  ],
+  history: [
+    ["id", "yes", "UUID of the aggregate"],
+    ["from_version", "no", "integer ≥ 1 (default 1)"],
+    ["limit", "no", "integer 1–1000 (default 1000); `next_from_version` continues"],
+  ],
+  applicable: [
+    ["entity_id", "no", "only exemptions for this entity (≤ 128 characters)"],
+    ["scope", "no", "only policies of this scope (level or `Level:id`)"],
+    ["at", "no", "RFC 3339 date-time (default: now)"],
+  ],
+};
+
+const ERROR_MEANINGS = {
+  invalid_json: "The request body is not JSON.",
+  validation_failed: "The JSON does not match the command's schema (`details` lists each `{path, message}`).",
+  not_found: "The aggregate (or a referenced one) does not exist.",
+  already_exists: "A create command names an id that is already taken.",
+  invalid_transition: "The command is not allowed in the aggregate's current state; nothing was written.",
+  conflict: "Another writer changed the aggregate concurrently and retrying did not resolve it; resend the command (with the same `command_id`).",
+  not_applicable: "Evaluation: the policy is not Active or not in its effective window at the evaluated instant.",
+  unavailable: "JetStream or a dependency is unreachable or has no quorum; retry later (with the same `command_id`).",
+  internal: "A bug or an unexpected server response; the message says what failed.",
+};
+
+// ------------------------------------------------------------------ helpers
+
+const json = (value) => JSON.stringify(value, null, 2);
+const fence = (lang, text) => "```" + lang + "\n" + text + "\n```";
+const cell = (text) => String(text).replace(/\|/g, "\\|").replace(/\n/g, " ");
+
+const UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+
+/** JSON schemas of the named building blocks (UUID, date-time), recognised wherever they appear. */
+let namedSchemas = [];
+const sameSchema = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+/** A one-line description of a JSON-schema node. */
+function describe(node, depth = 0) {
+  if (!node || Object.keys(node).length === 0 || depth > 3) return "JSON value";
+  const named = namedSchemas.find(([schema]) => sameSchema(schema, node));
+  if (named) return named[1];
+  if (node.anyOf || node.oneOf) return (node.anyOf ?? node.oneOf).map((n) => describe(n, depth + 1)).join(", or ");
+  const bounds = (min, max, unit) =>
+    min !== undefined && max !== undefined ? ` (${min}–${max}${unit})` : max !== undefined ? ` (≤ ${max}${unit})` : min !== undefined ? ` (≥ ${min}${unit})` : "";
+  switch (node.type) {
+    case "string":
+      if (node.enum) return `one of: ${node.enum.map((v) => `\`${v}\``).join(", ")}`;
+      if (node.const !== undefined) return `\`${node.const}\``;
+      if (node.pattern === UUID_PATTERN) return "UUID";
+      if (node.format === "date-time") return "RFC 3339 date-time";
+      if (node.pattern) return `string matching \`${node.pattern}\`${bounds(node.minLength, node.maxLength, " chars")}`;
+      return `string${bounds(node.minLength, node.maxLength, " chars")}`;
+    case "integer":
+    case "number":
+      return `${node.type}${bounds(node.minimum, node.maximum, "")}`;
+    case "boolean":
+      return "boolean";
+    case "null":
+      return "`null` (clears it)";
+    case "array":
+      return `array of ${describe(node.items, depth + 1)}${bounds(node.minItems, node.maxItems, " items")}`;
+    case "object":
+      if (node.propertyNames?.enum) {
+        return `object with one key of ${node.propertyNames.enum.map((v) => `\`${v}\``).join(", ")} → ${describe(node.additionalProperties, depth + 1)}`;
+      }
+      if (node.properties) return `object {${Object.keys(node.properties).join(", ")}}`;
+      return "object";
+    default:
+      if (node.enum) return `one of: ${node.enum.map((v) => `\`${JSON.stringify(v)}\``).join(", ")}`;
+      return "JSON value";
+  }
+}
+
+function fieldTable(schema) {
+  const required = new Set(schema.required ?? []);
+  const rows = ["| Field | Required | Type |", "|---|---|---|"];
+  for (const [name, node] of Object.entries(schema.properties ?? {})) {
+    const dflt = node.default !== undefined ? ` (default \`${JSON.stringify(node.default)}\`)` : "";
+    rows.push(`| \`${name}\` | ${required.has(name) ? "yes" : "no"} | ${cell(describe(node) + dflt)} |`);
+  }
+  return rows.join("\n");
+}
+
+// ------------------------------------------------------------------ the story, run through the domain
+
+/** Runs VALID_EXAMPLES through parseCommand/decide/evolve: the events the service would store. */
+function runStory(domain, examples) {
+  const states = new Map();
+  const events = [];
+  let eventNo = 0;
+  const apply = (name, payload, now, example) => {
+    const parsed = domain.parseCommand(name, payload);
+    if (!parsed.ok) throw new Error(`example "${example}" does not parse: ${JSON.stringify(parsed.error)}`);
+    const route = domain.COMMAND_ROUTES[name];
+    const id = parsed.command.payload[route.idField];
+    const refs = new Map(domain.referencedIds(parsed.command).map((ref) => [ref, states.get(ref)]));
+    const decision = domain.decide(states.get(id), parsed.command, { now, refs });
+    if (!decision.ok) throw new Error(`example "${example}" is refused by the domain: ${JSON.stringify(decision.error)}`);
+    decision.events.forEach((e, index) => {
+      eventNo += 1;
+      const state = states.get(id);
+      const envelope = {
+        event_id: `019ab3c0-0000-7000-8000-${String(eventNo).padStart(12, "0")}`,
+        event_type: e.event_type,
+        aggregate_type: route.aggregateType,
+        aggregate_id: id,
+        version: (state?.version ?? 0) + 1,
+        occurred_at: now,
+        command_id: parsed.meta.command_id,
+        correlation_id: parsed.meta.correlation_id,
+        causation_id: null,
+        data: e.data,
+      };
+      states.set(id, domain.evolve(state, envelope));
+      events.push({ envelope, msgId: parsed.meta.command_id ? `${parsed.meta.command_id}:${index}` : envelope.event_id });
+    });
+  };
+  for (const ex of examples) apply(ex.command, ex.payload, DOC_NOW, ex.title);
+  // The sweeper's internal command, at the seed exemption's expiry, so exemption_expired has an example.
+  const seedGrant = examples.find((ex) => ex.command === "grant_exemption" && ex.seed);
+  if (seedGrant) apply("expire_exemption", { exemption_id: seedGrant.payload.exemption_id }, DOC_EXPIRY_NOW, "expire_exemption");
+  return events;
+}
+
+// ------------------------------------------------------------------ render
+
+export async function renderProtocolDoc() {
+  const commands = await load("protocol/commands.js");
+  const examples = await load("protocol/examples.js");
+  const domain = await load("domain/index.js");
+  const replies = await load("app/replies.js");
+  const pkg = JSON.parse(readFileSync(join(SERVICE_ROOT, "package.json"), "utf8"));
+
+  const toJson = (schema) => {
+    const { $schema: _ignored, ...rest } = z.toJSONSchema(schema, { io: "input", unrepresentable: "any" });
+    return rest;
+  };
+  namedSchemas = [
+    [toJson(commands.DateTimeSchema), "RFC 3339 date-time (`2025-11-08T10:00:00Z`)"],
+    [toJson(commands.UuidSchema), "UUID"],
+  ];
+  const story = runStory({ ...domain, COMMAND_ROUTES: commands.COMMAND_ROUTES }, examples.VALID_EXAMPLES);
+  const out = [];
+  const push = (...lines) => out.push(...lines);
+
+  push(
+    "# Protocol reference",
+    "",
+    "<!-- GENERATED by service/scripts/gen-protocol-doc.mjs from the service's schemas and examples.",
+    "     Do not edit by hand: change the code, then run `cd service && npm run build && node scripts/gen-protocol-doc.mjs`.",
+    "     service/test/integration/protocol-doc.test.ts fails when this file is stale, and",
+    "     service/test/integration/protocol-doc-examples.test.ts sends every example below to a real service. -->",
+    "",
+    `policy-service ${pkg.version} speaks JSON over NATS request/reply. It is a NATS micro service named`,
+    "`policy-service` (discoverable with `nats micro ls`, `$SRV.PING|INFO|STATS.policy-service`), every",
+    "endpoint in queue group `q`, so requests are spread over all running instances.",
+    "",
+    "## Contents",
+    "",
+    "- [Subjects](#subjects)",
+    "- [Replies and errors](#replies-and-errors)",
+    "- [Commands](#commands)",
+    "- [Queries](#queries)",
+    "- [Events](#events)",
+    "- [Invalid requests](#invalid-requests)",
+    "",
+    "## Subjects",
+    "",
+    "| Subject | Kind | Aggregate | Stores |",
+    "|---|---|---|---|",
+  );
+  const eventsOf = (name) => [...new Set(examples.VALID_EXAMPLES.filter((e) => e.command === name).map((e) => e.event))];
+  for (const name of commands.PUBLIC_COMMANDS) {
+    const route = commands.COMMAND_ROUTES[name];
+    push(`| [\`policy.commands.${name}\`](#${name}) | command | ${route.aggregateType} | ${eventsOf(name).map((e) => `\`${e}\``).join(", ")} |`);
+  }
+  for (const q of Object.keys(QUERY_FIELDS)) push(`| [\`policy.queries.${q}\`](#query-${q}) | query | any | — |`);
+  push(
+    "| `events.policy.<aggregate_id>.<event_type>` | event (JetStream) | any | — |",
+    "",
+    "Evaluation endpoints (`policy.commands.evaluate`, `policy.commands.check_compliance`) are described in",
+    "[Queries](#queries) once they are served; `nats micro info policy-service` lists every endpoint a running",
+    "instance serves.",
+    "",
+    "Try one with natscli against a local service (`scripts/run`):",
+    "",
+    fence("bash", `nats req policy.commands.create '${examples.exampleBody(examples.VALID_EXAMPLES[0])}'`),
+    "",
+    "## Replies and errors",
+    "",
+    "A command that succeeds answers with the aggregate's new version and the events it stored:",
+    "",
+  );
+  const first = story[0].envelope;
+  push(
+    fence("json", json({
+      ok: true,
+      aggregate_id: first.aggregate_id,
+      version: first.version,
+      events: [{ type: first.event_type, subject: `events.policy.${first.aggregate_id}.${first.event_type}`, seq: 1 }],
+    })),
+    "",
+    "Every failure has the same shape, and the same code is also in the NATS micro-service error headers",
+    "(`Nats-Service-Error-Code`: the number below; `Nats-Service-Error`: the message), so generic NATS tools",
+    "see the failure too:",
+    "",
+    fence("json", json({ ok: false, error: { code: "invalid_transition", message: "…", details: "optional, e.g. validation issues" } })),
+    "",
+    "| Code | `Nats-Service-Error-Code` | Meaning |",
+    "|---|---|---|",
+  );
+  for (const [code, status] of Object.entries(replies.ERROR_STATUS)) {
+    push(`| \`${code}\` | ${status} | ${cell(ERROR_MEANINGS[code] ?? "")} |`);
+  }
+  push(
+    "",
+    "Every command also accepts two optional fields, returned in the stored events:",
+    "",
+    "- `command_id` (UUID): idempotency key. Re-sending a command with the same `command_id` writes nothing",
+    "  new and answers like the first time; the events' `Nats-Msg-Id` is `<command_id>:<index>`, so JetStream's",
+    "  duplicate window also drops a re-sent event. Set it whenever you may retry (timeouts, `unavailable`).",
+    "- `correlation_id` (string, ≤ 128 characters): your own tracing id.",
+    "",
+    "A create command (`create`, `create_set`, `grant_exemption`) may omit its id field; the service then",
+    "assigns a UUIDv7 and returns it as `aggregate_id`.",
+    "",
+    "## Commands",
+    "",
+    "Payloads are strict JSON objects: unknown fields, `__proto__`/`constructor`/`prototype` keys,",
+    "non-UUID ids, blank or oversized strings and impossible dates are refused with `validation_failed`.",
+    "The examples below form one story, sent in this order to an empty stream by the integration test.",
+    "",
+  );
+  const expireRoute = commands.COMMAND_ROUTES.expire_exemption;
+  for (const name of commands.PUBLIC_COMMANDS) {
+    const route = commands.COMMAND_ROUTES[name];
+    const schema = z.toJSONSchema(commands.COMMAND_SCHEMAS[name], { io: "input", unrepresentable: "any" });
+    push(
+      `### ${name}`,
+      "",
+      `Subject \`policy.commands.${name}\` · aggregate ${route.aggregateType} · id field \`${route.idField}\`` +
+        (route.creates ? " (optional: the service assigns one)" : "") +
+        ` · stores ${eventsOf(name).map((e) => `[\`${e}\`](#event-${e})`).join(", ")}`,
+      "",
+      fieldTable(schema),
+      "",
+    );
+    for (const ex of examples.VALID_EXAMPLES.filter((e) => e.command === name)) {
+      push(`**${ex.title}**${ex.seed ? " (from the deployment guide / domain reference, verbatim)" : ""}`, "", fence("json", json(ex.payload)), "");
+    }
+  }
+  push(
+    `The expiry sweeper sends an internal command, \`expire_exemption\` (\`{"exemption_id": …}\`, aggregate ${expireRoute.aggregateType}),`,
+    "when an exemption's `expires_at` passes; it is not served on a public subject. See [expiry.md](expiry.md).",
+    "",
+    "### Rules",
+    "",
+    "`rules` (in `create`) and `rule` (in `add_rule`, `update_rule`) are objects with these fields:",
+    "",
+  );
+  const createSchema = z.toJSONSchema(commands.COMMAND_SCHEMAS.create, { io: "input", unrepresentable: "any" });
+  const ruleSchema = createSchema.properties?.rules?.items;
+  if (ruleSchema) push(fieldTable(ruleSchema), "");
+  push(
+    "An `expression` is a JSON tree; each node has an `op`:",
+    "",
+    "| `op` | Other fields |",
+    "|---|---|",
+    "| `equal`, `not_equal` | `field`, `value` (any JSON) |",
+    "| `greater_than`, `greater_than_or_equal`, `less_than`, `less_than_or_equal` | `field`, `value` (number or string) |",
+    "| `in`, `not_in` | `field`, `values` (array) |",
+    "| `matches` | `field`, `pattern` (RE2 syntax: linear time) |",
+    "| `starts_with`, `ends_with` | `field`, `value` (string) |",
+    "| `contains` | `field`, `value` |",
+    "| `exists`, `not_exists` | `field` |",
+    "| `and`, `or` | `args` (array of expressions) |",
+    "| `not` | `arg` (an expression) |",
+    "",
+    "`field` is a dotted path into the evaluated context (`record.retention_days`).",
+    "",
+    "## Queries",
+    "",
+    "Queries read the service's projection (or the stream, for `history` and `at`) and never write.",
+    "",
+  );
+  for (const q of QUERY_EXAMPLES) {
+    push(
+      `### <a id="query-${q.query}"></a>${q.query}`,
+      "",
+      `Subject \`policy.queries.${q.query}\`. ${q.title}.`,
+      "",
+      "| Field | Required | Meaning |",
+      "|---|---|---|",
+      ...QUERY_FIELDS[q.query].map(([f, r, m]) => `| \`${f}\` | ${r} | ${cell(m)} |`),
+      "",
+      fence("json", json(q.payload)),
+      "",
+      `Reply fields: ${q.replyKeys.map((k) => `\`${k}\``).join(", ")}.`,
+      "",
+    );
+  }
+  push(
+    "## Events",
+    "",
+    "Each event is one JetStream message on `events.policy.<aggregate_id>.<event_type>` in the stream",
+    "`POLICY_EVENTS` (the `STREAM_NAME`), with this JSON body (`version` counts the aggregate's events from 1;",
+    "`occurred_at` is the command's time; `data` is self-contained, so replaying the events rebuilds every field)",
+    "and the header `Nats-Msg-Id` = `event_id`, or `<command_id>:<index>` when the command carried a `command_id`.",
+    "",
+    `The examples are produced by running the command examples above through the domain at ${DOC_NOW}`,
+    "(ids and times are illustrative).",
+    "",
+  );
+  const seenTypes = new Set();
+  for (const { envelope, msgId } of story) {
+    if (seenTypes.has(envelope.event_type)) continue;
+    seenTypes.add(envelope.event_type);
+    push(
+      `### <a id="event-${envelope.event_type}"></a>${envelope.event_type}`,
+      "",
+      `Subject \`events.policy.${envelope.aggregate_id}.${envelope.event_type}\` · Nats-Msg-Id \`${msgId}\``,
+      "",
+      fence("json", json(envelope)),
+      "",
+    );
+  }
+  const missing = domain.EVENT_TYPES.filter((t) => !seenTypes.has(t));
+  if (missing.length > 0) throw new Error(`no example produces these event types: ${missing.join(", ")}`);
+  push(
+    "## Invalid requests",
+    "",
+    "Each is sent by the integration test after the story above and answers with the code shown.",
+    "",
+    "| Subject | Request | Code |",
+    "|---|---|---|",
+  );
+  for (const ex of examples.INVALID_EXAMPLES) {
+    const body = examples.exampleBody(ex);
+    const shown = body.length > 140 ? `${body.slice(0, 137)}…` : body;
+    push(`| \`policy.commands.${ex.command}\` | ${cell(ex.title)}: \`${cell(shown)}\` | \`${ex.expect}\` |`);
+  }
+  push("");
+  return out.join("\n");
+}
+
+// ------------------------------------------------------------------ CLI
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const check = process.argv.includes("--check");
+  const text = await renderProtocolDoc();
+  let current = "";
+  try {
+    current = readFileSync(DOC_PATH, "utf8");
+  } catch {
+    /* absent: stale */
+  }
+  if (check) {
+    if (current !== text) {
+      console.error(`${DOC_PATH} is stale: run (cd service && npm run build && node scripts/gen-protocol-doc.mjs)`);
+      process.exit(1);
+    }
+    console.log(`${DOC_PATH} is up to date`);
+  } else {
+    writeFileSync(DOC_PATH, text);
+    console.log(`wrote ${DOC_PATH}`);
+  }
+}

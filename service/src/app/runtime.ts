@@ -12,6 +12,7 @@ import { CommandHandler } from "./commands.js";
 import { readCredentials, describeConfig, type Config } from "./config.js";
 import { componentLogger, type Logger } from "./logger.js";
 import { packageVersion } from "./version.js";
+import { startReadSide } from "./read-side.js";
 
 export const SHUTDOWN_TIMEOUT_MS = 10_000;
 
@@ -92,6 +93,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
       },
       closed: () => nc.closed().then(() => undefined),
     };
+    await startReadSide(runtime); // projection caught up, queries/evaluation endpoints, expiry sweeper, audit (READ)
     log.info({ server_version: server.text, stream: config.streamName, replicas: config.streamReplicas, service_id: service.id }, "ready");
     return runtime;
   } catch (err) {

@@ -9,7 +9,7 @@ import { stateString, type Projection, type ProjectionLogger } from "./projectio
 
 /** The slice of CORE's CommandHandler the sweeper needs. */
 export interface CommandExecutor {
-  execute(name: "expire_exemption", payload: unknown, now?: string): Promise<unknown>;
+  execute(name: "expire_exemption", payload: string, now?: string): Promise<unknown>;
 }
 
 // Fixed namespace for the deterministic expiry command ids (a random UUID chosen once for this purpose).
@@ -119,7 +119,7 @@ export class ExpirySweeper {
     this.inFlight.add(exemptionId);
     const payload = { exemption_id: exemptionId, command_id: expiryCommandId(exemptionId) };
     this.opts.commands
-      .execute("expire_exemption", payload, new Date(nowMs).toISOString())
+      .execute("expire_exemption", JSON.stringify(payload), new Date(nowMs).toISOString())
       .then((reply) => {
         const r = reply as { ok?: boolean; version?: number; error?: { code?: string; message?: string } };
         if (r.ok) {

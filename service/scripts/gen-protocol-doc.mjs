@@ -52,6 +52,63 @@ export const QUERY_EXAMPLES = [
   },
 ];
 
+/**
+ * Evaluation, sent after the queries. The story leaves the seed policy Archived and the second policy a
+ * Draft, so the test first makes the second one Active with EVALUATION_SETUP (documented too).
+ */
+export const EVALUATION_SETUP = [
+  { command: "approve", payload: { policy_id: "0192f1a0-7b3c-7d4e-8f5a-6b7c8d9e0f1a", approved_by: "security-officer" } },
+  { command: "activate", payload: { policy_id: "0192f1a0-7b3c-7d4e-8f5a-6b7c8d9e0f1a", activated_by: "security-officer" } },
+];
+export const EVALUATION_EXAMPLES = [
+  {
+    endpoint: "evaluate",
+    title: "A context that satisfies every rule",
+    payload: {
+      policy_id: "0192f1a0-7b3c-7d4e-8f5a-6b7c8d9e0f1a",
+      context: { user: { department: "finance", employee_id: "E-1042" } },
+      requester: "ledger-export-job",
+    },
+    expect: { ok: true, status: "Compliant", blocking: false },
+  },
+  {
+    endpoint: "evaluate",
+    title: "A violation of a Critical rule: NonCompliant, and blocking because enforcement is Critical",
+    payload: {
+      policy_id: "0192f1a0-7b3c-7d4e-8f5a-6b7c8d9e0f1a",
+      context: { user: { department: "sales" } },
+    },
+    expect: { ok: true, status: "NonCompliant", blocking: true },
+  },
+  {
+    endpoint: "check_compliance",
+    title: "Several policies at once (or `policy_set_id` for a set)",
+    payload: {
+      policy_ids: ["0192f1a0-7b3c-7d4e-8f5a-6b7c8d9e0f1a"],
+      context: { user: { department: "finance", employee_id: "E-1042" } },
+    },
+    expect: { ok: true },
+  },
+  {
+    endpoint: "evaluate",
+    title: "A policy that is not in force (the archived seed policy) is not evaluated",
+    payload: { policy_id: "550e8400-e29b-41d4-a716-446655440000", context: {} },
+    expect: { ok: false, code: "not_applicable" },
+  },
+];
+
+const EVALUATION_FIELDS = [
+  ["policy_id", "evaluate: yes", "UUID of the policy"],
+  ["policy_set_id / policy_ids", "check_compliance: exactly one", "UUID of a policy set, or 1–256 policy UUIDs (composed as All, MostRestrictive)"],
+  ["context", "yes", "JSON object the rules' `field` paths read"],
+  ["at", "no", "RFC 3339 date-time with offset: evaluate the policy as it stood then (default: now)"],
+  ["entity_id", "no", "entity for exemption matching (default: the context's `entity_id` or `entity.id`)"],
+  ["requester", "no", "who asks (≤ 256 characters; recorded in the audit stream)"],
+  ["purpose", "no", "why (≤ 256 characters; recorded in the audit stream)"],
+  ["command_id", "no", "UUID"],
+  ["correlation_id", "no", "string, ≤ 128 characters"],
+];
+
 /** Fields of the query payloads (src/app/queries.ts); the examples above are checked against the service. */
 const QUERY_FIELDS = {
   get: [
@@ -232,6 +289,7 @@ export async function renderProtocolDoc() {
     "- [Replies and errors](#replies-and-errors)",
     "- [Commands](#commands)",
     "- [Queries](#queries)",
+    "- [Evaluation](#evaluation)",
     "- [Events](#events)",
     "- [Invalid requests](#invalid-requests)",
     "",
@@ -247,11 +305,12 @@ export async function renderProtocolDoc() {
   }
   for (const q of Object.keys(QUERY_FIELDS)) push(`| [\`policy.queries.${q}\`](#query-${q}) | query | any | — |`);
   push(
+    "| [`policy.commands.evaluate`](#evaluation) | evaluation | Policy | — (audit record) |",
+    "| [`policy.commands.check_compliance`](#evaluation) | evaluation | Policy, PolicySet | — (audit record) |",
     "| `events.policy.<aggregate_id>.<event_type>` | event (JetStream) | any | — |",
     "",
-    "Evaluation endpoints (`policy.commands.evaluate`, `policy.commands.check_compliance`) are described in",
-    "[Queries](#queries) once they are served; `nats micro info policy-service` lists every endpoint a running",
-    "instance serves.",
+    "`nats micro info policy-service` lists the endpoints a running instance serves; the integration test",
+    "checks that they are exactly the subjects above.",
     "",
     "Try one with natscli against a local service (`scripts/run`):",
     "",
@@ -369,6 +428,34 @@ export async function renderProtocolDoc() {
       `Reply fields: ${q.replyKeys.map((k) => `\`${k}\``).join(", ")}.`,
       "",
     );
+  }
+  push(
+    "## Evaluation",
+    "",
+    "`policy.commands.evaluate` checks one policy's rules against a JSON `context`;",
+    "`policy.commands.check_compliance` checks several (or a policy set, with its composition and conflict",
+    "resolution). Neither stores an event; each evaluation is recorded in the audit stream (`audit.policy.>`)",
+    "when auditing is on. A policy that is not Active or outside its effective window answers `not_applicable`.",
+    "",
+    "| Field | Required | Meaning |",
+    "|---|---|---|",
+    ...EVALUATION_FIELDS.map(([f, r, m]) => `| \`${f}\` | ${r} | ${cell(m)} |`),
+    "",
+    "A result's `status` is `Compliant`, `CompliantWithExemption` (failures waived by a matching exemption),",
+    "`PartiallyCompliant` (only Info/Low/Medium rules failed and some passed) or `NonCompliant`; `blocking` is",
+    "true when it is not compliant and the enforcement is `Mandatory` or `Critical`. Each failed rule is listed",
+    "in `violations` with its `severity`, `message` and `remediation`.",
+    "",
+    "The examples run against the story's second policy after making it Active:",
+    "",
+    fence("bash", EVALUATION_SETUP.map((step) => `nats req policy.commands.${step.command} '${JSON.stringify(step.payload)}'`).join("\n")),
+    "",
+  );
+  for (const ex of EVALUATION_EXAMPLES) {
+    const outcome = ex.expect.ok
+      ? `answers \`ok: true\`${ex.expect.status ? ` with \`status: "${ex.expect.status}"\`, \`blocking: ${ex.expect.blocking}\`` : ""}`
+      : `answers \`${ex.expect.code}\``;
+    push(`**${ex.title}** (\`policy.commands.${ex.endpoint}\`; ${outcome})`, "", fence("json", json(ex.payload)), "");
   }
   push(
     "## Events",

@@ -1,0 +1,46 @@
+# service/package.nix, called with a stand-in buildNpmPackage that records its arguments
+# (offline only; the flake check `package` builds the real thing).
+{
+  lib,
+  repo,
+  check,
+  standIn,
+  ...
+}:
+if !standIn then
+  { }
+else
+  let
+    pkgs = import ../lib/stand-in-pkgs.nix { inherit lib; };
+    package = pkgs.callPackage (repo + "/service/package.nix") { };
+    args = package.passthru.npmArgs;
+    packageJson = lib.importJSON (repo + "/service/package.json");
+  in
+  {
+    "package: name and version from service/package.json" = check.eq {
+      name = args.pname;
+      inherit (args) version;
+    } { inherit (packageJson) name version; };
+    "package: importNpmLock deps and its own config hook" = check.isTrue (
+      args.npmDeps.npmRoot == repo + "/service" && args.npmConfigHook == pkgs.importNpmLock.npmConfigHook
+    ) "npmDeps/npmConfigHook are not importNpmLock's";
+    "package: nodejs 20, mainProgram policy-service, bin declared in package.json" = check.eq {
+      nodejs = args.nodejs.name;
+      inherit (args.meta) mainProgram;
+      bin = packageJson.bin;
+    } {
+      nodejs = "nodejs-20.20.2";
+      mainProgram = "policy-service";
+      bin.policy-service = "dist/main.js";
+    };
+    "package: check phase runs unit and integration tests with nats-server" = check.isTrue (
+      args.doCheck
+      && lib.elem pkgs.nats-server args.nativeCheckInputs
+      && lib.hasInfix "npm run test:unit" args.checkPhase
+      && lib.hasInfix "npm run test:integration" args.checkPhase
+      && lib.hasInfix "NATS_SERVER_BIN=${pkgs.nats-server}/bin/nats-server" args.checkPhase
+      && packageJson.scripts ? "test:unit"
+      && packageJson.scripts ? "test:integration"
+    ) "checkPhase:\n${args.checkPhase}";
+    "package: npm pack ships dist/ (files field)" = check.isTrue (lib.elem "dist" (packageJson.files or [ ])) "package.json `files` lacks dist: npm pack would drop the build";
+  }

@@ -11,7 +11,7 @@ import {
   COMMAND_ROUTES, aggregateIdOf, decide, evolve, parseCommand, referencedIds,
   type AggregateState, type Command, type CommandName, type EventEnvelope, type ErrorCode,
 } from "../domain/index.js";
-import { ConcurrencyError, aggregateSubject, type EventStore } from "../adapters/nats/event-store.js";
+import { ConcurrencyError, aggregateSubject, type EventStore, type StoredEvent } from "../adapters/nats/event-store.js";
 import { backoffDelay, sleep } from "./backoff.js";
 import { uuidv7 } from "./ids.js";
 import type { Logger } from "./logger.js";
@@ -72,7 +72,7 @@ export class CommandHandler {
     this.counters.executed++;
     try {
       const reply = await this.executeUnsafe(name, rawPayload, now);
-      this.log.debug({ command: name, ok: reply.ok, ...(reply.ok ? { aggregate_id: reply.aggregate_id, version: reply.version } : { code: reply.error.code }), ms: Date.now() - started }, "command handled");
+      this.log.info({ command: name, ok: reply.ok, ...(reply.ok ? { aggregate_id: reply.aggregate_id, version: reply.version } : { code: reply.error.code }), ms: Date.now() - started }, "command handled");
       return reply;
     } catch (err) {
       if (err instanceof UnavailableError) {
@@ -129,8 +129,18 @@ export class CommandHandler {
     const { store } = this.opts;
     const aggregateId = aggregateIdOf(command);
     const route = COMMAND_ROUTES[command.name];
+    // Event ids this execution has tried to publish: a publish that timed out may still have landed.
+    const attemptedEventIds = new Set<string>();
     for (let attempt = 0; attempt <= MAX_CONFLICT_RETRIES; attempt++) {
       const loaded = await this.retryTransient(() => store.load(aggregateId), deadline);
+      // Already applied? Another instance (a retry with the same command_id racing the first attempt) or our own
+      // earlier publish may have stored this command. Newer servers answer such a duplicate with "wrong last
+      // sequence" instead of a duplicate ack, so look for it before deciding again.
+      const mine = loaded.tail.filter((e) => (meta.command_id !== null && e.envelope.command_id === meta.command_id) || attemptedEventIds.has(e.envelope.event_id));
+      if (mine.length > 0) {
+        this.counters.duplicates++;
+        return replyFrom(mine);
+      }
       const refs = new Map<string, AggregateState | undefined>();
       for (const refId of referencedIds(command)) {
         if (refs.has(refId)) continue;
@@ -154,6 +164,7 @@ export class CommandHandler {
         data: e.data,
       }));
       const toAppend = envelopes.map((envelope, i) => ({ envelope, msgId: meta.command_id ? `${meta.command_id}:${i}` : envelope.event_id }));
+      for (const e of envelopes) attemptedEventIds.add(e.event_id);
       let acks: PubAck[];
       try {
         // The same envelopes (same Nats-Msg-Id) are re-sent on a timeout, so a write that did land is deduplicated.
@@ -191,13 +202,7 @@ export class CommandHandler {
       if (!stored) throw new Error(`duplicate ack for sequence ${ack.seq}, but no message is stored there`);
       events.push(stored);
     }
-    const last = events[events.length - 1]!;
-    return {
-      ok: true,
-      aggregate_id: last.envelope.aggregate_id,
-      version: last.envelope.version,
-      events: events.map((e) => ({ type: e.envelope.event_type, subject: e.subject, seq: e.seq })),
-    };
+    return replyFrom(events);
   }
 
   private async recall(commandId: string, deadline: number): Promise<IdempotencyRecord | null> {
@@ -234,6 +239,17 @@ export class CommandHandler {
       }
     }
   }
+}
+
+/** The reply a command got when it stored these events (its original outcome). */
+function replyFrom(events: StoredEvent[]): SuccessReply {
+  const last = events[events.length - 1]!;
+  return {
+    ok: true,
+    aggregate_id: last.envelope.aggregate_id,
+    version: last.envelope.version,
+    events: events.map((e) => ({ type: e.envelope.event_type, subject: e.subject, seq: e.seq })),
+  };
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -35,6 +35,8 @@ export interface LoadedAggregate {
   snapshotSeq: number;
   /** Events read from the stream (after the snapshot, if one was used). */
   eventsRead: number;
+  /** Those events themselves (callers look for their own command's events in them, see commands.ts). */
+  tail: StoredEvent[];
 }
 
 export class ConcurrencyError extends Error {
@@ -107,7 +109,7 @@ export class EventStore {
 
   async load(aggregateId: string): Promise<LoadedAggregate> {
     const lastSeq = await this.lastSeqOf(aggregateId);
-    if (lastSeq === 0) return { aggregateId, state: undefined, lastSeq: 0, version: 0, snapshotSeq: 0, eventsRead: 0 };
+    if (lastSeq === 0) return { aggregateId, state: undefined, lastSeq: 0, version: 0, snapshotSeq: 0, eventsRead: 0, tail: [] };
     const snapshot = await this.readSnapshot(aggregateId, lastSeq);
     if (snapshot) {
       const events = await this.readEvents(aggregateId, snapshot.seq + 1, lastSeq);
@@ -115,7 +117,7 @@ export class EventStore {
       if (events.length === 0 && snapshot.seq === lastSeq || first && first.envelope.version === snapshot.version + 1) {
         try {
           const state = this.applyAll(snapshot.state as unknown as AggregateState, events);
-          return { aggregateId, state, lastSeq, version: state?.version ?? 0, snapshotSeq: snapshot.seq, eventsRead: events.length };
+          return { aggregateId, state, lastSeq, version: state?.version ?? 0, snapshotSeq: snapshot.seq, eventsRead: events.length, tail: events };
         } catch (err) {
           this.log.warn({ err, aggregate_id: aggregateId }, "snapshot could not be continued; full replay");
         }
@@ -126,7 +128,7 @@ export class EventStore {
     }
     const events = await this.readEvents(aggregateId, 1, lastSeq);
     const state = this.applyAll(undefined, events);
-    return { aggregateId, state, lastSeq, version: state?.version ?? 0, snapshotSeq: 0, eventsRead: events.length };
+    return { aggregateId, state, lastSeq, version: state?.version ?? 0, snapshotSeq: 0, eventsRead: events.length, tail: events };
   }
 
   private applyAll(from: AggregateState | undefined, events: StoredEvent[]): AggregateState | undefined {

@@ -18,7 +18,8 @@
 //     FailOnConflict    any conflict fails the set whatever the composition says, reports `conflict` with
 //                       the disagreeing members, and the strongest failing enforcement governs (fail closed).
 //   `deciding_policy_id` names the governing member. Ties between equal enforcement levels go to the
-//   earlier member in set order.
+//   earlier member in set order. A set that fails with no failing member (AtLeast(k) with fewer than k
+//   applicable members, all complying) picks the governing member from the applicable ones the same way.
 // - Status: a complying set is Compliant, or CompliantWithExemption when the vote needed members that
 //   comply only thanks to an exemption. A failing set is NonCompliant when no applicable member complies,
 //   else PartiallyCompliant. blocking = the set fails AND the governing enforcement is Mandatory or Critical.
@@ -163,7 +164,9 @@ export function composeSet(set: CompositionSpec, members: readonly SetMember[]):
     };
   }
 
-  const deciding = governingMember(strategy, failing);
+  // A set can fail with no failing member (AtLeast(k) with fewer than k applicable): then the
+  // complying members are the pool the strategy picks from.
+  const deciding = governingMember(strategy, failing.length > 0 ? failing : complying);
   const enforcement = (deciding.result as { enforcement: EnforcementLevel }).enforcement;
   return {
     ...common,
@@ -176,19 +179,19 @@ export function composeSet(set: CompositionSpec, members: readonly SetMember[]):
   };
 }
 
-/** The failing member whose enforcement governs, per the conflict resolution (`failing` is non-empty, in set order). */
-function governingMember(strategy: ConflictResolution, failing: readonly SetMember[]): SetMember {
+/** The member whose enforcement governs, per the conflict resolution (`pool` is non-empty, in set order). */
+function governingMember(strategy: ConflictResolution, pool: readonly SetMember[]): SetMember {
   const enforcementOf = (member: SetMember): number => rank((member.result as { enforcement: EnforcementLevel }).enforcement);
   switch (strategy) {
     case "FirstWins":
-      return failing[0]!;
+      return pool[0]!;
     case "LastWins":
-      return failing[failing.length - 1]!;
+      return pool[pool.length - 1]!;
     case "LeastRestrictive":
-      return failing.reduce((best, member) => (enforcementOf(member) < enforcementOf(best) ? member : best));
+      return pool.reduce((best, member) => (enforcementOf(member) < enforcementOf(best) ? member : best));
     case "MostRestrictive":
     case "FailOnConflict":
-      return failing.reduce((best, member) => (enforcementOf(member) > enforcementOf(best) ? member : best));
+      return pool.reduce((best, member) => (enforcementOf(member) > enforcementOf(best) ? member : best));
   }
 }
 

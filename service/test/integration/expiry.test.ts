@@ -43,7 +43,7 @@ async function waitExpired(exemptionId: string, timeoutMs: number): Promise<numb
   assert.fail(`no exemption_expired event for ${exemptionId} within ${timeoutMs} ms`);
 }
 
-/** grant_exemption requests served so far by each live instance, by service id. */
+/** grant_exemption requests served so far by each live (discoverable) instance, by service id. */
 async function grantRequestsByInstance(): Promise<Map<string, number>> {
   const out = new Map<string, number>();
   for await (const s of await new Svcm(nc!).client({ strategy: "timer", maxWait: 1000 }).stats("policy-service")) {
@@ -66,10 +66,9 @@ async function grant(expiresInMs: number): Promise<{ exemptionId: string; expire
 before(async () => {
   cluster = await startCluster(3);
   for (const server of cluster.servers) {
-    services.push(startService({ NATS_URL: server.url, STREAM_REPLICAS: "3", LOG_LEVEL: "info" }));
+    services.push(startService({ NATS_URL: server.url, STREAM_REPLICAS: "3", LOG_LEVEL: "debug" }));
   }
   await Promise.all(services.map((s) => s.ready(60_000)));
-  // The client talks to node 1: NATS prefers queue subscribers on the publisher's own server, so instance 0 serves it.
   nc = await connect({ servers: cluster.servers[0]!.url });
   jsm = await jetstreamManager(nc);
   const created = await ok("policy.commands.create", {
@@ -103,12 +102,12 @@ describe("exemption expiry across three instances", () => {
     const before = await grantRequestsByInstance();
     assert.equal(before.size, 3, "three instances discovered");
     const { exemptionId, expiresAt } = await grant(3000);
+    // The instance that handled the grant logs it (LOG_LEVEL=debug): find it and SIGKILL it at once.
+    const handledIt = (line: Reply) => line.msg === "command handled" && line.command === "grant_exemption" && line.aggregate_id === exemptionId;
+    const granter = await Promise.any(services.map((s, i) => s.waitForLog(handledIt, 3000).then(() => i)));
+    await services[granter]!.kill();
     const after = await grantRequestsByInstance();
-    const granters = [...after].filter(([id, n]) => n > (before.get(id) ?? 0)).map(([id]) => id);
-    assert.equal(granters.length, 1, "exactly one instance served the grant");
-    await services[0]!.kill();
-    const remaining = await grantRequestsByInstance();
-    assert.ok(!remaining.has(granters[0]!), "the killed instance was the one that granted the exemption");
+    assert.equal(after.size, 2, "two instances left");
 
     const storedAt = await waitExpired(exemptionId, expiresAt - Date.now() + 5000);
     assert.ok(storedAt - expiresAt <= 5000, `stored ${storedAt - expiresAt} ms after expires_at`);

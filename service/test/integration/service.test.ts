@@ -54,13 +54,13 @@ describe("the seed's create example", () => {
       ok: true,
       aggregate_id: SEED_POLICY_ID,
       version: 1,
-      events: [{ type: "created", subject: `events.policy.${SEED_POLICY_ID}.created`, seq: reply.events[0].seq }],
+      events: [{ type: "created", subject: `events.policy.${SEED_POLICY_ID}.created`, seq: reply.events?.[0]?.seq }],
     });
     const events = await readAllEvents(nc, "POLICY_EVENTS", `events.policy.${SEED_POLICY_ID}.>`);
     assert.equal(events.length, 1);
     const [event] = events;
     assert.equal(event!.subject, `events.policy.${SEED_POLICY_ID}.created`);
-    assert.equal(event!.seq, reply.events[0].seq);
+    assert.equal(event!.seq, reply.events?.[0]?.seq);
     const env = event!.envelope;
     assert.equal(env.event_type, "created");
     assert.equal(env.aggregate_type, "Policy");

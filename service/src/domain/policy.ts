@@ -1,4 +1,23 @@
-// The Policy aggregate: lifecycle Draft → Approved → Active ⇄ Suspended → Revoked → Archived, plus its rules.
+// The Policy aggregate: its lifecycle and its rules.
+//
+//   command        allowed from              to         notes
+//   create         (no events yet)           Draft      an existing id is already_exists
+//   approve        Draft                     Approved   approved_at = approval_date ?? now
+//   activate       Approved, Suspended       Active     from Suspended it resumes; the event carries the
+//                                                       effective window (effective_from defaults to the
+//                                                       policy's, else now; a window already over is refused)
+//   suspend        Active                    Suspended
+//   revoke         Active, Suspended         Revoked
+//   archive        Suspended, Revoked        Archived   ("Suspended/Revoked → Archived" in the lifecycle)
+//   update, add_rule, update_rule, remove_rule, reorder_rules:
+//                  Draft, Approved, Active, Suspended (status unchanged); Revoked and Archived are frozen.
+//                  Every change is an event with old and new values, so edits of an Active policy are audited.
+//                  A command that changes nothing (same values, same order) succeeds with no event.
+// Everything else is invalid_transition and stores nothing.
+//
+// Rule ids: the caller's `rule_id` (slug or UUID) when given, else a name-based UUID derived from
+// (policy id, version of the new event, index in the command): pure, so every replay and every instance agrees.
+// update_rule replaces the whole rule (send every field; omitted optional fields are removed).
 import type { Rule } from "./rules/schema.js";
 import type { CommandOf, EnforcementLevel, PolicyType, Scope, UpdatableField } from "../protocol/commands.js";
 import { LIMITS, UPDATABLE_FIELDS } from "../protocol/commands.js";

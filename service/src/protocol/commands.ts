@@ -106,8 +106,11 @@ export const CompositionSchema = z.union([
 ]);
 export type Composition = z.output<typeof CompositionSchema>;
 
-/** Who or what is exempted: an identifier (UUIDs are lower-cased like every other id). */
-export const EntityIdSchema = boundedLine(LIMITS.actor).transform((s) => (UUID.test(s) ? s.toLowerCase() : s));
+/**
+ * Who or what is exempted: an opaque identifier (a UUID, "billing-archive", "user:alice"), stored and compared
+ * exactly as given. It never becomes a subject token, so it is not restricted to UUIDs.
+ */
+export const EntityIdSchema = boundedLine(LIMITS.actor);
 
 const TagSchema = boundedLine(LIMITS.tag);
 const TagsSchema = z

@@ -1,5 +1,7 @@
 # shellcheck shell=bash
-# shellcheck disable=SC2317,SC2329 # helpers below are also invoked indirectly, through `eventually … "$@"`
+# shellcheck disable=SC2317,SC2329,SC2016
+# (SC2317/SC2329: helpers are also invoked indirectly, through `eventually … "$@"`;
+#  SC2016: `$x` inside single quotes are jq variables passed to `holds`.)
 # (No shebang: tests/cluster.nix wraps this text with pkgs.writeShellApplication, which
 # adds its own; run-local runs it with `bash scenario.sh STEP`.)
 # The three-leaf cluster scenario: ONE source, run by two runners.
@@ -46,6 +48,16 @@ CRASH_APPROVE_COMMAND_ID="0193a6f0-7c1e-7b2a-8d3e-4f5a6b7c8da2"
 AFTER_RESTART_COMMAND_ID="0193a6f0-7c1e-7b2a-8d3e-4f5a6b7c8da3"
 
 note() { printf '# %s\n' "$*"; }
+
+# holds JSON FILTER [JQ ARGS…]: FILTER is true of the single JSON value JSON.
+# Empty or invalid input is false (jq 1.6's `-e` exits 0 on empty input, which
+# would turn a missing reply into a pass).
+holds() {
+  local json="$1" filter="$2"
+  shift 2
+  [[ "$json" =~ [^[:space:]] ]] || return 1
+  jq -n -e "$@" --argjson value "$json" "\$value | ($filter)" >/dev/null 2>&1
+}
 fail() {
   printf 'FAILED: %s\n' "$*" >&2
   exit 1
@@ -104,10 +116,10 @@ command_on() {
 expect_ok() {
   local leaf="$1" name="$2" payload="$3" version="${4:-}" reply
   reply=$(command_on "$leaf" "$name" "$payload") || true
-  if ! jq -e '.ok == true' >/dev/null 2>&1 <<<"$reply"; then
+  if ! holds "$reply" '.ok == true'; then
     fail "$name via leaf$leaf: expected ok, got: ${reply:-<no reply>}"
   fi
-  if [[ -n "$version" ]] && ! jq -e --argjson v "$version" '.version == $v' >/dev/null <<<"$reply"; then
+  if [[ -n "$version" ]] && ! holds "$reply" '.version == $v' --argjson v "$version"; then
     fail "$name via leaf$leaf: expected version $version, got: $reply"
   fi
   note "$name via leaf$leaf: $(jq -c '{aggregate_id, version, events: [.events[].subject]}' <<<"$reply")"
@@ -121,7 +133,7 @@ retry_ok() {
   while true; do
     tries=$((tries + 1))
     reply=$(command_on "$leaf" "$name" "$payload") || true
-    if jq -e '.ok == true' >/dev/null 2>&1 <<<"$reply"; then
+    if holds "$reply" '.ok == true'; then
       note "$name via leaf$leaf succeeded after $tries attempt(s): $(jq -c '{aggregate_id, version}' <<<"$reply")"
       return 0
     fi
@@ -136,7 +148,7 @@ retry_ok() {
 expect_error() {
   local leaf="$1" name="$2" payload="$3" code="$4" reply
   reply=$(command_on "$leaf" "$name" "$payload") || true
-  if ! jq -e --arg c "$code" '.ok == false and .error.code == $c' >/dev/null 2>&1 <<<"$reply"; then
+  if ! holds "$reply" '.ok == false and .error.code == $c' --arg c "$code"; then
     fail "$name via leaf$leaf: expected error $code, got: ${reply:-<no reply>}"
   fi
   note "$name via leaf$leaf refused as expected: $(jq -c .error <<<"$reply")"
@@ -149,8 +161,11 @@ stream_info_on() { # stream_info_on N → stream info JSON, through leaf N
 # The stream's last sequence as held by the server behind monitor N itself
 # (its own replica, not the leader's answer), from /jsz.
 local_last_seq() {
-  curl -fsS --max-time 5 "$(leaf_monitor "$1")/jsz?streams=true" |
-    jq -e --arg s "$STREAM_NAME" '[.account_details[]?.stream_detail[]? | select(.name == $s) | .state.last_seq] | if length == 1 then .[0] else error("stream not on this server") end'
+  local jsz
+  jsz=$(curl -fsS --max-time 5 "$(leaf_monitor "$1")/jsz?streams=true") || return 1
+  holds "$jsz" '[.account_details[]?.stream_detail[]? | select(.name == $s)] | length == 1' --arg s "$STREAM_NAME" ||
+    { echo "leaf$1 holds no replica of $STREAM_NAME" >&2; return 1; }
+  jq -r --arg s "$STREAM_NAME" '.account_details[].stream_detail[]? | select(.name == $s) | .state.last_seq' <<<"$jsz"
 }
 
 # Each server's own replica of the stream is at the same, non-zero last sequence.
@@ -166,10 +181,30 @@ expect_stored() {
   local subject="$1" id="$2" type="$3" msg
   msg=$(nats_on "${4:-1}" stream get "$STREAM_NAME" --last-for "$subject" --json) ||
     fail "no message stored on $subject"
-  if ! jq -e --arg id "$id" --arg t "$type" '(.data | @base64d | fromjson) | .aggregate_id == $id and .event_type == $t' >/dev/null <<<"$msg"; then
+  if ! holds "$msg" '(.data | @base64d | fromjson) | .aggregate_id == $id and .event_type == $t' --arg id "$id" --arg t "$type"; then
     fail "message on $subject is not a $type event of $id: $msg"
   fi
   note "stored: $subject (seq $(jq .seq <<<"$msg"))"
+}
+
+# Predicates polled by `eventually` (functions, so pipefail and `holds` apply).
+meta_leader_known() { # N: leaf N's server knows the meta leader of a 3-server meta group
+  local jsz
+  jsz=$(curl -fsS --max-time 5 "$(leaf_monitor "$1")/jsz") || return 1
+  echo "leaf$1 /jsz meta_cluster: $(jq -c .meta_cluster <<<"$jsz")"
+  holds "$jsz" '(.meta_cluster.leader // "") != "" and .meta_cluster.cluster_size == 3'
+}
+replicas_current() { # N: through leaf N, the stream has a leader and 2 current, online followers
+  local info
+  info=$(stream_info_on "$1") || return 1
+  echo "cluster: $(jq -c .cluster <<<"$info")"
+  holds "$info" '(.cluster.leader // "") != "" and ([.cluster.replicas[]? | select(.current and (.offline | not))] | length) == 2'
+}
+three_instances_listed() { # N: `nats micro ls` through leaf N lists 3 policy-service instances
+  local list
+  list=$(nats_on "$1" micro ls --json) || return 1
+  echo "instances via leaf$1: $(jq -c '[.[] | {name, id}]' <<<"$list")"
+  holds "$list" '[.[] | select(.name == "policy-service") | .id] | unique | length == 3'
 }
 
 # --- steps -------------------------------------------------------------------
@@ -181,8 +216,7 @@ step_cluster_up() {
   for n in 1 2 3; do
     eventually "$SCENARIO_WAIT" "leaf$n healthz ok (JetStream current)" \
       curl -fsS --max-time 5 "$(leaf_monitor "$n")/healthz"
-    eventually "$SCENARIO_WAIT" "leaf$n knows a JetStream meta leader of a 3-node meta group" \
-      bash -c "curl -fsS --max-time 5 '$(leaf_monitor "$n")/jsz' | jq -e '(.meta_cluster.leader // \"\") != \"\" and .meta_cluster.cluster_size == 3'"
+    eventually "$SCENARIO_WAIT" "leaf$n knows a JetStream meta leader of a 3-node meta group" meta_leader_known "$n"
     leader=$(curl -fsS --max-time 5 "$(leaf_monitor "$n")/jsz" | jq -r .meta_cluster.leader)
     leaders+=("$leader")
   done
@@ -196,17 +230,16 @@ step_stream_info() {
   eventually "$SCENARIO_WAIT" "stream $STREAM_NAME exists" stream_info_on 2
   local info
   info=$(stream_info_on 2)
-  jq -e '.config.subjects == ["events.policy.>"]' >/dev/null <<<"$info" ||
+  holds "$info" '.config.subjects == ["events.policy.>"]' ||
     fail "subjects are $(jq -c .config.subjects <<<"$info"), want [\"events.policy.>\"]"
-  jq -e '.config.storage == "file"' >/dev/null <<<"$info" ||
+  holds "$info" '.config.storage == "file"' ||
     fail "storage is $(jq -c .config.storage <<<"$info"), want file"
   # max_age is in nanoseconds; "about one year" = 360..366 days
-  jq -e '.config.max_age >= 360*86400*1e9 and .config.max_age <= 366*86400*1e9' >/dev/null <<<"$info" ||
+  holds "$info" '.config.max_age >= 360*86400*1e9 and .config.max_age <= 366*86400*1e9' ||
     fail "max_age is $(jq .config.max_age <<<"$info") ns, want about one year"
-  jq -e '.config.num_replicas == 3' >/dev/null <<<"$info" ||
+  holds "$info" '.config.num_replicas == 3' ||
     fail "num_replicas is $(jq .config.num_replicas <<<"$info"), want 3"
-  eventually "$SCENARIO_WAIT" "stream has a leader and two current replicas" \
-    bash -c "nats --server '$LEAF2_URL' --timeout 5s stream info '$STREAM_NAME' --json | jq -e '(.cluster.leader // \"\") != \"\" and ([.cluster.replicas[]? | select(.current)] | length) == 2'"
+  eventually "$SCENARIO_WAIT" "stream has a leader and two current replicas" replicas_current 2
   note "stream $STREAM_NAME: $(stream_info_on 2 | jq -c '{subjects: .config.subjects, storage: .config.storage, max_age_days: (.config.max_age / 86400e9), replicas: .config.num_replicas, leader: .cluster.leader, duplicate_window_s: (.config.duplicate_window / 1e9)}')"
 }
 
@@ -234,9 +267,9 @@ step_seed_create() {
   "scope": "Organization"
 }' 2>"$dir/req.err") || fail "nats req failed: $(cat "$dir/req.err")"
   note "reply: $reply"
-  jq -e --arg id "$SEED_POLICY_ID" '.ok == true and .aggregate_id == $id and .version == 1' >/dev/null 2>&1 <<<"$reply" ||
+  holds "$reply" '.ok == true and .aggregate_id == $id and .version == 1' --arg id "$SEED_POLICY_ID" ||
     fail "the seed's create did not succeed: ${reply:-<no reply>} $(cat "$dir/req.err")"
-  jq -e --arg s "events.policy.$SEED_POLICY_ID.created" 'any(.events[]; .subject == $s and .seq > 0)' >/dev/null <<<"$reply" ||
+  holds "$reply" 'any(.events[]; .subject == $s and .seq > 0)' --arg s "events.policy.$SEED_POLICY_ID.created" ||
     fail "reply does not name the stored event events.policy.$SEED_POLICY_ID.created: $reply"
 
   expect_stored "events.policy.$SEED_POLICY_ID.created" "$SEED_POLICY_ID" created 1
@@ -253,16 +286,15 @@ step_discovery() {
   local n
   for n in 1 2 3; do
     eventually "$SCENARIO_WAIT" "nats micro ls via leaf$n lists 3 policy-service instances" \
-      bash -c "nats --server '$(leaf_url "$n")' --timeout 5s micro ls --json | jq -e '[.[] | select(.name == \"policy-service\") | .id] | unique | length == 3'"
+      three_instances_listed "$n"
   done
   local info
   info=$(nats_on 2 micro ls --json)
-  jq -e '[.[] | select(.name == "policy-service") | .endpoints[] | select(.subject == "policy.commands.create") | .queue_group] | length == 3 and all(. == "q")' >/dev/null <<<"$info" ||
+  holds "$info" '[.[] | select(.name == "policy-service") | .endpoints[] | select(.subject == "policy.commands.create") | .queue_group] | length == 3 and all(. == "q")' ||
     fail "not every instance serves policy.commands.create in queue group q: $(jq -c '[.[] | {name, id, endpoints: [.endpoints[]? | .subject]}]' <<<"$info")"
   local pings
-  # shellcheck disable=SC2016 # $SRV is a literal subject, not a variable
   pings=$(nats_on 3 req --raw --replies 0 --reply-timeout 1s '$SRV.PING.policy-service' '' 2>/dev/null || true)
-  jq -s -e '[.[] | select(.type == "io.nats.micro.v1.ping_response" and .name == "policy-service") | .id] | unique | length == 3' >/dev/null 2>&1 <<<"$pings" ||
+  holds "$(jq -s -c . <<<"$pings" 2>/dev/null)" '[.[] | select(.type == "io.nats.micro.v1.ping_response" and .name == "policy-service") | .id] | unique | length == 3' ||
     fail "\$SRV.PING.policy-service did not get 3 distinct replies: $pings"
   note "discovery: $(jq -c '[.[] | select(.name == "policy-service") | {id, version}]' <<<"$info")"
 }
@@ -279,6 +311,26 @@ step_lifecycle() {
   expect_stored "events.policy.$SEED_POLICY_ID.activated" "$SEED_POLICY_ID" activated 1
   expect_stored "events.policy.$EXEMPTION_ID.exemption_granted" "$EXEMPTION_ID" exemption_granted 2
   expect_stored "events.policy.$EXEMPTION_ID.exemption_revoked" "$EXEMPTION_ID" exemption_revoked 3
+}
+
+# 6. Before the crash: move the stream's leader to leaf1, so that crashing leaf1 costs
+#    a leader election and the commands in step_after_crash have to ride it out.
+stream_leader_is() { # N NAME: through leaf N, the stream's leader is NAME and both followers are current
+  local info
+  info=$(stream_info_on "$1") || return 1
+  echo "cluster: $(jq -c .cluster <<<"$info")"
+  holds "$info" '.cluster.leader == $l and ([.cluster.replicas[]? | select(.current)] | length) == 2' --arg l "$2"
+}
+step_leader_to_leaf1() {
+  local info leader
+  info=$(stream_info_on 2) || fail "no stream info for $STREAM_NAME"
+  leader=$(jq -r '.cluster.leader // ""' <<<"$info")
+  if [[ "$leader" != "$LEAF1_NAME" ]]; then
+    nats_on 2 stream cluster step-down "$STREAM_NAME" --preferred "$LEAF1_NAME" >/dev/null 2>&1 ||
+      note "step-down request returned an error; waiting for the outcome anyway"
+  fi
+  eventually "$SCENARIO_WAIT" "stream leader is $LEAF1_NAME (was $leader)" stream_leader_is 2 "$LEAF1_NAME"
+  note "stream $STREAM_NAME leader: $LEAF1_NAME (was ${leader:-none})"
 }
 
 # 6a. Run right after leaf1 died: commands through leaf2 and leaf3 still succeed.
@@ -300,8 +352,7 @@ step_caught_up() {
   eventually "$SCENARIO_WAIT" "leaf1 healthz ok again" curl -fsS --max-time 5 "$LEAF1_MONITOR/healthz"
   local expected
   eventually "$SCENARIO_WAIT" "all three replicas hold the same last sequence" same_last_seq_everywhere
-  eventually "$SCENARIO_WAIT" "stream leader sees both followers current" \
-    bash -c "nats --server '$LEAF1_URL' --timeout 5s stream info '$STREAM_NAME' --json | jq -e '([.cluster.replicas[]? | select(.current and (.offline | not))] | length) == 2'"
+  eventually "$SCENARIO_WAIT" "stream leader sees both followers current" replicas_current 1
   expected=$(stream_info_on 3 | jq .state.last_seq)
   note "every leaf's replica is at last_seq $(local_last_seq 1) (stream: $expected)"
   [[ "$(local_last_seq 1)" == "$expected" ]] || fail "leaf1 holds $(local_last_seq 1), the stream is at $expected"
@@ -341,11 +392,12 @@ case "${1:-}" in
   step_seed_create) step_seed_create ;;
   step_discovery) step_discovery ;;
   step_lifecycle) step_lifecycle ;;
+  step_leader_to_leaf1) step_leader_to_leaf1 ;;
   step_after_crash) step_after_crash ;;
   step_caught_up) step_caught_up ;;
   step_unit_hardening) step_unit_hardening ;;
   *)
-    echo "usage: cluster-scenario step_cluster_up|step_stream_info|step_seed_create|step_discovery|step_lifecycle|step_after_crash|step_caught_up|step_unit_hardening" >&2
+    echo "usage: cluster-scenario step_cluster_up|step_stream_info|step_seed_create|step_discovery|step_lifecycle|step_leader_to_leaf1|step_after_crash|step_caught_up|step_unit_hardening" >&2
     exit 2
     ;;
 esac

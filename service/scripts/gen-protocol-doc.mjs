@@ -16,7 +16,7 @@ import { z } from "zod";
 const here = dirname(fileURLToPath(import.meta.url));
 export const SERVICE_ROOT = join(here, "..");
 export const DOC_PATH = join(SERVICE_ROOT, "..", "docs", "protocol.md");
-const DIST = process.env.PROTOCOL_DOC_DIST ?? join(SERVICE_ROOT, "dist");
+const DIST = process.env.PROTOCOL_DOC_DIST || join(SERVICE_ROOT, "dist");
 const load = (path) => import(pathToFileURL(join(DIST, path)).href);
 
 /** The clock of the generated event examples (any fixed instant before the seed's expires_at). */
@@ -248,6 +248,14 @@ function runStory(domain, examples) {
   const seedGrant = examples.find((ex) => ex.command === "grant_exemption" && ex.seed);
   if (seedGrant) apply("expire_exemption", { exemption_id: seedGrant.payload.exemption_id }, DOC_EXPIRY_NOW, "expire_exemption");
   return events;
+}
+
+/** The events docs/protocol.md shows, in story order: [{ envelope, msgId }]. */
+export async function documentedStory() {
+  const commands = await load("protocol/commands.js");
+  const examples = await load("protocol/examples.js");
+  const domain = await load("domain/index.js");
+  return runStory({ ...domain, COMMAND_ROUTES: commands.COMMAND_ROUTES }, examples.VALID_EXAMPLES);
 }
 
 // ------------------------------------------------------------------ render

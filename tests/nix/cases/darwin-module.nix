@@ -12,7 +12,7 @@
 if darwinSystem == null then
   {
     "nix-darwin evaluation" = {
-      skip = "nix-darwin source not available (set POLICY_SERVICE_NIX_DARWIN)";
+      skip = "no nix-darwin evaluation here (offline: set POLICY_SERVICE_NIX_DARWIN; flake checks: darwin systems only)";
     };
   }
 else

@@ -20,7 +20,17 @@ let
 in
 {
   "outputs: module, overlay and per-system names" = check.eq {
-    top = lib.attrNames flake;
+    # (a real flake's `self` also has inputs, outPath, narHash…)
+    top = lib.intersectLists (lib.attrNames flake) [
+      "checks"
+      "darwinModules"
+      "devShells"
+      "formatter"
+      "leafModule"
+      "nixosModules"
+      "overlays"
+      "packages"
+    ];
     nixosModules = lib.attrNames flake.nixosModules;
     darwinModules = lib.attrNames flake.darwinModules;
     overlays = lib.attrNames flake.overlays;
@@ -62,7 +72,7 @@ in
     ];
   };
   "outputs: modules are this repository's files" = check.eq {
-    leaf = flake.leafModule == repo + "/modules/leaf.nix";
+    leaf = toString flake.leafModule == toString repo + "/modules/leaf.nix";
     nixosDefault = flake.nixosModules.default == flake.nixosModules.policy-service;
     darwinDefault = flake.darwinModules.default == flake.darwinModules.policy-service;
   } {

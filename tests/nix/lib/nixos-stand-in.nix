@@ -235,6 +235,27 @@ in
     };
     # Set by the seed's production example ("Monitoring").
     services.prometheus.exporters.node.enable = lib.mkEnableOption "the Prometheus node exporter";
+    # Set by a machine's hardware configuration (and by checks/default.nix's base module).
+    fileSystems = mkOption {
+      type = types.attrsOf (
+        types.submodule {
+          options.device = mkOption { type = types.str; };
+          options.fsType = mkOption {
+            type = types.str;
+            default = "auto";
+          };
+        }
+      );
+      default = { };
+    };
+    boot.loader.grub.enable = mkOption {
+      type = types.bool;
+      default = true;
+    };
+    nixpkgs.hostPlatform = mkOption {
+      type = types.either types.str types.attrs;
+      default = pkgs.stdenv.hostPlatform.system;
+    };
     system.stateVersion = mkOption {
       type = types.str;
       default = "26.05";

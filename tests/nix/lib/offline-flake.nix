@@ -4,10 +4,12 @@
 let
   flake = import (repo + "/flake.nix");
   unavailable = what: throw "offline evaluation: ${what} needs a real nixpkgs/nix-darwin";
+  # Like a real flake's `self`: the outputs plus outPath.
+  self = outputs // {
+    outPath = repo;
+  };
   outputs = flake.outputs {
-    self = outputs // {
-      outPath = repo;
-    };
+    inherit self;
     nixpkgs = {
       inherit lib;
       legacyPackages = unavailable "nixpkgs.legacyPackages";
@@ -15,4 +17,4 @@ let
     nix-darwin = unavailable "nix-darwin";
   };
 in
-outputs
+self

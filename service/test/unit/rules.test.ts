@@ -5,8 +5,9 @@ import {
   type Outcome,
 } from "../../src/domain/rules/compile.js";
 import {
-  ExemptionConditionSchema, ExpressionSchema, LIMITS, RuleInputSchema, RuleSchema, type Expression, type Rule,
+  ExemptionConditionSchema, ExpressionSchema, LIMITS, RuleInputSchema, RuleSchema, parseRfc3339, type Expression, type Rule,
 } from "../../src/domain/rules/schema.js";
+import { parseDateTime } from "../../src/domain/time.js";
 
 /** Validates through the schema first, as every stored rule was. */
 function expr(raw: unknown): Expression {
@@ -128,6 +129,33 @@ describe("schema", () => {
     assert.equal(ExemptionConditionSchema.safeParse({ field: "host", operator: "exists", value: 1 }).success, false);
     assert.equal(ExemptionConditionSchema.safeParse({ field: "host", operator: "equal" }).success, false);
     assert.equal(ExemptionConditionSchema.safeParse({ field: "a.__proto__", operator: "equal", value: 1 }).success, false);
+  });
+});
+
+describe("date-times", () => {
+  test("the fast UTC path agrees with the domain's parseDateTime", () => {
+    const fixed = [
+      "2025-11-08T10:00:00Z", "2025-11-08T10:00:00.5Z", "2025-11-08T10:00:00.25Z", "2025-11-08T10:00:00.123Z",
+      "2025-11-08T10:00:00.1234Z", "2024-02-29T00:00:00Z", "2025-02-29T00:00:00Z", "2100-02-29T00:00:00Z",
+      "2000-02-29T23:59:59Z", "2025-04-31T00:00:00Z", "2025-13-01T00:00:00Z", "2025-00-01T00:00:00Z",
+      "2025-01-00T00:00:00Z", "2025-01-01T24:00:00Z", "2025-01-01T23:60:00Z", "2025-01-01T23:59:60Z",
+      "0099-01-01T00:00:00Z", "0100-01-01T00:00:00Z", "9999-12-31T23:59:59.999Z", "2025-01-01t00:00:00z",
+      "2025-01-01T00:00:00.Z", "2025-01-01T00:00:00,5Z", "2025-01-01 00:00:00Z", "2025-1-01T00:00:00Z",
+      "2025-01-01T00:00:00+00:00", "2025-01-01T00:00:00-05:30", "2025-01-01T00:00:00", "+2025-01-01T00:00:00Z",
+      "2025-01-01T00:00:0aZ", "2025/01/01T00:00:00Z", "", "Z",
+    ];
+    const random: string[] = [];
+    let seed = 42;
+    const next = (max: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % max;
+    };
+    const pad = (value: number, width: number) => String(value).padStart(width, "0");
+    for (let i = 0; i < 5000; i++) {
+      const fraction = ["", `.${pad(next(10), 1)}`, `.${pad(next(100), 2)}`, `.${pad(next(1000), 3)}`][next(4)];
+      random.push(`${pad(next(10_000), 4)}-${pad(next(14), 2)}-${pad(next(33), 2)}T${pad(next(26), 2)}:${pad(next(62), 2)}:${pad(next(62), 2)}${fraction}Z`);
+    }
+    for (const value of [...fixed, ...random]) assert.equal(parseRfc3339(value), parseDateTime(value), value);
   });
 });
 

@@ -75,6 +75,8 @@ export type PolicyEvaluation = EvaluationResult | NotApplicable;
 export interface EvaluateOptions {
   /** RFC 3339: the instant the policy is evaluated as of (the policy state passed in must be the one of that instant). */
   at: string;
+  /** `at` in epoch ms when the caller already has it (e.g. from Date.now()), saving a parse; must denote `at`. */
+  atMs?: number;
   /** Exemptions to consider (any policy; only valid, matching ones for this policy count), as they stood at `at`. */
   exemptions: readonly ExemptionState[];
   entityId?: string;
@@ -175,15 +177,19 @@ export function notInForceReason(policy: PolicyState, atMs: number, at: string):
 
 function compiledFor(policy: PolicyState, cache: CompiledPolicyCache | undefined): CompiledPolicy {
   return cache !== undefined
-    ? cache.get(policy.aggregate_id, policy.version, policy.rules)
-    : compilePolicy(policy.aggregate_id, policy.version, policy.rules);
+    ? cache.get(policy.aggregate_id, policy.version, policy.rules, policy)
+    : compilePolicy(policy.aggregate_id, policy.version, policy.rules, policy);
 }
 
 export function evaluatePolicy(policy: PolicyState, context: unknown, opts: EvaluateOptions): PolicyEvaluation {
-  const atMs = parseDateTime(opts.at);
+  const atMs = opts.atMs ?? parseDateTime(opts.at);
   if (atMs === undefined) throw new RangeError(`evaluatePolicy: at is not an RFC 3339 date-time: ${JSON.stringify(opts.at)}`);
   const evaluatedAt = opts.evaluatedAt ?? opts.at;
-  const notInForce = notInForceReason(policy, atMs, opts.at);
+  const compiled = compiledFor(policy, opts.cache);
+  // Same test as the domain's policyInForceAt, on bounds parsed once per (policy, version); the
+  // domain function still words the reason and has the last say on the slow path.
+  const inForce = policy.status === "Active" && atMs >= compiled.effectiveFromMs && atMs < compiled.effectiveUntilMs;
+  const notInForce = inForce ? undefined : notInForceReason(policy, atMs, opts.at);
   if (notInForce !== undefined) {
     return {
       applicable: false,
@@ -195,7 +201,6 @@ export function evaluatePolicy(policy: PolicyState, context: unknown, opts: Eval
     };
   }
 
-  const compiled = compiledFor(policy, opts.cache);
   const rules: RuleResult[] = new Array<RuleResult>(compiled.rules.length);
   let violations: Violation[] | undefined;
   let passed = 0;
@@ -216,30 +221,45 @@ export function evaluatePolicy(policy: PolicyState, context: unknown, opts: Eval
     if (GRAVE_SEVERITIES.has(rule.severity)) grave = true;
   }
 
-  const base = {
-    applicable: true as const,
+  let status: ComplianceStatus = "Compliant";
+  let blocking = false;
+  let exemption: ExemptionState | undefined;
+  if (violations !== undefined) {
+    exemption = findMatchingExemption(policy.aggregate_id, context, atMs, opts.exemptions, opts.entityId, opts.cache);
+    if (exemption !== undefined) status = "CompliantWithExemption";
+    else {
+      status = passed === 0 || grave ? "NonCompliant" : "PartiallyCompliant";
+      blocking = BLOCKING_ENFORCEMENT.has(policy.enforcement);
+    }
+  }
+  // One literal per shape keeps the hot path to a single allocation with a stable hidden class.
+  if (exemption === undefined) {
+    return {
+      applicable: true,
+      status,
+      blocking,
+      enforcement: policy.enforcement,
+      rules,
+      violations: violations ?? [],
+      policy_id: policy.aggregate_id,
+      policy_version: policy.version,
+      evaluated_at: evaluatedAt,
+    };
+  }
+  return {
+    applicable: true,
+    status,
+    blocking,
     enforcement: policy.enforcement,
+    exemption_id: exemption.aggregate_id,
+    exemption_version: exemption.version,
     rules,
+    violations: [],
+    waived_violations: violations ?? [],
     policy_id: policy.aggregate_id,
     policy_version: policy.version,
     evaluated_at: evaluatedAt,
   };
-  if (violations === undefined) return { ...base, status: "Compliant", blocking: false, violations: [] };
-
-  const exemption = findMatchingExemption(policy.aggregate_id, context, atMs, opts.exemptions, opts.entityId, opts.cache);
-  if (exemption !== undefined) {
-    return {
-      ...base,
-      status: "CompliantWithExemption",
-      blocking: false,
-      exemption_id: exemption.aggregate_id,
-      exemption_version: exemption.version,
-      violations: [],
-      waived_violations: violations,
-    };
-  }
-  const status: ComplianceStatus = passed === 0 || grave ? "NonCompliant" : "PartiallyCompliant";
-  return { ...base, status, blocking: BLOCKING_ENFORCEMENT.has(policy.enforcement), violations };
 }
 
 /** Compliant for composition purposes: every failure (if any) is waived. */

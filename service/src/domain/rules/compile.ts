@@ -444,14 +444,36 @@ export function evaluateRule(compiled: CompiledRule, context: unknown): RuleResu
     : { rule_id: rule.rule_id, name: rule.name, passed: false, reason };
 }
 
+/** A policy's effective window as stored: RFC 3339 bounds, null for unbounded. */
+export interface EffectiveWindow {
+  effective_from: string | null;
+  effective_until: string | null;
+}
+
 export interface CompiledPolicy {
   readonly id: string;
   readonly version: number;
   readonly rules: readonly CompiledRule[];
+  /** The effective window in epoch ms, parsed once: [from, until); ±Infinity when unbounded. */
+  readonly effectiveFromMs: number;
+  readonly effectiveUntilMs: number;
 }
 
-export function compilePolicy(id: string, version: number, rules: readonly Rule[]): CompiledPolicy {
-  return { id, version, rules: rules.map(compileRule) };
+function boundMs(value: string | null | undefined, unbounded: number): number {
+  if (value === null || value === undefined) return unbounded;
+  const ms = parseRfc3339(value);
+  if (ms === undefined) throw new RangeError(`effective window bound is not an RFC 3339 date-time: ${show(value)}`);
+  return ms;
+}
+
+export function compilePolicy(id: string, version: number, rules: readonly Rule[], window?: EffectiveWindow): CompiledPolicy {
+  return {
+    id,
+    version,
+    rules: rules.map(compileRule),
+    effectiveFromMs: boundMs(window?.effective_from, -Infinity),
+    effectiveUntilMs: boundMs(window?.effective_until, Infinity),
+  };
 }
 
 /** Map with a size bound; the least recently used entry goes first. */
@@ -510,9 +532,9 @@ export class CompiledPolicyCache {
     return this.#policies.size;
   }
 
-  /** The compiled form of `rules` at (id, version), compiling on first use. */
-  get(id: string, version: number, rules: readonly Rule[]): CompiledPolicy {
-    return this.#policies.getOrCreate(`${id}@${version}`, () => compilePolicy(id, version, rules));
+  /** The compiled form of `rules` (and `window`) at (id, version), compiling on first use. */
+  get(id: string, version: number, rules: readonly Rule[], window?: EffectiveWindow): CompiledPolicy {
+    return this.#policies.getOrCreate(`${id}@${version}`, () => compilePolicy(id, version, rules, window));
   }
 
   /** The compiled conjunction of an exemption's conditions at (id, version). */

@@ -54,8 +54,49 @@ export const FieldPathSchema = z
     }
   });
 
-/** Epoch milliseconds of an RFC 3339 date-time string, or undefined: the domain's one date parser. */
-export const parseRfc3339: (value: string) => number | undefined = parseDateTime;
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+function digitsAt(s: string, start: number, count: number): number {
+  let value = 0;
+  for (let i = start; i < start + count; i++) {
+    const d = s.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return -1;
+    value = value * 10 + d;
+  }
+  return value;
+}
+
+/**
+ * Epoch milliseconds of an RFC 3339 date-time string, or undefined. The common UTC shape
+ * `YYYY-MM-DDTHH:MM:SS[.f{1,3}]Z` (years 100-9999) is read without a regex or Date.parse, since rules
+ * compare context date-times on every evaluation; everything else goes to the domain's `parseDateTime`,
+ * which stays the one definition (a unit test checks the two agree).
+ */
+export function parseRfc3339(value: string): number | undefined {
+  const n = value.length;
+  if (n < 20 || n > 24 || value.charCodeAt(n - 1) !== 90 /* Z */) return parseDateTime(value);
+  if (value.charCodeAt(4) !== 45 || value.charCodeAt(7) !== 45 || value.charCodeAt(10) !== 84 /* T */
+    || value.charCodeAt(13) !== 58 || value.charCodeAt(16) !== 58) return parseDateTime(value);
+  const year = digitsAt(value, 0, 4);
+  const month = digitsAt(value, 5, 2);
+  const day = digitsAt(value, 8, 2);
+  const hour = digitsAt(value, 11, 2);
+  const minute = digitsAt(value, 14, 2);
+  const second = digitsAt(value, 17, 2);
+  let millis = 0;
+  if (n > 20) {
+    if (n === 21 || value.charCodeAt(19) !== 46 /* . */) return parseDateTime(value);
+    const fraction = digitsAt(value, 20, n - 21);
+    if (fraction < 0) return parseDateTime(value);
+    millis = n === 22 ? fraction * 100 : n === 23 ? fraction * 10 : fraction;
+  } else if (n !== 20) return parseDateTime(value);
+  if (year < 100 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 || minute > 59 || second < 0 || second > 59) {
+    return parseDateTime(value);
+  }
+  const leap = month === 2 && ((year % 4 === 0 && year % 100 !== 0) || year % 400 === 0);
+  if (day > (DAYS_IN_MONTH[month - 1] as number) + (leap ? 1 : 0)) return undefined;
+  return Date.UTC(year, month - 1, day, hour, minute, second, millis);
+}
 
 const JsonScalarSchema = z.union([z.null(), z.boolean(), z.number().finite(), z.string().max(LIMITS.stringValue)]);
 type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };

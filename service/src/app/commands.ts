@@ -99,7 +99,7 @@ export class CommandHandler {
       return failure("invalid_json", "payload is not valid UTF-8 JSON");
     }
     const route = COMMAND_ROUTES[name];
-    const payloadHash = sha256(canonicalJson(payload));
+    const original = payload;
     if (route.creates && isPlainObject(payload) && !Object.hasOwn(payload, route.idField)) {
       payload = { ...payload, [route.idField]: uuidv7() };
     }
@@ -107,6 +107,8 @@ export class CommandHandler {
     if (!parsed.ok) return { ok: false, error: parsed.error };
     const { command, meta } = parsed;
     const deadline = Date.now() + UNAVAILABLE_DEADLINE_MS;
+    // Hashed only after validation (bounded depth and size); the hash covers the payload as sent, before id injection.
+    const payloadHash = meta.command_id ? sha256(canonicalJson(original)) : "";
 
     if (meta.command_id) {
       const remembered = await this.recall(meta.command_id, deadline);

@@ -11,7 +11,8 @@
  *   cluster.servers[i], cluster.urls (comma separated for NATS_URL), await cluster.stop()
  *
  *   const svc = await startService({ NATS_URL: server.url });   // `node dist/main.js` with env (build first)
- *   svc.lines (parsed pino JSON lines), await svc.waitForLog(l => l.msg === "ready"), svc.stderr,
+ *   svc.lines (parsed pino JSON lines), await svc.waitForLog(l => l.msg === "x"), svc.rawOutput,
+ *   await svc.ready() (waits for the "ready" log line: needs LOG_LEVEL trace|debug|info),
  *   await svc.stop() → { code, signal, ms } (SIGTERM then SIGKILL after 15 s), await svc.kill()
  *
  *   runService(args, env) → { code, stdout, stderr } for one-shot invocations (--version, --check-config).
@@ -435,6 +436,7 @@ export function startService(env: Record<string, string | undefined>, args: stri
       });
     },
     async ready(timeoutMs = 30_000) {
+      if (env.LOG_LEVEL === "warn" || env.LOG_LEVEL === "error") throw new Error(`ready() waits for the info-level "ready" line; LOG_LEVEL=${env.LOG_LEVEL} hides it`);
       await proc.waitForLog((l) => l.msg === "ready", timeoutMs);
     },
     async stop(signal = "SIGTERM", graceMs = 15_000) {

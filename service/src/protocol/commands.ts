@@ -83,27 +83,33 @@ export const DateTimeSchema = z
   .refine((s) => parseDateTime(s) !== undefined, "must be an RFC 3339 date-time with offset, e.g. 2025-11-08T10:00:00Z");
 
 /** "Organization", or one level with an identifier: {"Department": "finance"}. */
-export const ScopeSchema = z.union([
+export const ScopeSchema = z.union(
+  [
   z.enum(SCOPE_LEVELS),
   z
     .partialRecord(z.enum(SCOPE_LEVELS), boundedLine(LIMITS.name))
     .refine((o) => Object.keys(o).length === 1, "a scope object names exactly one level, e.g. {\"Department\": \"finance\"}"),
-]);
+  ],
+  { error: `must be one of ${SCOPE_LEVELS.join(", ")}, or one of them with an identifier, e.g. {"Department": "finance"}` },
+);
 export type Scope = ScopeLevel | Partial<Record<ScopeLevel, string>>;
 
 /** "Global" (the default), or one level with a value: {"User": "alice"}. */
-export const ExemptionScopeSchema = z.union([
+export const ExemptionScopeSchema = z.union(
+  [
   z.enum(EXEMPTION_SCOPE_LEVELS),
   z
     .partialRecord(z.enum(EXEMPTION_SCOPE_LEVELS), boundedLine(LIMITS.name))
     .refine((o) => Object.keys(o).length === 1, "a scope object names exactly one level, e.g. {\"User\": \"alice\"}"),
-]);
+  ],
+  { error: `must be one of ${EXEMPTION_SCOPE_LEVELS.join(", ")}, or one of them with a value, e.g. {"User": "alice"}` },
+);
 export type ExemptionScope = ExemptionScopeLevel | Partial<Record<ExemptionScopeLevel, string>>;
 
-export const CompositionSchema = z.union([
-  z.enum(["All", "Any", "Majority"]),
-  z.strictObject({ AtLeast: z.number().int().min(1).max(LIMITS.setPolicies) }),
-]);
+export const CompositionSchema = z.union(
+  [z.enum(["All", "Any", "Majority"]), z.strictObject({ AtLeast: z.number().int().min(1).max(LIMITS.setPolicies) })],
+  { error: `must be "All", "Any", "Majority" or {"AtLeast": n} with 1 <= n <= ${LIMITS.setPolicies}` },
+);
 export type Composition = z.output<typeof CompositionSchema>;
 
 /**
@@ -455,7 +461,7 @@ function validationFailed(message: string, details: IssueDetail[]): { ok: false;
  * generated id before calling this; a payload that still lacks it is refused.
  */
 export function parseCommand(name: CommandName, payload: unknown): ParseResult {
-  const schema = COMMAND_SCHEMAS[name];
+  const schema = Object.hasOwn(COMMAND_SCHEMAS, name) ? COMMAND_SCHEMAS[name] : undefined;
   if (schema === undefined) {
     return validationFailed(`unknown command ${JSON.stringify(name)}`, [{ path: "", message: "unknown command" }]);
   }

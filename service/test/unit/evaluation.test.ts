@@ -2,7 +2,7 @@ import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import {
-  EVENT_AGGREGATE, decide, parseCommand, referencedIds, replay,
+  EVENT_AGGREGATE, decide, parseCommand, policyInForceAt, referencedIds, replay,
   type AggregateState, type CommandName, type EnforcementLevel, type EventEnvelope, type ExemptionState, type PolicyState,
 } from "../../src/domain/index.js";
 import { CompiledPolicyCache } from "../../src/domain/rules/compile.js";
@@ -265,6 +265,24 @@ describe("evaluatePolicy: not applicable", () => {
     assert.equal(applied(evaluatePolicy(policy, ADULT_EU_MFA, { at: "2025-12-31T23:59:59.999Z", exemptions: [] })).status, "Compliant");
     const after = notApplied(evaluatePolicy(policy, ADULT_EU_MFA, { at: until, exemptions: [] }));
     assert.match(after.reason, /stopped being effective at 2026-01-01T00:00:00Z/);
+  });
+
+  test("applicability agrees with the domain's policyInForceAt around every boundary, cached or not", () => {
+    const h = new History();
+    const from = "2025-12-01T00:00:00Z";
+    const until = "2026-01-01T00:00:00+01:00";
+    const id = activePolicy(h, { rules: [AGE], effective_from: from, effective_until: until });
+    h.run("suspend", { policy_id: id, suspended_by: "o", reason: "r" }, "2025-11-20T00:00:00Z");
+    const cache = new CompiledPolicyCache();
+    const instants = [T0, T2, from, until, "2025-11-30T23:59:59.999Z", "2025-12-31T22:59:59.999Z", "2025-12-31T23:00:00Z", NOW, "2030-01-01T00:00:00Z"];
+    for (const version of [3, 4]) {
+      const policy = replay((h.events.get(id) ?? []).slice(0, version)) as PolicyState;
+      for (const at of instants) {
+        for (const opts of [{ at, exemptions: [] }, { at, exemptions: [], cache }, { at, atMs: Date.parse(at), exemptions: [], cache }]) {
+          assert.equal(evaluatePolicy(policy, ADULT_EU_MFA, opts).applicable, policyInForceAt(policy, at), `v${version} at ${at}`);
+        }
+      }
+    }
   });
 });
 

@@ -1,6 +1,6 @@
 # The service's environment, computed from services.policy-service for both platforms.
 # `secretPath name file` says where the service finds a secret at run time: on NixOS the
-# systemd credentials directory (`%d/<name>`), on nix-darwin the configured file itself.
+# systemd credentials directory (`$CREDENTIALS_DIRECTORY/<name>`), on nix-darwin the configured file itself.
 # Returns { environment; secrets; }: secrets maps credential names to the configured files.
 {
   lib,

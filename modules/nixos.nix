@@ -9,8 +9,9 @@ let
   cfg = config.services.policy-service;
   runtime = import ./environment.nix {
     inherit lib cfg;
-    # systemd expands %d to $CREDENTIALS_DIRECTORY, where LoadCredential puts each file.
-    secretPath = name: _file: "%d/${name}";
+    # LoadCredential puts each file in $CREDENTIALS_DIRECTORY; the service expands this
+    # literal prefix itself (systemd does not expand `$` in Environment=).
+    secretPath = name: _file: "$CREDENTIALS_DIRECTORY/${name}";
   };
   # The local NATS server, when this machine runs one through services.nats.
   localNats = config.services.nats.enable or false;

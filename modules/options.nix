@@ -10,6 +10,8 @@
 let
   inherit (lib) mkOption types;
   cfg = config.services.policy-service;
+  # JetStream names as the service accepts them (STREAM_NAME, AUDIT_STREAM_NAME).
+  streamNameType = types.strMatching "[A-Za-z0-9_-]{1,64}";
   # Secrets and keys are file paths read at run time: a string, never a Nix path
   # literal, so their contents can never be copied into the world-readable store.
   secretFileOption =
@@ -53,7 +55,7 @@ in
     };
 
     streamName = mkOption {
-      type = types.strMatching "[A-Za-z0-9_-]+";
+      type = streamNameType;
       default = "POLICY_EVENTS";
       example = "POLICY_EVENTS";
       description = ''
@@ -77,7 +79,7 @@ in
     };
 
     snapshotFrequency = mkOption {
-      type = types.ints.positive;
+      type = types.ints.between 1 1000000;
       default = 100;
       example = 50;
       description = ''
@@ -98,11 +100,11 @@ in
     };
 
     duplicateWindow = mkOption {
-      type = types.ints.between 120 31536000;
+      type = types.ints.between 120 604800;
       default = 120;
       example = 600;
       description = ''
-        JetStream duplicate-detection window of the event stream, in seconds (at least 120).
+        JetStream duplicate-detection window of the event stream, in seconds (120 to 604800, i.e. 7 days).
         A command retried with the same `command_id` within it writes no second event.
       '';
     };
@@ -157,13 +159,13 @@ in
         description = "Whether to record every command outcome in the audit stream.";
       };
       streamName = mkOption {
-        type = types.strMatching "[A-Za-z0-9_-]+";
+        type = streamNameType;
         default = "POLICY_AUDIT";
         example = "POLICY_AUDIT";
         description = "Name of the JetStream audit stream (subjects `audit.policy.>`).";
       };
       maxAgeDays = mkOption {
-        type = types.ints.positive;
+        type = types.ints.between 1 36500;
         default = 90;
         example = 365;
         description = "Days an audit record is kept before JetStream removes it.";
@@ -173,6 +175,14 @@ in
 
   config = lib.mkIf cfg.enable {
     assertions = [
+      {
+        assertion = !(lib.hasInfix "@" cfg.natsUrl);
+        message = "services.policy-service.natsUrl must not contain credentials (they would land in the Nix store); use credentialsFile, nkeySeedFile, natsUser/passwordFile or tokenFile.";
+      }
+      {
+        assertion = cfg.audit.streamName != cfg.streamName;
+        message = "services.policy-service.audit.streamName must differ from streamName.";
+      }
       {
         assertion = (cfg.natsUser == null) == (cfg.passwordFile == null);
         message = "services.policy-service: natsUser and passwordFile must be set together.";

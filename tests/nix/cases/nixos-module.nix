@@ -252,14 +252,14 @@ lib.mapAttrs' (
     "nats-creds:/run/secrets/policy.creds"
     "nats-key:/run/secrets/client-key.pem"
   ];
-  "secrets: environment points into the credentials directory (%d)" =
+  "secrets: environment points into $CREDENTIALS_DIRECTORY" =
     check.hasAll (unitOf secrets).environment
       {
         NATS_URL = "tls://localhost:4222";
-        NATS_CREDS_FILE = "%d/nats-creds";
-        NATS_CA_FILE = "%d/nats-ca";
-        NATS_CERT_FILE = "%d/nats-cert";
-        NATS_KEY_FILE = "%d/nats-key";
+        NATS_CREDS_FILE = "\$CREDENTIALS_DIRECTORY/nats-creds";
+        NATS_CA_FILE = "\$CREDENTIALS_DIRECTORY/nats-ca";
+        NATS_CERT_FILE = "\$CREDENTIALS_DIRECTORY/nats-cert";
+        NATS_KEY_FILE = "\$CREDENTIALS_DIRECTORY/nats-key";
       };
   "secrets: environmentFile becomes EnvironmentFile" = check.eq (unitOf secrets).serviceConfig.EnvironmentFile [
     "/run/secrets/policy.env"
@@ -269,7 +269,7 @@ lib.mapAttrs' (
     passwordFile = "/run/secrets/pw";
   }) {
     NATS_USER = "svc";
-    NATS_PASSWORD_FILE = "%d/nats-password";
+    NATS_PASSWORD_FILE = "\$CREDENTIALS_DIRECTORY/nats-password";
   };
   # The refusals below are meaningful because these neighbouring values evaluate.
   "accepted: boundary values next to the refused ones" = check.accepted (
@@ -279,6 +279,8 @@ lib.mapAttrs' (
       { natsUrl = "tls://nats.internal:4222,tls://nats2.internal:4222"; }
       { streamName = "POLICY_EVENTS-2"; }
       { duplicateWindow = 120; }
+      { duplicateWindow = 604800; }
+      { streamName = lib.concatStrings (lib.genList (_: "A") 64); }
       { credentialsFile = "/run/secrets/policy.creds"; }
       { tokenFile = "/var/lib/secrets/token"; }
     ]
@@ -289,6 +291,8 @@ lib.mapAttrs' (
   "refused: natsUrl without a nats/tls scheme" = check.refused (envOf { natsUrl = "localhost:4222"; });
   "refused: streamName with a dot" = check.refused (envOf { streamName = "POLICY.EVENTS"; });
   "refused: duplicateWindow below 120 s" = check.refused (envOf { duplicateWindow = 60; });
+  "refused: duplicateWindow above 7 days (the service's limit)" = check.refused (envOf { duplicateWindow = 604801; });
+  "refused: streamName longer than 64 characters" = check.refused (envOf { streamName = lib.concatStrings (lib.genList (_: "A") 65); });
   "refused: a secret given as a Nix path literal (would land in the store)" = check.refused (envOf {
     credentialsFile = ./nixos-module.nix;
   });
@@ -298,6 +302,12 @@ lib.mapAttrs' (
   "assertion: natsUser without passwordFile" = check.eq (check.failedAssertions (withSetting {
     natsUser = "svc";
   })) [ "services.policy-service: natsUser and passwordFile must be set together." ];
+  "assertion: credentials in natsUrl" = check.isTrue (
+    check.failedAssertions (withSetting { natsUrl = "nats://user:secret@localhost:4222"; }) != [ ]
+  ) "no assertion failed";
+  "assertion: audit stream named like the event stream" = check.isTrue (
+    check.failedAssertions (withSetting { audit.streamName = "POLICY_EVENTS"; }) != [ ]
+  ) "no assertion failed";
   "assertion: two authentication methods" = check.isTrue (
     check.failedAssertions (withSetting {
       tokenFile = "/run/a";

@@ -9,8 +9,9 @@
 #                     `nats-server -c <file>` (store_dir etc. are the node's real paths:
 #                     override them for a local run).
 # serviceEnvironment  config.systemd.services.policy-service.environment. Values of the
-#                     NATS_*_FILE variables are `%d/<name>` (systemd's credentials
-#                     directory); serviceCredentials maps each <name> to the configured file.
+#                     NATS_*_FILE variables are `$CREDENTIALS_DIRECTORY/<name>` (literally;
+#                     the service expands it): set CREDENTIALS_DIRECTORY to a directory
+#                     holding the files serviceCredentials maps each <name> to.
 # It throws, like a NixOS build would, when an assertion of the configuration fails.
 {
   lib,

@@ -130,7 +130,7 @@ async function main(): Promise<void> {
     }
     await jsm.streams.delete("BENCH");
 
-    service = startService({ NATS_URL: server.url, LOG_LEVEL: "warn" });
+    service = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
     await service.ready(60_000);
 
     const policy = await request(nc, "policy.commands.create", JSON.stringify({
@@ -168,7 +168,17 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 50));
     }
     for (const inFlight of [1, 32]) {
-      results.push(await phase("service evaluate (3 rules)", inFlight, async () => {
+      results.push(await phase("service evaluate (3 rules, audit on)", inFlight, async () => {
+        const reply = await client.request("policy.commands.evaluate", evaluateBody, { timeout: 10_000 });
+        return reply.json<{ ok: boolean }>().ok === true;
+      }));
+    }
+    // The same evaluation without the decision audit (one JetStream write per evaluation), to show its cost.
+    await service.stop();
+    service = startService({ NATS_URL: server.url, LOG_LEVEL: "info", AUDIT_ENABLED: "false" });
+    await service.ready(60_000);
+    for (const inFlight of [1, 32]) {
+      results.push(await phase("service evaluate (3 rules, audit off)", inFlight, async () => {
         const reply = await client.request("policy.commands.evaluate", evaluateBody, { timeout: 10_000 });
         return reply.json<{ ok: boolean }>().ok === true;
       }));

@@ -45,7 +45,7 @@ async function evaluateWhenVisible(nc: NatsConnection, body: Reply, until: (r: R
   }
 }
 
-/** All messages on `subject` in `stream`, waiting up to `ms` for at least `min` of them. */
+/** All audit events on `subject` in `stream`, waiting up to `ms` for at least `min` of them. */
 async function auditEvents(jsm: JetStreamManager, stream: string, subject: string, min: number, ms = 3000): Promise<Reply[]> {
   const deadline = Date.now() + ms;
   for (;;) {
@@ -53,7 +53,12 @@ async function auditEvents(jsm: JetStreamManager, stream: string, subject: strin
     const info = await jsm.streams.info(stream);
     for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
       const m = await jsm.streams.getMessage(stream, { seq });
-      if (m && m.subject === subject) out.push(m.json<Reply>());
+      // Each message carries the events of one subject recorded within a few milliseconds.
+      if (m && m.subject === subject) {
+        const batch = m.json<Reply>();
+        assert.equal(batch.schema_version, 1);
+        out.push(...(batch.events as Reply[]));
+      }
     }
     if (out.length >= min || Date.now() > deadline) return out;
     await sleep(50);
@@ -91,8 +96,9 @@ describe("decision audit (enabled by default)", () => {
     const failing = { user: { mfa: false, name: "ann" }, action: "read" };
     const violation = await evaluateWhenVisible(nc!, { policy_id: policyId, context: failing, requester: "gateway", purpose: "login" }, (r) => r.ok === true);
     assert.equal(violation.result.status, "NonCompliant");
-    const [event] = await auditEvents(jsm, "POLICY_AUDIT", `audit.policy.${policyId}.violation_detected`, 1);
-    assert.ok(event, "a violation_detected audit event");
+    const violations = await auditEvents(jsm, "POLICY_AUDIT", `audit.policy.${policyId}.violation_detected`, 1);
+    assert.equal(violations.length, 1, "exactly one audit event for one evaluation");
+    const event = violations[0]!;
     assert.equal(event.type, "violation_detected");
     assert.match(event.evaluation_id, /^[0-9a-f-]{36}$/);
     assert.equal(event.context_hash, createHash("sha256").update(canonical(failing)).digest("hex"));
@@ -114,8 +120,9 @@ describe("decision audit (enabled by default)", () => {
     const waived = await evaluateWhenVisible(nc!, { policy_id: policyId, context: failing, entity_id: "svc-batch" },
       (r) => r.result?.status === "CompliantWithExemption");
     assert.equal(waived.result.status, "CompliantWithExemption");
-    const [passed] = await auditEvents(jsm, "POLICY_AUDIT", `audit.policy.${policyId}.compliance_passed`, 1);
-    assert.ok(passed, "a compliance_passed audit event");
+    const passedEvents = await auditEvents(jsm, "POLICY_AUDIT", `audit.policy.${policyId}.compliance_passed`, 1);
+    assert.equal(passedEvents.length, 1, "exactly one audit event for one evaluation");
+    const passed = passedEvents[0]!;
     assert.equal(passed.status, "CompliantWithExemption");
     assert.equal(passed.entity_id, "svc-batch");
     assert.deepEqual(passed.policies, [{ id: policyId, version: 3 }]);

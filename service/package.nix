@@ -7,6 +7,7 @@
   importNpmLock,
   nodejs_20,
   nats-server,
+  natscli,
 }:
 let
   packageJson = lib.importJSON ./package.json;
@@ -31,12 +32,17 @@ buildNpmPackage {
   npmDeps = importNpmLock { npmRoot = ./.; };
   npmConfigHook = importNpmLock.npmConfigHook;
 
-  # Unit tests, then the integration tests against a real nats-server from nixpkgs.
+  # Unit tests, then the integration tests against a real nats-server (and natscli, for
+  # the tests that drive the service through it) from nixpkgs.
   doCheck = true;
-  nativeCheckInputs = [ nats-server ];
+  nativeCheckInputs = [
+    nats-server
+    natscli
+  ];
   checkPhase = ''
     runHook preCheck
     export NATS_SERVER_BIN=${lib.getExe nats-server}
+    export NATS_CLI_BIN=${lib.getExe natscli}
     export HOME=$TMPDIR
     npm run test:unit
     npm run test:integration

@@ -39,6 +39,8 @@ else
       && lib.hasInfix "npm run test:unit" args.checkPhase
       && lib.hasInfix "npm run test:integration" args.checkPhase
       && lib.hasInfix "NATS_SERVER_BIN=${pkgs.nats-server}/bin/nats-server" args.checkPhase
+      && lib.elem pkgs.natscli args.nativeCheckInputs
+      && lib.hasInfix "NATS_CLI_BIN=${pkgs.natscli}/bin/nats" args.checkPhase
       && packageJson.scripts ? "test:unit"
       && packageJson.scripts ? "test:integration"
     ) "checkPhase:\n${args.checkPhase}";

@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 import { loadavg } from "node:os";
 import {
   EVENT_AGGREGATE, decide, parseCommand, replay,
-  type AggregateState, type CommandName, type EventEnvelope, type PolicyState,
+  type AggregateState, type CommandName, type EventEnvelope, type ExemptionState, type PolicyState,
 } from "../src/domain/index.js";
 import { CompiledPolicyCache } from "../src/domain/rules/compile.js";
 import { evaluatePolicy, type EvaluateOptions } from "../src/domain/evaluation/evaluate.js";
@@ -94,10 +94,10 @@ const richFailing = { ...richContext, user: { ...richContext.user, age: 16, emai
 
 interface Stats { label: string; opsPerSec: number; meanUs: number; cpuMeanUs: number; p50Us: number; p99Us: number; status: string }
 
-function measure(label: string, policy: PolicyState, context: unknown): Stats {
+function measure(label: string, policy: PolicyState, context: unknown, exemptions: ExemptionState[] = []): Stats {
   const cache = new CompiledPolicyCache();
   // The adapter has `now` as epoch ms already (Date.now()), so it passes atMs and skips a parse.
-  const opts: EvaluateOptions = { at: AT, atMs: Date.parse(AT), exemptions: [], cache };
+  const opts: EvaluateOptions = { at: AT, atMs: Date.parse(AT), exemptions, cache };
   let status = "";
   for (let i = 0; i < WARMUP; i++) status = (evaluatePolicy(policy, context, opts) as { status: string }).status;
 
@@ -125,11 +125,28 @@ function measure(label: string, policy: PolicyState, context: unknown): Stats {
   };
 }
 
+/** A Granted exemption for `policy`, built through decide / evolve like the policy. */
+function buildExemption(policy: PolicyState, entityId: string): ExemptionState {
+  const id = randomUUID();
+  const parsed = parseCommand("grant_exemption", {
+    exemption_id: id, policy_id: policy.aggregate_id, entity_id: entityId, reason: "bench", granted_by: "bench",
+    expires_at: "2026-06-01T00:00:00Z", scope: { User: "u-1" }, conditions: [{ field: "action", operator: "in", value: ["write"] }],
+  });
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.error));
+  const decision = decide(undefined, parsed.command, { now: "2025-11-05T00:00:00Z", refs: new Map([[policy.aggregate_id, policy]]) });
+  if (!decision.ok) throw new Error(JSON.stringify(decision.error));
+  return replay(decision.events.map((event, i) => ({
+    event_id: randomUUID(), event_type: event.event_type, aggregate_type: EVENT_AGGREGATE[event.event_type], aggregate_id: id,
+    version: i + 1, occurred_at: "2025-11-05T00:00:00Z", command_id: null, correlation_id: null, causation_id: null, data: event.data,
+  }))) as ExemptionState;
+}
+
 const rbac = buildPolicy(rbacRules);
 const twenty = buildPolicy(twentyRules);
 const results = [
   measure("RBAC, 4 rules, allowed", rbac, rbacAllowed),
   measure("RBAC, 4 rules, denied", rbac, rbacDenied),
+  measure("RBAC denied, exempted", rbac, { ...rbacDenied, entity_id: "svc-1", user_id: "u-1" }, [buildExemption(rbac, "svc-1")]),
   measure("20 rules, all pass", twenty, richContext),
   measure("20 rules, 3 fail", twenty, richFailing),
 ];

@@ -61,6 +61,8 @@ describe("schema", () => {
     ["extra key", { op: "exists", field: "a", value: 1 }],
     ["__proto__ key", JSON.parse('{"op":"exists","field":"a","__proto__":{"x":1}}')],
     ["__proto__ segment", { op: "exists", field: "a.__proto__.b" }],
+    ["__proto__ key inside a value", JSON.parse('{"op":"equal","field":"a","value":{"ok":{"__proto__":{"x":1}}}}')],
+    ["constructor key inside an in-list value", { op: "in", field: "a", values: [{ constructor: 1 }] }],
     ["constructor segment", { op: "exists", field: "constructor" }],
     ["prototype segment", { op: "exists", field: "x.prototype" }],
     ["empty segment", { op: "exists", field: "a..b" }],

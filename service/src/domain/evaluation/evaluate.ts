@@ -30,7 +30,7 @@
 // is the same whatever order the caller loads them in.
 import { isExemptionValidAt, parseDateTime, policyInForceAt } from "../index.js";
 import type { EnforcementLevel, ExemptionState, PolicyState, PolicyStatus } from "../index.js";
-import type { Severity } from "../rules/schema.js";
+import { parseRfc3339, type Severity } from "../rules/schema.js";
 import { TRUE, compileConditions, compilePolicy, evaluateRule } from "../rules/compile.js";
 import type { CompiledExpression, CompiledPolicy, CompiledPolicyCache, RuleResult } from "../rules/compile.js";
 
@@ -147,17 +147,19 @@ export function findMatchingExemption(
   const entity = requestEntity(context, entityId);
   if (entity === undefined) return undefined;
   let best: ExemptionState | undefined;
-  let bestExpiry = -Infinity;
   for (const exemption of exemptions) {
     if (exemption.policy_id !== policyId || exemption.entity_id !== entity) continue;
     if (!isExemptionValidAt(exemption, atMs)) continue;
     if (!scopeMatches(exemption.scope, context)) continue;
     if (conditionsOf(exemption, cache).test(context) !== TRUE) continue;
-    const expiry = parseDateTime(exemption.expires_at) ?? -Infinity;
-    if (best === undefined || expiry > bestExpiry || (expiry === bestExpiry && exemption.aggregate_id < best.aggregate_id)) {
+    if (best === undefined) {
       best = exemption;
-      bestExpiry = expiry;
+      continue;
     }
+    // Only several matches need the tie-break, so the common single match parses nothing more.
+    const expiry = parseRfc3339(exemption.expires_at) ?? -Infinity;
+    const bestExpiry = parseRfc3339(best.expires_at) ?? -Infinity;
+    if (expiry > bestExpiry || (expiry === bestExpiry && exemption.aggregate_id < best.aggregate_id)) best = exemption;
   }
   return best;
 }

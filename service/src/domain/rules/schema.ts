@@ -101,7 +101,12 @@ export function parseRfc3339(value: string): number | undefined {
 const JsonScalarSchema = z.union([z.null(), z.boolean(), z.number().finite(), z.string().max(LIMITS.stringValue)]);
 type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 const JsonValueSchema: z.ZodType<JsonValue> = z.lazy(() =>
-  z.union([JsonScalarSchema, z.array(JsonValueSchema), z.record(z.string().max(256), JsonValueSchema)]),
+  z.union([
+    JsonScalarSchema,
+    z.array(JsonValueSchema),
+    // Keys that could reach an object's prototype are refused inside values too (defence in depth).
+    z.record(z.string().max(256).refine((key) => !FORBIDDEN_SEGMENTS.has(key), "key is not allowed"), JsonValueSchema),
+  ]),
 );
 
 const OrderedValueSchema = z.union([

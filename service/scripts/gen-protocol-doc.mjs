@@ -19,10 +19,14 @@ export const DOC_PATH = join(SERVICE_ROOT, "..", "docs", "protocol.md");
 const DIST = process.env.PROTOCOL_DOC_DIST || join(SERVICE_ROOT, "dist");
 const load = (path) => import(pathToFileURL(join(DIST, path)).href);
 
-/** The clock of the generated event examples (any fixed instant before the seed's expires_at). */
-export const DOC_NOW = "2025-11-25T12:00:00Z";
-/** When the doc's exemption_expired example happens: the seed exemption's expires_at. */
-export const DOC_EXPIRY_NOW = "2026-02-08T10:00:00Z";
+/**
+ * The clock of the generated event examples. It lies after the seed exemption's expires_at
+ * (2026-02-08T10:00:00Z), as the integration test's real clock does, so the documented events are
+ * exactly what a service stores today (a grant whose expiry has passed starts at its expiry).
+ */
+export const DOC_NOW = "2026-03-02T09:00:00Z";
+/** When the sweeper's exemption_expired example happens (any instant at or after expires_at). */
+export const DOC_EXPIRY_NOW = "2026-03-02T09:01:00Z";
 
 /** Queries, sent after the command story (docs and the integration test share this list). */
 export const QUERY_EXAMPLES = [

@@ -113,6 +113,8 @@ export interface StartServerOptions {
   extraConfig?: string;
   /** `jetstream { sync_interval: always }` (slower; production setting). */
   syncAlways?: boolean;
+  /** Client port (default: a free one), e.g. to start a server where a service already waits. */
+  port?: number;
 }
 
 export interface NatsServer {
@@ -261,7 +263,7 @@ async function makeSpec(opts: StartServerOptions, clusterPort: number | null, ro
     version: resolved.version,
     name: opts.name ?? `n-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
     dir,
-    port: await freePort(),
+    port: opts.port ?? (await freePort()),
     httpPort: await freePort(),
     clusterPort,
     routes,

@@ -122,7 +122,9 @@ export class MicroService {
     const deadline = Date.now() + timeoutMs;
     // Draining the endpoint subscriptions delivers what is buffered, then no more arrives.
     await withTimeout(this.service.stop().then(() => undefined), Math.max(0, deadline - Date.now()));
-    for (const iter of this.iterators) iter.stop();
+    // End each loop only after it has taken every request already delivered: a function pushed into the
+    // iterator runs in order, after the queued messages (iter.stop() alone would drop them unanswered).
+    for (const iter of this.iterators) (iter as unknown as { push(v: unknown): void }).push(() => iter.stop());
     await withTimeout(Promise.allSettled(this.loops).then(() => undefined), Math.max(0, deadline - Date.now()));
     const pending = this.inFlight.size;
     if (pending > 0) this.log.info({ in_flight: pending }, "waiting for in-flight requests");

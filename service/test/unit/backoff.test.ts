@@ -1,0 +1,33 @@
+// Backoff: capped, jittered within bounds; UUIDv7 shape; canonical JSON for idempotency hashes.
+import { test } from "node:test";
+import * as assert from "node:assert/strict";
+import { backoffDelay } from "../../src/app/backoff.js";
+import { uuidv7 } from "../../src/app/ids.js";
+import { canonicalJson } from "../../src/app/commands.js";
+
+test("backoff doubles up to the cap", () => {
+  const noJitter = { initialMs: 100, maxMs: 1000, jitter: 0 };
+  assert.deepEqual([0, 1, 2, 3, 4, 10].map((a) => backoffDelay(a, noJitter)), [100, 200, 400, 800, 1000, 1000]);
+});
+
+test("full jitter stays within [0, cap] and spreads", () => {
+  const opts = { initialMs: 10, maxMs: 250 };
+  const delays = Array.from({ length: 500 }, (_, i) => backoffDelay(i % 8, opts));
+  assert.ok(delays.every((d) => d >= 0 && d <= 250));
+  assert.ok(new Set(delays).size > 20, "jittered");
+  assert.equal(backoffDelay(3, opts, () => 0), 0);
+  assert.equal(backoffDelay(3, opts, () => 1), 80);
+});
+
+test("uuidv7: version 7, RFC variant, time-ordered", () => {
+  const a = uuidv7(1_700_000_000_000);
+  const b = uuidv7(1_700_000_000_001);
+  assert.match(a, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.ok(a.slice(0, 13) < b.slice(0, 13));
+  assert.equal(parseInt(a.replace(/-/g, "").slice(0, 12), 16), 1_700_000_000_000);
+});
+
+test("canonical JSON ignores key order", () => {
+  assert.equal(canonicalJson({ b: 1, a: [{ d: 2, c: 3 }] }), canonicalJson({ a: [{ c: 3, d: 2 }], b: 1 }));
+  assert.notEqual(canonicalJson({ a: 1 }), canonicalJson({ a: "1" }));
+});

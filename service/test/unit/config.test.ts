@@ -1,0 +1,87 @@
+// Configuration parsing: defaults, one-line errors naming the variable, credential files.
+import { test } from "node:test";
+import * as assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ConfigError, describeConfig, parseConfig, readCredentials } from "../../src/app/config.js";
+
+test("defaults follow the seed", () => {
+  const c = parseConfig({});
+  assert.equal(c.natsUrl, "nats://localhost:4222");
+  assert.equal(c.streamName, "POLICY_EVENTS");
+  assert.equal(c.logLevel, "info");
+  assert.equal(c.snapshotFrequency, 100);
+  assert.equal(c.streamReplicas, 1);
+  assert.equal(c.duplicateWindowSeconds, 120);
+  assert.equal(c.snapshotBucket, "POLICY_EVENTS_SNAPSHOTS");
+  assert.equal(c.commandsBucket, "POLICY_EVENTS_COMMANDS");
+  assert.deepEqual(c.audit, { enabled: true, streamName: "POLICY_AUDIT", maxAgeDays: 90 });
+});
+
+test("values are parsed", () => {
+  const c = parseConfig({
+    NATS_URL: "nats://a:4222, nats://b:4222", STREAM_NAME: "X_EVENTS", LOG_LEVEL: "DEBUG", SNAPSHOT_FREQUENCY: "10",
+    STREAM_REPLICAS: "3", DUPLICATE_WINDOW: "600", AUDIT_ENABLED: "false", AUDIT_MAX_AGE_DAYS: "30",
+  });
+  assert.deepEqual(c.natsServers, ["nats://a:4222", "nats://b:4222"]);
+  assert.equal(c.logLevel, "debug");
+  assert.equal(c.streamReplicas, 3);
+  assert.equal(c.duplicateWindowSeconds, 600);
+  assert.equal(c.audit.enabled, false);
+  assert.equal(c.snapshotBucket, "X_EVENTS_SNAPSHOTS");
+});
+
+const bad: [Record<string, string>, string, RegExp][] = [
+  [{ LOG_LEVEL: "loud" }, "LOG_LEVEL", /^LOG_LEVEL: expected one of trace\|debug\|info\|warn\|error, got "loud"$/],
+  [{ SNAPSHOT_FREQUENCY: "0" }, "SNAPSHOT_FREQUENCY", /expected an integer from 1 to/],
+  [{ SNAPSHOT_FREQUENCY: "ten" }, "SNAPSHOT_FREQUENCY", /got "ten"/],
+  [{ SNAPSHOT_FREQUENCY: "1.5" }, "SNAPSHOT_FREQUENCY", /integer/],
+  [{ STREAM_REPLICAS: "7" }, "STREAM_REPLICAS", /from 1 to 5/],
+  [{ DUPLICATE_WINDOW: "60" }, "DUPLICATE_WINDOW", /from 120 to/],
+  [{ STREAM_NAME: "events.policy" }, "STREAM_NAME", /A-Z a-z 0-9 _ -/],
+  [{ STREAM_NAME: "A*" }, "STREAM_NAME", /got "A\*"/],
+  [{ NATS_URL: "http://x" }, "NATS_URL", /nats:\/\//],
+  [{ NATS_URL: "not a url" }, "NATS_URL", /expected/],
+  [{ NATS_URL: "nats://user:secret@host:4222" }, "NATS_URL", /must not contain credentials/],
+  [{ AUDIT_ENABLED: "maybe" }, "AUDIT_ENABLED", /true\|false/],
+  [{ NATS_PASSWORD_FILE: "/x" }, "NATS_USER", /must be set/],
+  [{ NATS_USER: "u" }, "NATS_PASSWORD_FILE", /must be set/],
+  [{ NATS_CERT_FILE: "/x" }, "NATS_KEY_FILE", /together/],
+  [{ NATS_TOKEN_FILE: "relative/path" }, "NATS_TOKEN_FILE", /absolute/],
+  [{ NATS_TOKEN_FILE: "/a", NATS_CREDS_FILE: "/b" }, "NATS_CREDS_FILE", /at most one/],
+  [{ NATS_CREDS_FILE: "$CREDENTIALS_DIRECTORY/creds" }, "NATS_CREDS_FILE", /CREDENTIALS_DIRECTORY/],
+];
+
+for (const [env, variable, message] of bad) {
+  test(`${JSON.stringify(env)} is refused naming ${variable}`, () => {
+    assert.throws(() => parseConfig(env), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.variable, variable);
+      assert.match(err.message, message);
+      assert.ok(err.message.startsWith(`${variable}: `));
+      assert.ok(!err.message.includes("\n"), "one line");
+      assert.ok(!err.message.includes("secret"), "never echoes a secret");
+      return true;
+    });
+  });
+}
+
+test("credential files are read (systemd $CREDENTIALS_DIRECTORY expanded), contents never described", () => {
+  const dir = mkdtempSync(join(tmpdir(), "policy-config-"));
+  writeFileSync(join(dir, "password"), "hunter2\n");
+  const c = parseConfig({ NATS_USER: "svc", NATS_PASSWORD_FILE: "${CREDENTIALS_DIRECTORY}/password", CREDENTIALS_DIRECTORY: dir });
+  assert.equal(c.credentialFiles.password, join(dir, "password"));
+  const creds = readCredentials(c);
+  assert.equal(creds.user, "svc");
+  assert.equal(creds.password, "hunter2");
+  assert.ok(!JSON.stringify(describeConfig(c)).includes("hunter2"));
+});
+
+test("an unreadable credential file is a config error naming the variable", () => {
+  const c = parseConfig({ NATS_TOKEN_FILE: "/nonexistent/token" });
+  assert.throws(() => readCredentials(c), /^ConfigError: NATS_TOKEN_FILE: cannot read file \/nonexistent\/token \(ENOENT\)$/);
+  const dir = mkdtempSync(join(tmpdir(), "policy-config-"));
+  writeFileSync(join(dir, "empty"), "");
+  assert.throws(() => readCredentials(parseConfig({ NATS_TOKEN_FILE: join(dir, "empty") })), /NATS_TOKEN_FILE: file .* is empty/);
+});

@@ -137,8 +137,8 @@ in
     cp "$unit" ${nixosModuleSystem.config.systemd.units."nats.service".unit}/nats.service "$out"/
   '';
 
-  # ─── CLUSTER engineer: the three-node VM test goes here ───
-  # cluster = pkgs.testers.runNixOSTest (import ../tests/cluster.nix { inherit self; });
+  # The three-node NixOS VM test (tests/cluster.nix, owned by the cluster test; needs KVM).
+  cluster = pkgs.testers.runNixOSTest ../tests/cluster.nix;
 }
 // lib.optionalAttrs isDarwin {
   # The darwin cases through nix-darwin's darwinSystem, and the built launchd plists.

@@ -131,6 +131,7 @@ describe("schema", () => {
     assert.equal(ExemptionConditionSchema.safeParse({ field: "host", operator: "exists", value: 1 }).success, false);
     assert.equal(ExemptionConditionSchema.safeParse({ field: "host", operator: "equal" }).success, false);
     assert.equal(ExemptionConditionSchema.safeParse({ field: "a.__proto__", operator: "equal", value: 1 }).success, false);
+    assert.equal(ExemptionConditionSchema.safeParse(JSON.parse('{"field":"a","operator":"equal","value":{"__proto__":{"x":1}}}')).success, false);
   });
 });
 

@@ -104,8 +104,8 @@ const JsonValueSchema: z.ZodType<JsonValue> = z.lazy(() =>
   z.union([
     JsonScalarSchema,
     z.array(JsonValueSchema),
-    // Keys that could reach an object's prototype are refused inside values too (defence in depth).
-    z.record(z.string().max(256).refine((key) => !FORBIDDEN_SEGMENTS.has(key), "key is not allowed"), JsonValueSchema),
+    // Prototype keys inside values are refused by the raw pre-walk in ExpressionSchema.
+    z.record(z.string().max(256), JsonValueSchema),
   ]),
 );
 
@@ -159,15 +159,30 @@ const ExpressionNodeSchema: z.ZodType<Expression> = z.lazy(() =>
   ]),
 );
 
-/** Bounded walk of raw JSON: false when it nests deeper than `maxDepth` or has more than `maxNodes` nodes. */
-function withinJsonBounds(value: unknown, maxDepth: number, maxNodes: number): boolean {
+/**
+ * Bounded walk of raw JSON before any schema runs: why it is refused (deeper than `maxDepth`, more than
+ * `maxNodes` nodes, or a key that could reach a prototype: zod would silently drop `__proto__`), or undefined.
+ */
+function rawJsonProblem(value: unknown, maxDepth: number, maxNodes: number): string | undefined {
   let nodes = 0;
-  const walk = (v: unknown, depth: number): boolean => {
-    if (++nodes > maxNodes || depth > maxDepth) return false;
-    if (v === null || typeof v !== "object") return true;
-    const children = Array.isArray(v) ? v : Object.values(v);
-    for (const child of children) if (!walk(child, depth + 1)) return false;
-    return true;
+  const walk = (v: unknown, depth: number): string | undefined => {
+    if (++nodes > maxNodes || depth > maxDepth) {
+      return `expression is too large (at most ${maxNodes} JSON nodes nested ${maxDepth} deep)`;
+    }
+    if (v === null || typeof v !== "object") return undefined;
+    if (Array.isArray(v)) {
+      for (const child of v) {
+        const problem = walk(child, depth + 1);
+        if (problem !== undefined) return problem;
+      }
+      return undefined;
+    }
+    for (const key of Object.keys(v)) {
+      if (FORBIDDEN_SEGMENTS.has(key)) return `key "${key}" is not allowed`;
+      const problem = walk((v as Record<string, unknown>)[key], depth + 1);
+      if (problem !== undefined) return problem;
+    }
+    return undefined;
   };
   return walk(value, 1);
 }
@@ -197,12 +212,8 @@ function expressionShape(expression: Expression): { depth: number; nodes: number
 export const ExpressionSchema: z.ZodType<Expression> = z
   .unknown()
   .superRefine((raw, ctx) => {
-    if (!withinJsonBounds(raw, LIMITS.jsonDepth, LIMITS.jsonNodes)) {
-      ctx.addIssue({
-        code: "custom",
-        message: `expression is too large (at most ${LIMITS.jsonNodes} JSON nodes nested ${LIMITS.jsonDepth} deep)`,
-      });
-    }
+    const problem = rawJsonProblem(raw, LIMITS.jsonDepth, LIMITS.jsonNodes);
+    if (problem !== undefined) ctx.addIssue({ code: "custom", message: problem });
   })
   .pipe(ExpressionNodeSchema)
   .superRefine((expression, ctx) => {
@@ -271,7 +282,12 @@ export function conditionToExpression(condition: ExemptionCondition): Expression
 }
 
 export const ExemptionConditionSchema = z
-  .strictObject({ field: FieldPathSchema, operator: z.enum(CONDITION_OPERATORS), value: JsonValueSchema.optional() })
+  .unknown()
+  .superRefine((raw, ctx) => {
+    const problem = rawJsonProblem(raw, LIMITS.jsonDepth, LIMITS.jsonNodes);
+    if (problem !== undefined) ctx.addIssue({ code: "custom", message: problem.replace("expression", "condition") });
+  })
+  .pipe(z.strictObject({ field: FieldPathSchema, operator: z.enum(CONDITION_OPERATORS), value: JsonValueSchema.optional() }))
   .superRefine((condition, ctx) => {
     const needsValue = condition.operator !== "exists" && condition.operator !== "not_exists";
     if (needsValue && condition.value === undefined) {

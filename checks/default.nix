@@ -88,6 +88,8 @@ let
       }
     ];
   };
+  # The unit text NixOS' systemd module generates (what lands in /etc/systemd/system).
+  unitFile = name: pkgs.writeText name nixosModuleSystem.config.systemd.units.${name}.text;
 in
 {
   package = self.packages.${system}.policy-service;
@@ -125,7 +127,7 @@ in
 // lib.optionalAttrs isLinux {
   # The generated unit files, written by the real NixOS systemd module.
   nixos-module = pkgs.runCommand "policy-service-nixos-unit" { } ''
-    unit=${nixosModuleSystem.config.systemd.units."policy-service.service".unit}/policy-service.service
+    unit=${unitFile "policy-service.service"}
     cat "$unit"
     grep -qx 'Type=exec' "$unit"
     grep -qx 'Restart=on-failure' "$unit"
@@ -134,7 +136,7 @@ in
     grep -q 'STREAM_NAME=POLICY_EVENTS' "$unit"
     if grep -q MemoryDenyWriteExecute "$unit"; then exit 1; fi
     mkdir -p "$out"
-    cp "$unit" ${nixosModuleSystem.config.systemd.units."nats.service".unit}/nats.service "$out"/
+    cp "$unit" ${unitFile "nats.service"} "$out"/
   '';
 
   # The three-node NixOS VM test (tests/cluster.nix, owned by the cluster test; needs KVM).

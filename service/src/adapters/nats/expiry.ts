@@ -121,10 +121,12 @@ export class ExpirySweeper {
     this.opts.commands
       .execute("expire_exemption", JSON.stringify(payload), new Date(nowMs).toISOString())
       .then((reply) => {
-        const r = reply as { ok?: boolean; version?: number; error?: { code?: string; message?: string } };
+        const r = reply as { ok?: boolean; version?: number; events?: unknown[]; error?: { code?: string; message?: string } };
         if (r.ok) {
           this.backoffUntil.delete(exemptionId);
-          this.opts.logger.info({ exemption_id: exemptionId, version: r.version }, "exemption expired");
+          // No event: already expired (by another instance) or revoked; the domain wrote nothing.
+          if ((r.events?.length ?? 0) > 0) this.opts.logger.info({ exemption_id: exemptionId, version: r.version }, "exemption expired");
+          else this.opts.logger.debug({ exemption_id: exemptionId }, "exemption expiry: nothing to do");
         } else if (r.error?.code === "invalid_transition") {
           // Another instance expired it first (or it was revoked); the projection will show that shortly.
           this.backoffUntil.set(exemptionId, nowMs + 2000);

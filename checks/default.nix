@@ -136,7 +136,8 @@ in
     grep -q 'STREAM_NAME=POLICY_EVENTS' "$unit"
     if grep -q MemoryDenyWriteExecute "$unit"; then exit 1; fi
     mkdir -p "$out"
-    cp "$unit" ${unitFile "nats.service"} "$out"/
+    cp "$unit" "$out/policy-service.service"
+    cp ${unitFile "nats.service"} "$out/nats.service"
   '';
 
   # The three-node NixOS VM test (tests/cluster.nix, owned by the cluster test; needs KVM).

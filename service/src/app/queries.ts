@@ -73,6 +73,19 @@ export function exemptionValidAt(state: AggregateState | undefined, atMs: number
   return state !== undefined && state.aggregate_type === "PolicyExemption" && isExemptionValidAt(state as ExemptionState, atMs);
 }
 
+/** Replies must fit NATS's max_payload (1 MiB by default): pages stop early, and say so with their cursor. */
+export const REPLY_BUDGET_BYTES = 512 * 1024;
+
+function withinReplyBudget<T>(items: T[], shape: (item: T) => unknown): T[] {
+  let bytes = 0;
+  for (let i = 0; i < items.length; i++) {
+    bytes += Buffer.byteLength(JSON.stringify(shape(items[i]!))) + 1;
+    // Always at least one item, so paging makes progress.
+    if (bytes > REPLY_BUDGET_BYTES && i > 0) return items.slice(0, i);
+  }
+  return items;
+}
+
 function encodeCursor(id: string): string {
   return Buffer.from(id, "utf8").toString("base64url");
 }
@@ -137,8 +150,8 @@ export class Queries {
     }
     // Ids are UUIDv7 when the service assigned them, so id order is creation order.
     selected.sort((a, b) => (a.aggregate_id < b.aggregate_id ? -1 : a.aggregate_id > b.aggregate_id ? 1 : 0));
-    const page = selected.slice(0, limit);
-    const more = selected.length > limit;
+    const page = withinReplyBudget(selected.slice(0, limit), view);
+    const more = selected.length > page.length;
     return {
       ok: true,
       items: page.map(view),
@@ -154,7 +167,7 @@ export class Queries {
     const { id, from_version = 1, limit = 1000 } = parsed.data;
     const events: StoredEvent[] = await this.deps.history.history(id);
     if (events.length === 0) return notFound(id);
-    const page = events.filter((e) => e.event.version >= from_version).slice(0, limit);
+    const page = withinReplyBudget(events.filter((e) => e.event.version >= from_version).slice(0, limit), (e) => e.event);
     const last = page[page.length - 1];
     const more = last !== undefined && last.event.version < events[events.length - 1]!.event.version;
     return {

@@ -168,6 +168,33 @@ describe("policy.queries over NATS", () => {
     assert.equal(tooMany.error.code, "validation_failed");
   });
 
+  test("list pages stop before a reply would outgrow max_payload, and the cursor continues", async () => {
+    const tag = `bulk-${randomUUID().slice(0, 8)}`;
+    const big = "x".repeat(4000);
+    const created = await Promise.all(Array.from({ length: 160 }, (_, i) =>
+      ok("policy.commands.create", policy({ name: `Bulk ${i}`, description: big, scope: { Project: tag } }))));
+    const ids = created.map((c) => c.aggregate_id as string);
+    const lastSeq = Math.max(...created.map((c) => c.events[0].seq as number));
+    await within(1000, "the projection has applied every create", async () => {
+      const r = await ok("policy.queries.list", { scope: "Nowhere" });
+      return r.projection_seq >= lastSeq ? r : undefined;
+    });
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const msg = await nc!.request("policy.queries.list", JSON.stringify({ scope: `Project:${tag}`, limit: 500, ...(cursor ? { cursor } : {}) }), { timeout: 10_000 });
+      assert.ok(msg.data.byteLength < 1024 * 1024, `reply of ${msg.data.byteLength} bytes`);
+      const page = msg.json<Reply>();
+      assert.equal(page.ok, true);
+      seen.push(...page.items.map((i: Reply) => i.aggregate_id));
+      cursor = page.next_cursor ?? undefined;
+      pages++;
+    } while (cursor && pages < 20);
+    assert.ok(pages >= 2, `160 policies of ~4 KB need more than one page (got ${pages})`);
+    assert.deepEqual([...seen].sort(), [...ids].sort());
+  });
+
   test("applicable lists active policies in force and the valid exemptions for an entity, now and in the past", async () => {
     const now = await within(1000, "activation visible", async () => {
       const r = await ok("policy.queries.applicable", { entity_id: "legacy-system-7" });

@@ -11,7 +11,7 @@ export const CTL_USAGE = `usage: policy-service ctl <command> [options]
                                   or a full subject such as policy.queries.list)
   events [--since <seq>] [--count <n>]
                                  follow events.policy.> (from <seq>, default: new events only)
-  status                         event/audit streams, replicas and their currency, stream leader,
+  status                         event/audit streams and KV buckets, replicas and their currency, leaders,
                                  service instances discovered with $SRV.PING/INFO/STATS
 options:
   --json                         machine-readable output (one JSON document, or one per event)
@@ -240,10 +240,11 @@ async function collect<T>(iterator: Promise<AsyncIterable<T>>): Promise<T[]> {
 
 async function status(nc: NatsConnection, options: CtlOptions, deps: CtlDeps, out: (l: string) => void): Promise<number> {
   const client = new Svcm(nc).client({ strategy: "timer", maxWait: Math.min(options.timeoutMs, 1500) });
-  const [events, audit, snapshots, pings, infos, stats] = await Promise.all([
+  const [events, audit, snapshots, commands, pings, infos, stats] = await Promise.all([
     streamSummary(nc, deps.streamName),
     streamSummary(nc, deps.auditStreamName),
     streamSummary(nc, `KV_${deps.streamName}_SNAPSHOTS`),
+    streamSummary(nc, `KV_${deps.streamName}_COMMANDS`),
     collect(client.ping(SERVICE_NAME)).catch(() => []),
     collect(client.info(SERVICE_NAME)).catch(() => []),
     collect(client.stats(SERVICE_NAME)).catch(() => []),
@@ -269,7 +270,7 @@ async function status(nc: NatsConnection, options: CtlOptions, deps: CtlDeps, ou
     server: server
       ? { name: server.server_name, version: server.version, cluster: server.cluster ?? null, jetstream: server.jetstream ?? false }
       : null,
-    streams: { events, audit, snapshots },
+    streams: { events, audit, snapshots, commands },
     services: { name: SERVICE_NAME, instances },
   };
   if (options.json) {
@@ -279,12 +280,12 @@ async function status(nc: NatsConnection, options: CtlOptions, deps: CtlDeps, ou
   if (report.server) {
     out(`connected to ${report.server.name} (nats-server ${report.server.version}${report.server.cluster ? `, cluster ${report.server.cluster}` : ""})`);
   }
-  for (const s of [events, audit, snapshots]) {
+  for (const s of [events, audit, snapshots, commands]) {
     if (!s.exists) {
       out(`stream ${s.name}: ${s.error ?? "not found"}`);
       continue;
     }
-    out(`stream ${s.name}: ${s.messages} messages, seq ${s.first_seq}..${s.last_seq}, ${s.bytes} bytes, R${s.replicas}` +
+    out(`stream ${s.name}: ${s.messages} message${s.messages === 1 ? "" : "s"}, seq ${s.first_seq}..${s.last_seq}, ${s.bytes} bytes, R${s.replicas}` +
       (s.leader ? `, leader ${s.leader}` : ""));
     for (const p of s.peers ?? []) {
       out(`  replica ${p.name}: ${p.offline ? "OFFLINE" : p.current ? "current" : "catching up"}, lag ${p.lag}, active ${p.active_ms} ms ago`);

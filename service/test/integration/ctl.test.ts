@@ -91,7 +91,8 @@ describe("policy-service ctl", () => {
 
     const text = await ctl(["status"]);
     assert.equal(text.code, 0, text.stderr);
-    assert.match(text.stdout, /stream POLICY_EVENTS: \d+ messages/);
+    assert.match(text.stdout, /stream POLICY_EVENTS: \d+ messages?, seq \d+\.\.\d+/);
+    assert.match(text.stdout, /stream KV_POLICY_EVENTS_COMMANDS: /);
     assert.match(text.stdout, /service policy-service: 1 instance/);
   });
 

@@ -47,6 +47,10 @@ CRASH_CREATE_COMMAND_ID="0193a6f0-7c1e-7b2a-8d3e-4f5a6b7c8da1"
 CRASH_APPROVE_COMMAND_ID="0193a6f0-7c1e-7b2a-8d3e-4f5a6b7c8da2"
 AFTER_RESTART_COMMAND_ID="0193a6f0-7c1e-7b2a-8d3e-4f5a6b7c8da3"
 
+# Stopped by a signal: exit through the EXIT trap, which stops what a step started.
+trap 'exit 143' TERM
+trap 'exit 130' INT
+
 note() { printf '# %s\n' "$*"; }
 
 # holds JSON FILTER [JQ ARGS…]: FILTER is true of the single JSON value JSON.

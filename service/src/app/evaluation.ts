@@ -97,7 +97,7 @@ export class Evaluation {
       evaluatedAt: new Date().toISOString(),
     });
     const durationUs = Number(process.hrtime.bigint() - started) / 1000;
-    this.audit("evaluate", request.policy_id, request, view.atIso, evaluationId, durationUs, [{ policy_id: request.policy_id, result }]);
+    this.audit("evaluate", request.policy_id, { ...request, entity_id: entity }, view.atIso, evaluationId, durationUs, [{ policy_id: request.policy_id, result }]);
     if (!result.applicable) {
       return failure("not_applicable", `${result.reason}; nothing was evaluated`, {
         evaluation_id: evaluationId,
@@ -157,7 +157,7 @@ export class Evaluation {
     const composed = composeSet(spec, members);
     const evaluationId = randomUUID();
     const durationUs = Number(process.hrtime.bigint() - started) / 1000;
-    this.audit("check_compliance", request.policy_set_id ?? "adhoc", request, view.atIso, evaluationId, durationUs, members, composed.applicable ? composed.status : "not_applicable", composed);
+    this.audit("check_compliance", request.policy_set_id ?? "adhoc", { ...request, entity_id: entity }, view.atIso, evaluationId, durationUs, members, composed.applicable ? composed.status : "not_applicable", composed);
     const unknownMembers = missing.length > 0 ? { unknown_policies: missing } : {};
     if (!composed.applicable) {
       return failure("not_applicable", `${composed.reason}; nothing was evaluated`, {

@@ -4,7 +4,7 @@
 #   nix-instantiate --eval --strict --json tests/cluster/eval-nodes.nix --argstr nixpkgsLib <nixpkgs>/lib
 #   -> { leaf1 = { hostName; nats = <services.nats.settings>; environment = <unit environment>;
 #                  credentials; warnings; unit = { restart; restartSec; startLimitBurst;
-#                  execStartPreArgs; }; }; leaf2 = …; leaf3 = …; }
+#                  execStartPreArgs; serviceConfig; }; }; leaf2 = …; leaf3 = …; }
 # `unit` is how systemd would run the service (run-local emulates it): restart policy and
 # the arguments of ExecStartPre (the store path of the package itself is not used here).
 { nixpkgsLib }:
@@ -30,6 +30,8 @@ let
         restartSec = serviceConfig.RestartSec or 0;
         startLimitBurst = unit.startLimitBurst or 5;
         execStartPreArgs = map argsOf (lib.toList (serviceConfig.ExecStartPre or [ ]));
+        # For an offline `systemd-analyze security` of the unit (run-local step 7-offline).
+        inherit serviceConfig;
       };
     };
 in

@@ -148,7 +148,7 @@ const ERROR_MEANINGS = {
   not_found: "The aggregate (or a referenced one) does not exist.",
   already_exists: "A create command names an id that is already taken.",
   invalid_transition: "The command is not allowed in the aggregate's current state; nothing was written.",
-  conflict: "Another writer changed the aggregate concurrently and retrying did not resolve it; resend the command (with the same `command_id`).",
+  conflict: "Other writers kept changing the aggregate and the service gave up after its retries (resend with the same `command_id`), or the `command_id` was already used for a different payload.",
   not_applicable: "Evaluation: the policy is not Active or not in its effective window at the evaluated instant.",
   unavailable: "JetStream or a dependency is unreachable or has no quorum; retry later (with the same `command_id`).",
   internal: "A bug or an unexpected server response; the message says what failed.",
@@ -269,6 +269,7 @@ export async function renderProtocolDoc() {
   const examples = await load("protocol/examples.js");
   const domain = await load("domain/index.js");
   const replies = await load("app/replies.js");
+  const handler = await load("app/commands.js");
   const pkg = JSON.parse(readFileSync(join(SERVICE_ROOT, "package.json"), "utf8"));
 
   const toJson = (schema) => {
@@ -359,8 +360,9 @@ export async function renderProtocolDoc() {
     "Every command also accepts two optional fields, returned in the stored events:",
     "",
     "- `command_id` (UUID): idempotency key. Re-sending a command with the same `command_id` writes nothing",
-    "  new and answers like the first time; the events' `Nats-Msg-Id` is `<command_id>:<index>`, so JetStream's",
-    "  duplicate window also drops a re-sent event. Set it whenever you may retry (timeouts, `unavailable`).",
+    "  new and answers like the first time (also a first `not_found`, `already_exists`, `invalid_transition`",
+    "  or `not_applicable`); the events' `Nats-Msg-Id` is `<command_id>:<index>`, so JetStream's duplicate",
+    "  window also drops a re-sent event. Set it whenever you may retry (timeouts, `unavailable`).",
     "- `correlation_id` (string, ≤ 128 characters): your own tracing id.",
     "",
     "A create command (`create`, `create_set`, `grant_exemption`) may omit its id field; the service then",
@@ -369,7 +371,9 @@ export async function renderProtocolDoc() {
     "## Commands",
     "",
     "Payloads are strict JSON objects: unknown fields, `__proto__`/`constructor`/`prototype` keys,",
-    "non-UUID ids, blank or oversized strings and impossible dates are refused with `validation_failed`.",
+    "non-UUID ids, blank or oversized strings and impossible dates are refused with `validation_failed`,",
+    `and so is a request body over ${handler.MAX_PAYLOAD_BYTES / 1024} KiB. A command that loses a race with another writer on the`,
+    `same aggregate is reloaded and decided again (up to ${handler.MAX_CONFLICT_RETRIES + 1} attempts) before it answers \`conflict\`.`,
     "The examples below form one story, sent in this order to an empty stream by the integration test.",
     "",
   );

@@ -380,7 +380,7 @@ step_unit_hardening() {
   [[ "$user" == "policy-service" ]] || fail "$unit runs as User='$user', want policy-service"
   main_pid=$(systemctl show -p MainPID --value "$unit")
   [[ "$main_pid" =~ ^[1-9][0-9]*$ ]] || fail "$unit has no main process (MainPID=$main_pid)"
-  process_user=$(ps -o user= -p "$main_pid" | tr -d ' ')
+  process_user=$(ps -o user:64= -p "$main_pid" | tr -d ' ')  # wide column: a name over 8 characters would print as a number
   [[ "$process_user" == "policy-service" ]] || fail "$unit's process $main_pid runs as '$process_user'"
   note "$unit runs as $process_user (pid $main_pid)"
 

@@ -36,7 +36,11 @@ export function isTransient(err: unknown): boolean {
   if (err instanceof natsErrors.TimeoutError) return true;
   // "jetstream is not enabled" wraps a no-responders RequestError: no stream leader right now.
   if (err instanceof RequestError) return err.isNoResponders();
-  if (err instanceof JetStreamApiError) return err.status === 503 || err.code === 10008 || /temporarily unavailable|no suitable peers|leader/i.test(err.message);
+  if (err instanceof JetStreamApiError) {
+    // "duplicate message id is in process": the same Nats-Msg-Id is being replicated right now (another
+    // instance handling a retry of this command); once it settles, the retry sees the duplicate.
+    return err.status === 503 || err.code === 10008 || /temporarily unavailable|no suitable peers|leader|duplicate message id is in process/i.test(err.message);
+  }
   if (err instanceof Error && err.cause) return isTransient(err.cause);
   return false;
 }

@@ -8,7 +8,8 @@ import { connectionOptions, connectWithRetry, watchStatus } from "../adapters/na
 import { EventStore } from "../adapters/nats/event-store.js";
 import { MicroService, type EndpointHandler } from "../adapters/nats/service.js";
 import { atLeast, checkServerVersion, commandsTtlMs, ensureBucket, ensureEventStream, type ServerVersion } from "../adapters/nats/setup.js";
-import { CommandHandler } from "./commands.js";
+import { CommandHandler, isTransient } from "./commands.js";
+import { backoffDelay, sleep } from "./backoff.js";
 import { readCredentials, describeConfig, type Config } from "./config.js";
 import { componentLogger, type Logger } from "./logger.js";
 import { packageVersion } from "./version.js";
@@ -45,6 +46,20 @@ export function commandEndpoints(commands: CommandHandler): Record<string, Endpo
   return endpoints;
 }
 
+/** Retries `fn` while it fails transiently (timeouts, no responders, 503s); refusals and other errors are thrown. */
+async function untilProvisioned<T>(fn: () => Promise<T>, log: Logger, what: string, signal?: AbortSignal): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isTransient(err) || signal?.aborted) throw err;
+      const delay = backoffDelay(attempt, { initialMs: 250, maxMs: 5000, jitter: 0.3 });
+      log.warn({ err, attempt, retry_in_ms: delay }, `JetStream not ready for ${what}; retrying`);
+      await sleep(delay);
+    }
+  }
+}
+
 export async function startRuntime(config: Config, logger: Logger, signal?: AbortSignal): Promise<Runtime> {
   const log = componentLogger(logger, "runtime");
   const credentials = readCredentials(config);
@@ -55,11 +70,13 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
   watchStatus(nc, componentLogger(logger, "nats"));
   try {
     const server = checkServerVersion(nc.info?.version, config.streamReplicas);
-    const jsm = await jetstreamManager(nc);
+    const setupLog = componentLogger(logger, "setup");
+    // JetStream may still be forming (meta leader election, peers catching up): retry what is transient.
+    const jsm = await untilProvisioned(() => jetstreamManager(nc), setupLog, "JetStream API", signal);
     const js = jetstream(nc);
-    await ensureEventStream(jsm, config, server, componentLogger(logger, "setup"));
-    const snapshots = await ensureBucket(nc, jsm, config.snapshotBucket, config.streamReplicas, 0, componentLogger(logger, "setup"));
-    const commandsKv = await ensureBucket(nc, jsm, config.commandsBucket, config.streamReplicas, commandsTtlMs(config), componentLogger(logger, "setup"));
+    await untilProvisioned(() => ensureEventStream(jsm, config, server, setupLog), setupLog, `stream ${config.streamName}`, signal);
+    const snapshots = await untilProvisioned(() => ensureBucket(nc, jsm, config.snapshotBucket, config.streamReplicas, 0, setupLog), setupLog, `bucket ${config.snapshotBucket}`, signal);
+    const commandsKv = await untilProvisioned(() => ensureBucket(nc, jsm, config.commandsBucket, config.streamReplicas, commandsTtlMs(config), setupLog), setupLog, `bucket ${config.commandsBucket}`, signal);
 
     const store = new EventStore({ js, jsm, snapshots, streamName: config.streamName, snapshotFrequency: config.snapshotFrequency, logger: componentLogger(logger, "event-store") });
     const commands = new CommandHandler({ store, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12) });

@@ -326,15 +326,21 @@ stream_leader_is() { # N NAME: through leaf N, the stream's leader is NAME and b
   holds "$info" '.cluster.leader == $l and ([.cluster.replicas[]? | select(.current)] | length) == 2' --arg l "$2"
 }
 step_leader_to_leaf1() {
-  local info leader
-  info=$(stream_info_on 2) || fail "no stream info for $STREAM_NAME"
-  leader=$(jq -r '.cluster.leader // ""' <<<"$info")
-  if [[ "$leader" != "$LEAF1_NAME" ]]; then
+  local info leader="" first="" attempt
+  for attempt in 1 2 3 4 5 6 7 8; do
+    info=$(stream_info_on 2) || fail "no stream info for $STREAM_NAME"
+    leader=$(jq -r '.cluster.leader // ""' <<<"$info")
+    first=${first:-$leader}
+    [[ "$leader" == "$LEAF1_NAME" ]] && break
+    # --preferred needs nats-server >= 2.11 and a natscli that knows it; without it a
+    # plain step-down elects a random follower, so repeat until leaf1 wins.
     nats_on 2 stream cluster step-down "$STREAM_NAME" --preferred "$LEAF1_NAME" >/dev/null 2>&1 ||
-      note "step-down request returned an error; waiting for the outcome anyway"
-  fi
-  eventually "$SCENARIO_WAIT" "stream leader is $LEAF1_NAME (was $leader)" stream_leader_is 2 "$LEAF1_NAME"
-  note "stream $STREAM_NAME leader: $LEAF1_NAME (was ${leader:-none})"
+      nats_on 2 stream cluster step-down "$STREAM_NAME" >/dev/null 2>&1 ||
+      note "step-down attempt $attempt was refused; retrying"
+    sleep 2
+  done
+  eventually "$SCENARIO_WAIT" "stream leader is $LEAF1_NAME (was $first)" stream_leader_is 2 "$LEAF1_NAME"
+  note "stream $STREAM_NAME leader: $LEAF1_NAME (was ${first:-none})"
 }
 
 # 6a. Run right after leaf1 died: commands through leaf2 and leaf3 still succeed.

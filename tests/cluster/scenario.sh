@@ -144,6 +144,7 @@ retry_ok() {
     if ((SECONDS >= deadline)); then
       fail "$name via leaf$leaf: no success within ${seconds}s ($tries attempts); last reply: ${reply:-<no reply>}"
     fi
+    note "$name via leaf$leaf, attempt $tries: ${reply:-<no reply within 5s>}; retrying with the same command_id"
     sleep 1
   done
 }
@@ -354,6 +355,13 @@ step_after_crash() {
   expect_ok 2 suspend '{"policy_id":"'"$SEED_POLICY_ID"'","suspended_by":"compliance-officer","reason":"Audit while leaf1 is down"}' 4
   expect_ok 3 activate '{"policy_id":"'"$SEED_POLICY_ID"'","activated_by":"compliance-officer"}' 5
   expect_stored "events.policy.$CRASH_POLICY_ID.approved" "$CRASH_POLICY_ID" approved 3
+  # Retries through the election wrote each event once.
+  local counts
+  counts=$(nats_on 3 stream subjects "$STREAM_NAME" "events.policy.$CRASH_POLICY_ID.>" --json) ||
+    fail "nats stream subjects failed"
+  holds "$counts" '. == {($p + ".created"): 1, ($p + ".approved"): 1}' --arg p "events.policy.$CRASH_POLICY_ID" ||
+    fail "events of $CRASH_POLICY_ID after retries: $counts (want exactly one created and one approved)"
+  note "exactly one created and one approved event for $CRASH_POLICY_ID: $(jq -c . <<<"$counts")"
 }
 
 # 6b. After leaf1 restarted: its replica catches up to the same last sequence as

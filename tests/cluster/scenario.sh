@@ -396,7 +396,7 @@ step_unit_hardening() {
   [[ "$main_pid" =~ ^[1-9][0-9]*$ ]] || fail "$unit has no main process (MainPID=$main_pid)"
   process_user=$(ps -o user:64= -p "$main_pid" | tr -d ' ')  # wide column: a name over 8 characters would print as a number
   [[ "$process_user" == "policy-service" ]] || fail "$unit's process $main_pid runs as '$process_user'"
-  note "$unit runs as $process_user (pid $main_pid)"
+  note "$unit runs as $process_user (pid $main_pid); systemd restarted it $(systemctl show -p NRestarts --value "$unit") time(s) this boot"
 
   local pino_lines
   pino_lines=$(journalctl -u "$unit" -o cat --no-pager | jq -R -c 'fromjson? | select(type == "object" and (.level | type) == "number" and has("time") and has("msg"))' | wc -l)

@@ -4,15 +4,15 @@
 // Lost races are retried (bounded, jittered); JetStream hiccups (leader election) are retried until a
 // deadline; a duplicate publish means the command already happened and its original outcome is returned.
 import { createHash } from "node:crypto";
-import { JetStreamApiError, type PubAck } from "@nats-io/jetstream";
+import type { PubAck } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { errors as natsErrors, RequestError } from "@nats-io/nats-core";
 import {
   COMMAND_ROUTES, aggregateIdOf, decide, evolve, parseCommand, referencedIds,
   type AggregateState, type Command, type CommandName, type EventEnvelope, type ErrorCode,
 } from "../domain/index.js";
 import { ConcurrencyError, aggregateSubject, type EventStore, type StoredEvent } from "../adapters/nats/event-store.js";
 import { backoffDelay, sleep } from "./backoff.js";
+import { isTransient } from "./transient.js";
 import { uuidv7 } from "./ids.js";
 import type { Logger } from "./logger.js";
 import { failure, type Reply, type SuccessReply } from "./replies.js";
@@ -31,19 +31,7 @@ class UnavailableError extends Error {
   }
 }
 
-/** Errors that mean "JetStream is (briefly) not answering", e.g. during a leader election. */
-export function isTransient(err: unknown): boolean {
-  if (err instanceof natsErrors.TimeoutError) return true;
-  // "jetstream is not enabled" wraps a no-responders RequestError: no stream leader right now.
-  if (err instanceof RequestError) return err.isNoResponders();
-  if (err instanceof JetStreamApiError) {
-    // "duplicate message id is in process": the same Nats-Msg-Id is being replicated right now (another
-    // instance handling a retry of this command); once it settles, the retry sees the duplicate.
-    return err.status === 503 || err.code === 10008 || /temporarily unavailable|no suitable peers|leader|duplicate message id is in process/i.test(err.message);
-  }
-  if (err instanceof Error && err.cause) return isTransient(err.cause);
-  return false;
-}
+export { isTransient } from "./transient.js";
 
 interface IdempotencyRecord { payload_sha256: string; reply: Reply }
 
@@ -124,28 +112,41 @@ export class CommandHandler {
         return remembered.reply;
       }
     }
-    const reply = await this.decideAndAppend(command, meta, now, deadline);
+    const { reply, afterReply } = await this.decideAndAppend(command, meta, now, deadline);
     if (meta.command_id && (reply.ok || REMEMBERED_FAILURES.has(reply.error.code))) {
       await this.remember(meta.command_id, { payload_sha256: payloadHash, reply });
     }
+    // The snapshot comes after the idempotency record: a snapshot that hides this command's event from a
+    // later load never exists without the record that answers a retry.
+    afterReply?.();
     return reply;
   }
 
-  private async decideAndAppend(command: Command, meta: { command_id: string | null; correlation_id: string | null }, nowOverride: string | undefined, deadline: number): Promise<Reply> {
+  private async decideAndAppend(
+    command: Command, meta: { command_id: string | null; correlation_id: string | null }, nowOverride: string | undefined, deadline: number,
+  ): Promise<{ reply: Reply; afterReply?: () => void }> {
     const { store } = this.opts;
     const aggregateId = aggregateIdOf(command);
     const route = COMMAND_ROUTES[command.name];
     // Event ids this execution has tried to publish: a publish that timed out may still have landed.
     const attemptedEventIds = new Set<string>();
+    let previousLastSeq: number | null = null;
     for (let attempt = 0; attempt <= MAX_CONFLICT_RETRIES; attempt++) {
       const loaded = await this.retryTransient(() => store.load(aggregateId), deadline);
+      // After a lost race, whatever beat us has seq > previousLastSeq; read it even if a snapshot now covers it.
+      let recent = loaded.tail;
+      if (previousLastSeq !== null && loaded.snapshotSeq > previousLastSeq) {
+        const from = previousLastSeq + 1;
+        const covered = await this.retryTransient(() => store.readEvents(aggregateId, from, loaded.snapshotSeq), deadline);
+        recent = [...covered, ...loaded.tail];
+      }
       // Already applied? Another instance (a retry with the same command_id racing the first attempt) or our own
       // earlier publish may have stored this command. Newer servers answer such a duplicate with "wrong last
       // sequence" instead of a duplicate ack, so look for it before deciding again.
-      const mine = loaded.tail.filter((e) => (meta.command_id !== null && e.envelope.command_id === meta.command_id) || attemptedEventIds.has(e.envelope.event_id));
+      const mine = recent.filter((e) => (meta.command_id !== null && e.envelope.command_id === meta.command_id) || attemptedEventIds.has(e.envelope.event_id));
       if (mine.length > 0) {
         this.counters.duplicates++;
-        return replyFrom(mine);
+        return { reply: replyFrom(mine) };
       }
       const refs = new Map<string, AggregateState | undefined>();
       for (const refId of referencedIds(command)) {
@@ -154,8 +155,8 @@ export class CommandHandler {
       }
       const now = nowOverride ?? (this.opts.clock ?? (() => new Date()))().toISOString();
       const decision = decide(loaded.state, command, { now, refs });
-      if (!decision.ok) return { ok: false, error: decision.error };
-      if (decision.events.length === 0) return { ok: true, aggregate_id: aggregateId, version: loaded.version, events: [] };
+      if (!decision.ok) return { reply: { ok: false, error: decision.error } };
+      if (decision.events.length === 0) return { reply: { ok: true, aggregate_id: aggregateId, version: loaded.version, events: [] } };
 
       const envelopes: EventEnvelope[] = decision.events.map((e, i) => ({
         event_id: uuidv7(),
@@ -169,7 +170,10 @@ export class CommandHandler {
         causation_id: meta.command_id,
         data: e.data,
       }));
-      const toAppend = envelopes.map((envelope, i) => ({ envelope, msgId: meta.command_id ? `${meta.command_id}:${i}` : envelope.event_id }));
+      // The expected sequence is part of the id: a re-send of the same write deduplicates, while a re-decision after a
+      // lost race uses a fresh id (nats-server 2.11 keeps an id rejected by the sequence check "in process" on
+      // clustered streams, blocking it for the duplicate window).
+      const toAppend = envelopes.map((envelope, i) => ({ envelope, msgId: meta.command_id ? `${meta.command_id}:${i}:${loaded.lastSeq}` : envelope.event_id }));
       for (const e of envelopes) attemptedEventIds.add(e.event_id);
       let acks: PubAck[];
       try {
@@ -179,25 +183,27 @@ export class CommandHandler {
         if (!(err instanceof ConcurrencyError)) throw err;
         this.counters.conflictRetries++;
         this.log.debug({ aggregate_id: aggregateId, command: command.name, expected_seq: loaded.lastSeq, attempt }, "lost an append race; reloading");
+        previousLastSeq ??= loaded.lastSeq;
         await sleep(backoffDelay(attempt, { initialMs: 5, maxMs: 250 }));
         continue;
       }
       if (acks.some((a) => a.duplicate)) {
         this.counters.duplicates++;
-        return this.originalReply(acks, deadline);
+        return { reply: await this.originalReply(acks, deadline) };
       }
       let state = loaded.state;
       for (const e of envelopes) state = evolve(state, e);
-      store.maybeSnapshot(aggregateId, loaded.version, state, acks[acks.length - 1]!.seq);
-      return {
+      const lastAckSeq = acks[acks.length - 1]!.seq;
+      const reply: SuccessReply = {
         ok: true,
         aggregate_id: aggregateId,
         version: envelopes[envelopes.length - 1]!.version,
         events: envelopes.map((e, i) => ({ type: e.event_type, subject: aggregateSubject(aggregateId, e.event_type), seq: acks[i]!.seq })),
       };
+      return { reply, afterReply: () => store.maybeSnapshot(aggregateId, loaded.version, state, lastAckSeq) };
     }
     this.counters.conflicts++;
-    return failure("conflict", `aggregate ${aggregateId} kept changing; gave up after ${MAX_CONFLICT_RETRIES + 1} attempts (retry with the same command_id)`);
+    return { reply: failure("conflict", `aggregate ${aggregateId} kept changing; gave up after ${MAX_CONFLICT_RETRIES + 1} attempts (retry with the same command_id)`) };
   }
 
   /** A duplicate ack: the command was stored before; rebuild its reply from the stored events. */

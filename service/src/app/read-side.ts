@@ -8,6 +8,7 @@ import type { EndpointHandler, HandlerResult } from "../adapters/nats/service.js
 import { Evaluation } from "./evaluation.js";
 import { componentLogger } from "./logger.js";
 import { Queries } from "./queries.js";
+import { untilProvisioned } from "./transient.js";
 import type { Runtime } from "./runtime.js";
 
 const MAX_REQUEST_BYTES = 256 * 1024;
@@ -53,7 +54,8 @@ export async function startReadSide(runtime: Runtime): Promise<ReadSide> {
 
   let audit: AuditSink = disabledAudit;
   if (config.audit.enabled) {
-    await ensureAuditStream(jsm, { streamName: config.audit.streamName, replicas: config.streamReplicas, maxAgeDays: config.audit.maxAgeDays });
+    await untilProvisioned(() => ensureAuditStream(jsm, { streamName: config.audit.streamName, replicas: config.streamReplicas, maxAgeDays: config.audit.maxAgeDays }),
+      componentLogger(logger, "audit"), `stream ${config.audit.streamName}`);
     audit = new AuditPublisher({ js, logger: componentLogger(logger, "audit"), instance: runtime.service.id });
   }
 

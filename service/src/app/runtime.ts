@@ -8,8 +8,8 @@ import { connectionOptions, connectWithRetry, watchStatus } from "../adapters/na
 import { EventStore } from "../adapters/nats/event-store.js";
 import { MicroService, type EndpointHandler } from "../adapters/nats/service.js";
 import { atLeast, checkServerVersion, commandsTtlMs, ensureBucket, ensureEventStream, type ServerVersion } from "../adapters/nats/setup.js";
-import { CommandHandler, isTransient } from "./commands.js";
-import { backoffDelay, sleep } from "./backoff.js";
+import { CommandHandler } from "./commands.js";
+import { untilProvisioned } from "./transient.js";
 import { readCredentials, describeConfig, type Config } from "./config.js";
 import { componentLogger, type Logger } from "./logger.js";
 import { packageVersion } from "./version.js";
@@ -44,20 +44,6 @@ export function commandEndpoints(commands: CommandHandler): Record<string, Endpo
     };
   }
   return endpoints;
-}
-
-/** Retries `fn` while it fails transiently (timeouts, no responders, 503s); refusals and other errors are thrown. */
-async function untilProvisioned<T>(fn: () => Promise<T>, log: Logger, what: string, signal?: AbortSignal): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (!isTransient(err) || signal?.aborted) throw err;
-      const delay = backoffDelay(attempt, { initialMs: 250, maxMs: 5000, jitter: 0.3 });
-      log.warn({ err, attempt, retry_in_ms: delay }, `JetStream not ready for ${what}; retrying`);
-      await sleep(delay);
-    }
-  }
 }
 
 export async function startRuntime(config: Config, logger: Logger, signal?: AbortSignal): Promise<Runtime> {

@@ -98,6 +98,7 @@ async function concurrencyScenario(bin: string | undefined, label: string): Prom
       while (next < work.length) {
         const item = work[next++]!;
         if (!killed && next >= COMMANDS / 3) { killed = true; killing = kill(); }
+        let lastProblem = "";
         for (let attempt = 0; ; attempt++) {
           attempts++;
           if (attempt > 0) retried++;
@@ -111,12 +112,20 @@ async function concurrencyScenario(bin: string | undefined, label: string): Prom
               acked.set(item.commandId, reply);
               break;
             }
-            assert.ok(["conflict", "unavailable"].includes(reply.error.code), `unexpected refusal ${JSON.stringify(reply)}`);
+            lastProblem = JSON.stringify(reply.error);
+            if (!["conflict", "unavailable"].includes(reply.error.code)) {
+              const errors = services.flatMap((s, i) => s.lines.filter((l) => l.level >= 50).slice(-3).map((l) => `#${i} ${JSON.stringify(l).slice(0, 600)}`));
+              assert.fail(`unexpected refusal ${JSON.stringify(reply)}\n${errors.join("\n")}`);
+            }
           } catch (err) {
             if (err instanceof assert.AssertionError) throw err;
             // timeout / no responders while the node is down: retry, same command_id, another node
+            lastProblem = String(err);
           }
-          assert.ok(Date.now() - started < 90_000, `${label}: command ${item.commandId} not acknowledged after 90 s`);
+          if (Date.now() - started > 90_000) {
+            const warnings = services.flatMap((s, i) => s.lines.filter((l) => l.level >= 40).slice(-5).map((l) => `#${i} ${JSON.stringify(l).slice(0, 300)}`));
+            assert.fail(`${label}: command ${item.commandId} not acknowledged after 90 s; last problem: ${lastProblem}\n${warnings.join("\n")}`);
+          }
           await sleep(100 + Math.random() * 200);
         }
       }

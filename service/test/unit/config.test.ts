@@ -85,3 +85,20 @@ test("an unreadable credential file is a config error naming the variable", () =
   writeFileSync(join(dir, "empty"), "");
   assert.throws(() => readCredentials(parseConfig({ NATS_TOKEN_FILE: join(dir, "empty") })), /NATS_TOKEN_FILE: file .* is empty/);
 });
+
+test("server version floor: 2.11 or newer, older refused with what cannot be guaranteed", async () => {
+  const { checkServerVersion, StartupError } = await import("../../src/adapters/nats/setup.js");
+  assert.equal(checkServerVersion("2.11.0", 3).minor, 11);
+  assert.equal(checkServerVersion("2.14.9", 1).text, "2.14.9");
+  assert.equal(checkServerVersion("3.0.0", 1).major, 3);
+  for (const [version, replicas] of [["2.10.29", 1], ["2.9.10", 3]] as const) {
+    assert.throws(() => checkServerVersion(version, replicas), (err: unknown) => {
+      assert.ok(err instanceof StartupError);
+      assert.match(err.message, /2\.11\.0 or newer is required/);
+      assert.match(err.message, /Nats-Expected-Last-Subject-Sequence-Subject/);
+      assert.match(err.message, /Refusing to start/);
+      return true;
+    });
+  }
+  assert.throws(() => checkServerVersion("garbage", 1), /cannot parse/);
+});

@@ -16,6 +16,7 @@ import { packageVersion } from "./version.js";
 import { startReadSide } from "./read-side.js";
 
 export const SHUTDOWN_TIMEOUT_MS = 10_000;
+const JS_TIMEOUT_MS = 3000;
 
 export interface Runtime {
   readonly config: Config;
@@ -58,11 +59,13 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     const server = checkServerVersion(nc.info?.version, config.streamReplicas);
     const setupLog = componentLogger(logger, "setup");
     // JetStream may still be forming (meta leader election, peers catching up): retry what is transient.
-    const jsm = await untilProvisioned(() => jetstreamManager(nc), setupLog, "JetStream API", signal);
-    const js = jetstream(nc);
+    // Short API timeouts: a request to a stream that is electing a leader fails fast and is retried within the
+    // command's deadline (UNAVAILABLE_DEADLINE_MS) instead of eating it in one 5 s wait.
+    const jsm = await untilProvisioned(() => jetstreamManager(nc, { timeout: JS_TIMEOUT_MS }), setupLog, "JetStream API", signal);
+    const js = jetstream(nc, { timeout: JS_TIMEOUT_MS });
     await untilProvisioned(() => ensureEventStream(jsm, config, server, setupLog), setupLog, `stream ${config.streamName}`, signal);
-    const snapshots = await untilProvisioned(() => ensureBucket(nc, jsm, config.snapshotBucket, config.streamReplicas, 0, setupLog), setupLog, `bucket ${config.snapshotBucket}`, signal);
-    const commandsKv = await untilProvisioned(() => ensureBucket(nc, jsm, config.commandsBucket, config.streamReplicas, commandsTtlMs(config), setupLog), setupLog, `bucket ${config.commandsBucket}`, signal);
+    const snapshots = await untilProvisioned(() => ensureBucket(js, jsm, config.snapshotBucket, config.streamReplicas, 0, setupLog), setupLog, `bucket ${config.snapshotBucket}`, signal);
+    const commandsKv = await untilProvisioned(() => ensureBucket(js, jsm, config.commandsBucket, config.streamReplicas, commandsTtlMs(config), setupLog), setupLog, `bucket ${config.commandsBucket}`, signal);
 
     const store = new EventStore({ js, jsm, snapshots, streamName: config.streamName, snapshotFrequency: config.snapshotFrequency, logger: componentLogger(logger, "event-store") });
     const commands = new CommandHandler({ store, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12) });

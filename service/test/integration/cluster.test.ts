@@ -233,6 +233,46 @@ describe("3-node cluster, R3, three instances", () => {
   });
 });
 
+describe("JetStream unavailable", () => {
+  test("an R1 stream whose node is down: `unavailable` (503) after the retry deadline, then normal service once it is back", async () => {
+    const cluster = await startCluster(3);
+    const admin = await connect({ servers: cluster.urls.split(","), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+    let svc: ServiceProcess | null = null;
+    try {
+      // The stream is placed before the service starts, so the service can sit on another node than its only replica.
+      await (await jetstreamManager(admin)).streams.add({ name: "POLICY_EVENTS", subjects: ["events.policy.>"], num_replicas: 1 });
+      const host = (await streamInfo(admin, "POLICY_EVENTS")).cluster?.leader;
+      const streamNode = cluster.servers.find((s) => s.name === host)!;
+      const serviceNode = cluster.servers.find((s) => s.name !== host)!;
+      svc = startService({ NATS_URL: serviceNode.url, LOG_LEVEL: "info" });
+      await svc.ready();
+      const created = await call(admin, "create", policyBody());
+      assert.equal(created.reply.ok, true);
+      await streamNode.kill();
+      const t0 = Date.now();
+      const r = await call(admin, "approve", { policy_id: created.reply.aggregate_id, approved_by: "x", command_id: randomUUID() }, 20_000);
+      const ms = Date.now() - t0;
+      assert.equal(r.reply.error?.code, "unavailable", JSON.stringify(r.reply));
+      assert.equal(r.status, 503);
+      assert.ok(ms >= 9_000 && ms < 15_000, `answered after ${ms} ms`);
+      assert.ok(svc.running);
+      await streamNode.restart();
+      await cluster.waitMetaLeader();
+      let again = null;
+      for (let i = 0; i < 40 && again?.reply.ok !== true; i++) {
+        try { again = await call(admin, "approve", { policy_id: created.reply.aggregate_id, approved_by: "x" }, 15_000); } catch { /* reconnecting */ }
+        if (again?.reply.ok !== true) await sleep(250);
+      }
+      assert.equal(again?.reply.ok, true, JSON.stringify(again?.reply));
+      assert.equal(again?.reply.version, 2);
+    } finally {
+      await admin.close().catch(() => undefined);
+      await svc?.stop();
+      await cluster.stop();
+    }
+  });
+});
+
 describe("snapshots and load cost (single node)", () => {
   test("a snapshot every SNAPSHOT_FREQUENCY events; a corrupted or foreign snapshot falls back to full replay", async () => {
     const server = await startNatsServer();

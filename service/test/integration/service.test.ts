@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { randomUUID } from "node:crypto";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Svcm } from "@nats-io/services";
+import { jetstream } from "@nats-io/jetstream";
 import { startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
 import { SEED_POLICY_ID, call, policyBody, readAllEvents, streamInfo } from "../helpers/client.js";
 
@@ -177,14 +178,17 @@ describe("error codes (body and Nats-Service-Error-Code header)", () => {
     assert.equal(r.status, 409);
   });
 
-  test("internal (500) and unavailable (503) are mapped too", async () => {
-    // Neither can be provoked safely from outside on a healthy server; the unavailable path is exercised in
-    // shutdown.test.ts (JetStream gone mid-flight). Here: the mapping every endpoint uses.
-    const { ERROR_STATUS } = await import("../../src/app/replies.js");
-    assert.equal(ERROR_STATUS.internal, 500);
-    assert.equal(ERROR_STATUS.unavailable, 503);
-    assert.equal(ERROR_STATUS.not_applicable, 422);
+  test("internal → 500 on a corrupt stream (a non-envelope message on an aggregate's subject), and the service keeps serving", async () => {
+    const corruptId = randomUUID();
+    await jetstream(nc).publish(`events.policy.${corruptId}.created`, "this is not an event envelope");
+    const r = await call(nc, "approve", { policy_id: corruptId, approved_by: "x" });
+    assert.equal(r.reply.error.code, "internal");
+    assert.equal(r.status, 500);
+    assert.equal(r.reply.error.message, "internal error", "no internals leak to the client");
+    await service.waitForLog((l) => l.level === 50 && l.msg === "command failed with an internal error" && typeof l.err === "object", 5000);
+    assert.equal((await call(nc, "create", policyBody())).reply.ok, true);
   });
+  // unavailable (503) is provoked in cluster.test.ts: an R1 stream whose only node is down.
 });
 
 describe("idempotency by command_id", () => {

@@ -207,7 +207,7 @@ export class EventStore {
     try {
       if (events.length === 1) {
         const { envelope, msgId } = events[0]!;
-        return [await this.opts.js.publish(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { msgID: msgId, expect, timeout: 5000 })];
+        return [await this.opts.js.publish(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { msgID: msgId, expect, timeout: 3000 })];
       }
       if (!atomicBatches) throw new Error(`a command produced ${events.length} events; writing several events atomically needs nats-server ≥ 2.12`);
       const [first, ...rest] = events;

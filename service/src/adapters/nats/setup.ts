@@ -1,6 +1,6 @@
 // Start-up provisioning: the event stream and the two KV buckets, created or updated in place.
 // An existing stream is never deleted, purged or shortened; one that does not look like ours is refused.
-import { JetStreamApiError, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
+import { JetStreamApiError, type JetStreamClient, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { nanos, type NatsConnection } from "@nats-io/nats-core";
 import type { Config } from "../../app/config.js";
@@ -116,7 +116,7 @@ export async function ensureEventStream(jsm: JetStreamManager, config: Config, s
 }
 
 /** Opens (creating if needed) a KV bucket and aligns replicas and max age with the configuration. */
-export async function ensureBucket(nc: NatsConnection, jsm: JetStreamManager, bucket: string, replicas: number, ttlMs: number, logger: Logger): Promise<KV> {
+export async function ensureBucket(nc: NatsConnection | JetStreamClient, jsm: JetStreamManager, bucket: string, replicas: number, ttlMs: number, logger: Logger): Promise<KV> {
   const kvm = new Kvm(nc);
   const kv = await kvm.create(bucket, { replicas, history: 1, ttl: ttlMs, storage: "file" as never });
   const streamName = `KV_${bucket}`;

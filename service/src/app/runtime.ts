@@ -75,6 +75,8 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
       metadata: { stream: config.streamName, server_version: server.text },
       maxInFlight: config.maxInFlight,
       logger: componentLogger(logger, "service"),
+      // Instance-wide command counters (conflict retries, duplicates, unavailable…) on every command endpoint.
+      statsData: (subject) => (subject.startsWith("policy.commands.") && !/\.(evaluate|check_compliance)$/.test(subject) ? { commands: { ...commands.counters } } : undefined),
     });
     service.addEndpoints("policy.commands", commandEndpoints(commands));
 

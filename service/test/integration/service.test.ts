@@ -128,6 +128,8 @@ describe("micro-service discovery", () => {
     for await (const s of await client.stats("policy-service")) stats.push(s);
     const create = stats[0]!.endpoints!.find((e) => e.subject === "policy.commands.create");
     assert.ok(create && create.num_requests >= 1);
+    const counters = (create.data as { commands?: Record<string, number> } | undefined)?.commands;
+    assert.ok(counters && (counters.executed ?? 0) >= 1 && typeof counters.conflictRetries === "number", `command counters in STATS data: ${JSON.stringify(create.data)}`);
   });
 });
 

@@ -24,6 +24,8 @@ export interface MicroServiceOptions {
   metadata?: Record<string, string>;
   maxInFlight: number;
   logger: Logger;
+  /** Extra `data` for an endpoint in `$SRV.STATS` (e.g. command counters); undefined → none. */
+  statsData?: (subject: string) => unknown;
 }
 
 class Semaphore {
@@ -64,6 +66,7 @@ export class MicroService {
       description: opts.description,
       queue: QUEUE_GROUP,
       ...(opts.metadata ? { metadata: opts.metadata } : {}),
+      ...(opts.statsData ? { statsHandler: (endpoint: { subject: string }) => Promise.resolve(opts.statsData!(endpoint.subject) ?? null) } : {}),
     });
     return new MicroService(service, opts);
   }

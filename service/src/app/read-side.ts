@@ -48,7 +48,7 @@ export interface ReadSide {
 export async function startReadSide(runtime: Runtime): Promise<ReadSide> {
   const { config, logger, js, jsm } = runtime;
   const projection = new Projection({ js, jsm, streamName: config.streamName, logger: componentLogger(logger, "projection") });
-  await projection.start();
+  await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer");
   await projection.ready();
   const history = new HistoryCache({ js, jsm, streamName: config.streamName, projection });
 

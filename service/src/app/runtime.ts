@@ -59,15 +59,18 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     const server = checkServerVersion(nc.info?.version, config.streamReplicas);
     const setupLog = componentLogger(logger, "setup");
     // JetStream may still be forming (meta leader election, peers catching up): retry what is transient.
-    // Short API timeouts: a request to a stream that is electing a leader fails fast and is retried within the
-    // command's deadline (UNAVAILABLE_DEADLINE_MS) instead of eating it in one 5 s wait.
-    const jsm = await untilProvisioned(() => jetstreamManager(nc, { timeout: JS_TIMEOUT_MS }), setupLog, "JetStream API", signal);
-    const js = jetstream(nc, { timeout: JS_TIMEOUT_MS });
+    // Provisioning and the read side use the client's default API timeout (5 s). The command path gets short ones:
+    // a request to a stream that is electing a leader fails fast and is retried within the command's deadline
+    // (UNAVAILABLE_DEADLINE_MS) instead of eating it in one long wait.
+    const jsm = await untilProvisioned(() => jetstreamManager(nc), setupLog, "JetStream API", signal);
+    const js = jetstream(nc);
+    const commandJsm = await jetstreamManager(nc, { timeout: JS_TIMEOUT_MS, checkAPI: false });
+    const commandJs = jetstream(nc, { timeout: JS_TIMEOUT_MS });
     await untilProvisioned(() => ensureEventStream(jsm, config, server, setupLog), setupLog, `stream ${config.streamName}`, signal);
-    const snapshots = await untilProvisioned(() => ensureBucket(js, jsm, config.snapshotBucket, config.streamReplicas, 0, setupLog), setupLog, `bucket ${config.snapshotBucket}`, signal);
-    const commandsKv = await untilProvisioned(() => ensureBucket(js, jsm, config.commandsBucket, config.streamReplicas, commandsTtlMs(config), setupLog), setupLog, `bucket ${config.commandsBucket}`, signal);
+    const snapshots = await untilProvisioned(() => ensureBucket(commandJs, jsm, config.snapshotBucket, config.streamReplicas, 0, setupLog), setupLog, `bucket ${config.snapshotBucket}`, signal);
+    const commandsKv = await untilProvisioned(() => ensureBucket(commandJs, jsm, config.commandsBucket, config.streamReplicas, commandsTtlMs(config), setupLog), setupLog, `bucket ${config.commandsBucket}`, signal);
 
-    const store = new EventStore({ js, jsm, snapshots, streamName: config.streamName, snapshotFrequency: config.snapshotFrequency, logger: componentLogger(logger, "event-store") });
+    const store = new EventStore({ js: commandJs, jsm: commandJsm, snapshots, streamName: config.streamName, snapshotFrequency: config.snapshotFrequency, logger: componentLogger(logger, "event-store") });
     const commands = new CommandHandler({ store, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12) });
     const service = await MicroService.start(nc, {
       version,

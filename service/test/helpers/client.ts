@@ -28,7 +28,7 @@ export interface StoredEventRow { seq: number; subject: string; envelope: Json }
 
 /** Every message in the stream (optionally filtered), read by sequence up to the stream's last sequence: always terminates. */
 export async function readAllEvents(nc: NatsConnection, stream: string, filter = "events.policy.>"): Promise<StoredEventRow[]> {
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(nc, { timeout: 15_000 });
   const info = await jsm.streams.info(stream);
   const last = info.state.last_seq;
   const out: StoredEventRow[] = [];
@@ -48,7 +48,8 @@ export async function readAllEvents(nc: NatsConnection, stream: string, filter =
 }
 
 export async function streamInfo(nc: NatsConnection, stream: string): Promise<StreamInfo> {
-  const jsm = await jetstreamManager(nc);
+  // Generous: a 2-core machine running three servers and three services can be slow to answer.
+  const jsm = await jetstreamManager(nc, { timeout: 15_000 });
   return jsm.streams.info(stream);
 }
 

@@ -240,7 +240,7 @@ describe("JetStream unavailable", () => {
     let svc: ServiceProcess | null = null;
     try {
       // The stream is placed before the service starts, so the service can sit on another node than its only replica.
-      await (await jetstreamManager(admin)).streams.add({ name: "POLICY_EVENTS", subjects: ["events.policy.>"], num_replicas: 1 });
+      await (await jetstreamManager(admin, { timeout: 15_000 })).streams.add({ name: "POLICY_EVENTS", subjects: ["events.policy.>"], num_replicas: 1 });
       const host = (await streamInfo(admin, "POLICY_EVENTS")).cluster?.leader;
       const streamNode = cluster.servers.find((s) => s.name === host)!;
       const serviceNode = cluster.servers.find((s) => s.name !== host)!;

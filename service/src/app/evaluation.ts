@@ -12,11 +12,12 @@ import { CompiledPolicyCache } from "../domain/rules/compile.js";
 import type { HistoryCache, Projection } from "../adapters/nats/projection.js";
 import { auditTypeFor, type AuditSink } from "../adapters/nats/audit.js";
 import { validationError } from "./queries.js";
+import { DateTimeSchema, UuidSchema } from "../protocol/commands.js";
 
 export type EvaluationReply = { ok: true; result: Record<string, unknown> } | { ok: false; error: DomainError };
 
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$/;
-const at = z.string().max(40).refine((s) => RFC3339.test(s) && Number.isFinite(Date.parse(s)), "must be an RFC 3339 date-time with offset");
+// The commands' own schemas: one definition of an id and a date-time (strict: 2025-02-30 is refused, not a 500).
+const at = DateTimeSchema;
 const context = z.record(z.string(), z.unknown());
 const label = z.string().min(1).max(256);
 const common = {
@@ -25,14 +26,14 @@ const common = {
   entity_id: z.string().min(1).max(256).optional(),
   requester: label.optional(),
   purpose: label.optional(),
-  command_id: z.string().uuid().optional(),
+  command_id: UuidSchema.optional(),
   correlation_id: z.string().min(1).max(128).optional(),
 };
-const EvaluateRequest = z.strictObject({ policy_id: z.string().uuid(), ...common });
+const EvaluateRequest = z.strictObject({ policy_id: UuidSchema, ...common });
 const CheckComplianceRequest = z
   .strictObject({
-    policy_set_id: z.string().uuid().optional(),
-    policy_ids: z.array(z.string().uuid()).min(1).max(256).optional(),
+    policy_set_id: UuidSchema.optional(),
+    policy_ids: z.array(UuidSchema).min(1).max(256).optional(),
     ...common,
   })
   .refine((r) => (r.policy_set_id === undefined) !== (r.policy_ids === undefined), {

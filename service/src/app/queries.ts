@@ -1,15 +1,15 @@
 // Read side: get / list / history / applicable over the projection (current state) and the stream (history, as-of).
 import { z } from "zod";
+import { DateTimeSchema, UuidSchema } from "../protocol/commands.js";
 import type { AggregateState, DomainError, ExemptionState, PolicyState } from "../domain/index.js";
 import { isExemptionValidAt, policyInForceAt, replay } from "../domain/index.js";
 import { stateField, stateString, type HistoryCache, type Projection, type StoredEvent } from "../adapters/nats/projection.js";
 
 export type QueryReply = ({ ok: true } & Record<string, unknown>) | { ok: false; error: DomainError };
 
-const uuid = z.string().uuid();
-const rfc3339 = z.string().max(64).refine((s) => /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(s) && Number.isFinite(Date.parse(s)), {
-  message: "must be an RFC 3339 date-time",
-});
+// The commands' own schemas: ids normalised like the command side, strict date-times (2025-02-30 is refused).
+const uuid = UuidSchema;
+const rfc3339 = DateTimeSchema;
 const shortString = z.string().min(1).max(128);
 
 const GetQuery = z.strictObject({ id: uuid, at: rfc3339.optional() });

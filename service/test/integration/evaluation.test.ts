@@ -146,6 +146,17 @@ describe("policy.commands.evaluate", () => {
     assert.equal(invalid.code, "400");
   });
 
+  test("an impossible date (2025-02-30) is validation_failed, and an upper-case id finds the policy", async () => {
+    const impossible = await request("policy.commands.evaluate", { policy_id: policyId, context: GOOD, at: "2025-02-30T10:00:00Z" });
+    assert.equal(impossible.body.error.code, "validation_failed", JSON.stringify(impossible.body));
+    assert.equal(impossible.code, "400");
+    const midnight = await request("policy.queries.get", { id: policyId, at: "2025-01-01T24:00:00Z" });
+    assert.equal(midnight.body.error.code, "validation_failed", JSON.stringify(midnight.body));
+    const upper = await evaluate({ policy_id: policyId.toUpperCase(), context: GOOD });
+    assert.equal(upper.ok, true, JSON.stringify(upper));
+    assert.equal(upper.result.status, "Compliant");
+  });
+
   test("as of a past moment: the rules and version in force then", async () => {
     const id = await activePolicy();
     await evaluate({ policy_id: id, context: GOOD });

@@ -4,7 +4,7 @@
 //   the service's policy.commands.evaluate and policy.commands.create,
 // each at 1 and 32 requests in flight, printing req/s and p50/p99 latency. Performance claims come only from here.
 //
-// Run from service/:  npm run build && npx tsc -p bench/tsconfig.json && node .build/bench/nats.js [--seconds 3] [--json]
+// Run from service/:  npm run bench [-- --seconds 3] [-- --json]   (builds dist/, compiles bench/, runs .build/bench/nats.js)
 import { spawn } from "node:child_process";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
@@ -173,7 +173,7 @@ async function main(): Promise<void> {
         return reply.json<{ ok: boolean }>().ok === true;
       }));
     }
-    // The same evaluation without the decision audit (one JetStream write per evaluation), to show its cost.
+    // The same evaluation without the decision audit (acked JetStream writes, batched per subject), to show its cost.
     await service.stop();
     service = startService({ NATS_URL: server.url, LOG_LEVEL: "info", AUDIT_ENABLED: "false" });
     await service.ready(60_000);

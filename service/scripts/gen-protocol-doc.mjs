@@ -113,6 +113,32 @@ const EVALUATION_FIELDS = [
   ["correlation_id", "no", "string, ≤ 128 characters"],
 ];
 
+/**
+ * Every field of an audit event (src/adapters/nats/audit.ts, AuditEvent), in the order the service writes them.
+ * The generator fails when the captured example has a field missing from this list or lacks one of it.
+ */
+const AUDIT_FIELDS = [
+  ["schema_version", "integer", "Format version of this event (currently `1`); the message carries the same number."],
+  ["audit_id", "UUID", "Unique id of this audit event (random; not a JetStream message id)."],
+  ["instance", "string", "Id of the service instance that evaluated (its NATS micro-service id, as in `nats service info policy-service`)."],
+  ["context_hash", "hex string", "sha256 of the request's `context` as canonical JSON (object keys sorted at every level, no whitespace). The context itself is not stored: hash your own copy the same way to match a record."],
+  ["type", "string", "`violation_detected` (status `NonCompliant` or `PartiallyCompliant`), `compliance_passed` (`Compliant` or `CompliantWithExemption`) or `evaluated` (nothing was evaluated: `not_applicable`). Also the subject's last token."],
+  ["evaluation_id", "UUID", "The `evaluation_id` the caller received in the reply (also in a `not_applicable` error's `details`)."],
+  ["request", "string", "`evaluate` or `check_compliance`: the endpoint that was called."],
+  ["subject_id", "string", "The evaluated policy id (`evaluate`), policy set id (`check_compliance` with `policy_set_id`) or `adhoc` (`check_compliance` with `policy_ids`). Also the subject's fourth token."],
+  ["status", "string", "The overall status: `Compliant`, `CompliantWithExemption`, `PartiallyCompliant`, `NonCompliant`, or `not_applicable`."],
+  ["blocking", "boolean or null", "Whether the outcome blocks (not compliant under `Mandatory`/`Critical` enforcement); `null` when nothing was evaluated."],
+  ["result", "object", "The full result as computed: for `evaluate` the policy's evaluation (`applicable`, `status`, `blocking`, `enforcement`, `rules`, `violations`, `policy_id`, `policy_version`, `evaluated_at`; with an exemption also `exemption_id`, `exemption_version`, `waived_violations`; when nothing was evaluated `applicable: false`, `status_of_policy`, `reason`); for `check_compliance` the composed result with each member's evaluation."],
+  ["duration_us", "integer", "Microseconds the service spent on the evaluation (request parsing to result), excluding NATS transport."],
+  ["evaluated_at", "RFC 3339 date-time", "When the evaluation finished (the service's clock)."],
+  ["at", "RFC 3339 date-time", "The instant the policies were evaluated as of: the request's `at`, or the time of the request."],
+  ["requester", "string or null", "The request's `requester`, if given."],
+  ["purpose", "string or null", "The request's `purpose`, if given."],
+  ["entity_id", "string or null", "The entity used for exemption matching: the request's `entity_id`, else the context's `entity_id` or `entity.id`; `null` when none."],
+  ["policies", "array of {id, version}", "Every policy evaluated, at the version that was in force."],
+  ["exemptions", "array of {id, version}", "Exemptions that applied (waived failures), at their version."],
+];
+
 /** Fields of the query payloads (src/app/queries.ts); the examples above are checked against the service. */
 const QUERY_FIELDS = {
   get: [
@@ -262,6 +288,74 @@ export async function documentedStory() {
   return runStory({ ...domain, COMMAND_ROUTES: commands.COMMAND_ROUTES }, examples.VALID_EXAMPLES);
 }
 
+/**
+ * One stored audit message, produced by the service's own code: the Evaluation handler and the real AuditPublisher
+ * (publishing to a stub that captures the message instead of JetStream), fed the story's policies after
+ * EVALUATION_SETUP. Two violating evaluations are recorded back to back, so they share one message, as they do
+ * in the service. Random ids, the wall clock and timings are then replaced by fixed illustrative values.
+ */
+export async function documentedAuditMessage() {
+  const commands = await load("protocol/commands.js");
+  const examples = await load("protocol/examples.js");
+  const domain = await load("domain/index.js");
+  const { Evaluation } = await load("app/evaluation.js");
+  const { AuditPublisher, AUDIT_SUBJECT_PREFIX } = await load("adapters/nats/audit.js");
+  const setup = EVALUATION_SETUP.map((step) => ({ ...step, title: `evaluation setup: ${step.command}` }));
+  const states = new Map();
+  for (const { envelope } of runStory({ ...domain, COMMAND_ROUTES: commands.COMMAND_ROUTES }, [...examples.VALID_EXAMPLES, ...setup])) {
+    states.set(envelope.aggregate_id, domain.evolve(states.get(envelope.aggregate_id), envelope));
+  }
+  const captured = [];
+  const js = {
+    async publish(subject, data) {
+      captured.push({ subject, body: JSON.parse(data) });
+      return { stream: "POLICY_AUDIT", seq: captured.length, duplicate: false };
+    },
+  };
+  const quiet = { info() {}, warn() {}, error() {}, debug() {} };
+  const audit = new AuditPublisher({ js, logger: quiet, instance: "instance" });
+  const projection = {
+    getState: (id) => states.get(id),
+    exemptionsForPolicy: (policyId) => [...states.values()].filter((s) => s.aggregate_type === "PolicyExemption" && s.policy_id === policyId),
+  };
+  const history = { history: async () => [], stateAt: async () => undefined };
+  const evaluation = new Evaluation({ projection, history, audit, now: () => Date.parse(DOC_NOW) });
+  const violation = EVALUATION_EXAMPLES.find((ex) => ex.endpoint === "evaluate" && ex.expect.blocking === true);
+  const requests = [
+    { ...violation.payload, requester: "ledger-export-job", purpose: "nightly ledger export" },
+    { ...violation.payload, context: { user: { department: "marketing", employee_id: "E-2071" } } },
+  ];
+  for (const request of requests) {
+    const reply = await evaluation.evaluate(request);
+    if (!reply.ok || reply.result.status !== "NonCompliant") throw new Error(`audit example: unexpected reply ${JSON.stringify(reply)}`);
+  }
+  await audit.close();
+  if (captured.length !== 1 || captured[0].body.events?.length !== requests.length) {
+    throw new Error(`audit example: expected one message with ${requests.length} events, got ${JSON.stringify(captured)}`);
+  }
+  const { subject, body } = captured[0];
+  const { createHash } = await import("node:crypto");
+  const plainHash = createHash("sha256").update(JSON.stringify(requests[0].context)).digest("hex");
+  if (body.events[0].context_hash !== plainHash) throw new Error("audit example: context_hash is not sha256 of the example's (already sorted) context");
+  if (!subject.startsWith(`${AUDIT_SUBJECT_PREFIX}.`)) throw new Error(`audit example: unexpected subject ${subject}`);
+  body.events.forEach((event, i) => {
+    const documented = AUDIT_FIELDS.map(([name]) => name);
+    if (JSON.stringify(Object.keys(event)) !== JSON.stringify(documented)) {
+      throw new Error(`audit event fields changed: ${Object.keys(event).join(", ")} (documented: ${documented.join(", ")}); update AUDIT_FIELDS`);
+    }
+    const n = i + 1;
+    event.audit_id = `5d7c9e1a-3b2f-4c6d-9e8f-0a1b2c3d4e0${n}`;
+    event.instance = "sHLbFWt0Yd2zQyGkP4uJ1c";
+    event.evaluation_id = `8f14e45f-ceea-467f-a8f5-1c2b3a4d5e6${n}`;
+    event.duration_us = [83, 61][i] ?? 70;
+    event.evaluated_at = `2026-03-02T09:00:00.00${2 * n}Z`;
+    if (event.result && typeof event.result === "object" && "evaluated_at" in event.result) {
+      event.result.evaluated_at = `2026-03-02T09:00:00.00${2 * n - 1}Z`;
+    }
+  });
+  return { subject, body, requests };
+}
+
 // ------------------------------------------------------------------ render
 
 export async function renderProtocolDoc() {
@@ -303,6 +397,7 @@ export async function renderProtocolDoc() {
     "- [Commands](#commands)",
     "- [Queries](#queries)",
     "- [Evaluation](#evaluation)",
+    "- [Decision audit](#decision-audit)",
     "- [Events](#events)",
     "- [Invalid requests](#invalid-requests)",
     "",
@@ -321,6 +416,7 @@ export async function renderProtocolDoc() {
     "| [`policy.commands.evaluate`](#evaluation) | evaluation | Policy | — (audit record) |",
     "| [`policy.commands.check_compliance`](#evaluation) | evaluation | Policy, PolicySet | — (audit record) |",
     "| `events.policy.<aggregate_id>.<event_type>` | event (JetStream) | any | — |",
+    "| [`audit.policy.<policy_or_set_id>.<type>`](#decision-audit) | audit record (JetStream, stream `POLICY_AUDIT`) | — | — |",
     "",
     "`nats service info policy-service` lists the endpoints a running instance serves; the integration test",
     "checks that they are exactly the subjects above.",
@@ -450,7 +546,7 @@ export async function renderProtocolDoc() {
     "",
     "`policy.commands.evaluate` checks one policy's rules against a JSON `context`;",
     "`policy.commands.check_compliance` checks several (or a policy set, with its composition and conflict",
-    "resolution). Neither stores an event; each evaluation is recorded in the audit stream (`audit.policy.>`)",
+    "resolution). Neither stores an event; each evaluation is recorded in the audit stream (see [Decision audit](#decision-audit))",
     "when auditing is on. A policy that is not Active or outside its effective window answers `not_applicable`.",
     "",
     "| Field | Required | Meaning |",
@@ -473,6 +569,66 @@ export async function renderProtocolDoc() {
       : `answers \`${ex.expect.code}\``;
     push(`**${ex.title}** (\`policy.commands.${ex.endpoint}\`; ${outcome})`, "", fence("json", json(ex.payload)), "");
   }
+  const auditExample = await documentedAuditMessage();
+  const [firstAudit] = auditExample.body.events;
+  push(
+    "## Decision audit",
+    "",
+    "With auditing on (`AUDIT_ENABLED`, default true), every `evaluate` and `check_compliance` that gets as far as",
+    "evaluating (including `not_applicable` outcomes; not requests refused as `validation_failed` or `not_found`)",
+    "is recorded in its own JetStream stream, never in the event store:",
+    "",
+    "- Stream `POLICY_AUDIT` (`AUDIT_STREAM_NAME`), subjects `audit.policy.>`, file storage, limits retention,",
+    "  max age `AUDIT_MAX_AGE_DAYS` (default 90 days), replicas `STREAM_REPLICAS`, `deny_delete`.",
+    "- Subject `audit.policy.<policy_or_set_id>.<type>`: the evaluated policy id, the policy set id, or `adhoc`",
+    "  (`check_compliance` with `policy_ids`), then the type: `violation_detected`, `compliance_passed` or `evaluated`.",
+    "  For example, every violation of one policy: `audit.policy.<policy_id>.violation_detected`; every violation:",
+    "  `audit.policy.*.violation_detected`.",
+    "",
+    "**Each message is a batch, not one evaluation.** Its JSON body is `{\"schema_version\": 1, \"events\": [AuditEvent, …]}`:",
+    "an instance groups the audit events of one subject recorded within a few milliseconds (5 ms linger, at most 256",
+    "events per message) into one acknowledged write. Consumers must iterate `events` in every message; counting",
+    "messages does not count evaluations. Within a message, events are in the order the instance recorded them.",
+    "",
+    "```js",
+    "for await (const msg of messages) {            // e.g. a JetStream consumer on POLICY_AUDIT",
+    "  const { schema_version, events } = msg.json();",
+    "  for (const event of events) handle(event);     // one AuditEvent per evaluation",
+    "  msg.ack();",
+    "}",
+    "```",
+    "",
+    "Auditing never slows or fails an evaluation: the reply is sent first, and events wait in a bounded queue",
+    "(10,000 per instance) for publishing. When the queue is full, new events are dropped (warning",
+    "`audit queue full: audit events dropped`). A write the stream does not acknowledge within 5 s is not retried",
+    "(warning `audit events not stored`; it may or may not have landed). So an event is stored at most once, and",
+    "the audit trail can have gaps while the stream is unavailable or overloaded; the event store never does.",
+    "",
+    `Example: the blocking evaluation above, sent twice in quick succession (the first with \`requester\` and`,
+    "`purpose`), is stored as this one message (produced by the service's evaluation and audit code; ids, clock",
+    "times and durations are illustrative):",
+    "",
+    `Subject \`${auditExample.subject}\``,
+    "",
+    fence("json", json(auditExample.body)),
+    "",
+    `Fields of each event in \`events\` (the reply's \`evaluation_id\`, here \`${firstAudit.evaluation_id}\`, links a caller's`,
+    "answer to its audit event):",
+    "",
+    "| Field | Type | Meaning |",
+    "|---|---|---|",
+    ...AUDIT_FIELDS.map(([f, t, m]) => `| \`${f}\` | ${cell(t)} | ${cell(m)} |`),
+    "",
+    `To match a record to a context you hold: \`printf '%s' '${JSON.stringify(auditExample.requests[0].context)}' | sha256sum\` prints the first event's \`context_hash\`.`,
+    "",
+    "Read them with natscli, for example:",
+    "",
+    fence("bash", [
+      "nats stream view POLICY_AUDIT --subject 'audit.policy.*.violation_detected'",
+      `nats stream get POLICY_AUDIT --last-for '${auditExample.subject}' --json`,
+    ].join("\n")),
+    "",
+  );
   push(
     "## Events",
     "",

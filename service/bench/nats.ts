@@ -4,7 +4,7 @@
 //   the service's policy.commands.evaluate and policy.commands.create,
 // each at 1 and 32 requests in flight, printing req/s and p50/p99 latency. Performance claims come only from here.
 //
-// Run from service/:  npm run bench [-- --seconds 3] [-- --json]   (builds dist/, compiles bench/, runs .build/bench/nats.js)
+// Run from service/:  npm run bench [-- --seconds 3 --json]   (builds dist/, compiles bench/, runs .build/bench/nats.js)
 import { spawn } from "node:child_process";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";

@@ -1,13 +1,13 @@
 // Decision audit over NATS: the audit stream's settings and each audit event's contents
 // (evaluation id, context hash, result, duration, exact versions of every policy and exemption used); AUDIT_ENABLED=false.
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { createHash, randomUUID } from "node:crypto";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
-import { sleep, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
+import { sleep } from "../helpers/nats.js";
+import { call, callOk, singleNode, type Json as Reply } from "../helpers/client.js";
 
-type Reply = Record<string, any>;
 const DAY_NS = 24 * 60 * 60 * 1e9;
 
 // Written independently of the service's implementation: sorted keys at every level, no whitespace.
@@ -19,11 +19,8 @@ function canonical(value: unknown): string {
   return JSON.stringify(value);
 }
 
-async function ok(nc: NatsConnection, subject: string, body: unknown): Promise<Reply> {
-  const reply = (await nc.request(subject, JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
-  assert.equal(reply.ok, true, `${subject} → ${JSON.stringify(reply)}`);
-  return reply;
-}
+// Each request here may take 10 s (the helpers' default is 15 s).
+const ok = (nc: NatsConnection, subject: string, body: unknown) => callOk(nc, subject, body, 10_000);
 
 async function activePolicy(nc: NatsConnection): Promise<string> {
   const created = await ok(nc, "policy.commands.create", {
@@ -39,7 +36,7 @@ async function activePolicy(nc: NatsConnection): Promise<string> {
 async function evaluateWhenVisible(nc: NatsConnection, body: Reply, until: (r: Reply) => boolean): Promise<Reply> {
   const deadline = Date.now() + 1500;
   for (;;) {
-    const reply = (await nc.request("policy.commands.evaluate", JSON.stringify(body), { timeout: 10_000 })).json<Reply>();
+    const { reply } = await call(nc, "policy.commands.evaluate", body, 10_000);
     if (until(reply) || Date.now() > deadline) return reply;
     await sleep(25);
   }
@@ -66,23 +63,10 @@ async function auditEvents(jsm: JetStreamManager, stream: string, subject: strin
 }
 
 describe("decision audit (enabled by default)", () => {
-  let server: NatsServer | undefined;
-  let service: ServiceProcess | undefined;
-  let nc: NatsConnection | undefined;
-  before(async () => {
-    server = await startNatsServer();
-    service = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
-    await service.ready();
-    nc = await connect({ servers: server.url });
-  });
-  after(async () => {
-    await nc?.close();
-    await service?.stop();
-    await server?.stop();
-  });
+  const node = singleNode();
 
   test("the audit stream has its own name, subjects, retention and replicas", async () => {
-    const jsm = await jetstreamManager(nc!);
+    const jsm = await jetstreamManager(node.nc);
     const info = await jsm.streams.info("POLICY_AUDIT");
     assert.deepEqual(info.config.subjects, ["audit.policy.>"]);
     assert.equal(info.config.storage, "file");
@@ -91,10 +75,10 @@ describe("decision audit (enabled by default)", () => {
   });
 
   test("each evaluation publishes one audit event with hash, result, duration and the versions used", async () => {
-    const jsm = await jetstreamManager(nc!);
-    const policyId = await activePolicy(nc!);
+    const jsm = await jetstreamManager(node.nc);
+    const policyId = await activePolicy(node.nc);
     const failing = { user: { mfa: false, name: "ann" }, action: "read" };
-    const violation = await evaluateWhenVisible(nc!, { policy_id: policyId, context: failing, requester: "gateway", purpose: "login" }, (r) => r.ok === true);
+    const violation = await evaluateWhenVisible(node.nc, { policy_id: policyId, context: failing, requester: "gateway", purpose: "login" }, (r) => r.ok === true);
     assert.equal(violation.result.status, "NonCompliant");
     const violations = await auditEvents(jsm, "POLICY_AUDIT", `audit.policy.${policyId}.violation_detected`, 1);
     assert.equal(violations.length, 1, "exactly one audit event for one evaluation");
@@ -113,11 +97,11 @@ describe("decision audit (enabled by default)", () => {
     assert.deepEqual(event.exemptions, []);
 
     const exemptionId = randomUUID();
-    await ok(nc!, "policy.commands.grant_exemption", {
+    await ok(node.nc, "policy.commands.grant_exemption", {
       exemption_id: exemptionId, policy_id: policyId, entity_id: "svc-batch", reason: "batch job without MFA",
       granted_by: "ciso", expires_at: new Date(Date.now() + 3_600_000).toISOString(),
     });
-    const waived = await evaluateWhenVisible(nc!, { policy_id: policyId, context: failing, entity_id: "svc-batch" },
+    const waived = await evaluateWhenVisible(node.nc, { policy_id: policyId, context: failing, entity_id: "svc-batch" },
       (r) => r.result?.status === "CompliantWithExemption");
     assert.equal(waived.result.status, "CompliantWithExemption");
     const passedEvents = await auditEvents(jsm, "POLICY_AUDIT", `audit.policy.${policyId}.compliance_passed`, 1);
@@ -132,26 +116,15 @@ describe("decision audit (enabled by default)", () => {
 });
 
 describe("decision audit disabled", () => {
+  const node = singleNode({ AUDIT_ENABLED: "false" });
   test("AUDIT_ENABLED=false: evaluations work and nothing is published", async () => {
-    const server = await startNatsServer();
-    let service: ServiceProcess | undefined;
-    let nc: NatsConnection | undefined;
-    try {
-      service = startService({ NATS_URL: server.url, LOG_LEVEL: "info", AUDIT_ENABLED: "false" });
-      await service.ready();
-      nc = await connect({ servers: server.url });
-      const policyId = await activePolicy(nc);
-      const reply = await evaluateWhenVisible(nc, { policy_id: policyId, context: { user: { mfa: true } } }, (r) => r.ok === true);
-      assert.equal(reply.result.status, "Compliant");
-      await sleep(300);
-      const jsm = await jetstreamManager(nc);
-      const names: string[] = [];
-      for await (const s of jsm.streams.list()) names.push(s.config.name);
-      assert.ok(!names.includes("POLICY_AUDIT"), `streams: ${names.join(", ")}`);
-    } finally {
-      await nc?.close();
-      await service?.stop();
-      await server.stop();
-    }
+    const policyId = await activePolicy(node.nc);
+    const reply = await evaluateWhenVisible(node.nc, { policy_id: policyId, context: { user: { mfa: true } } }, (r) => r.ok === true);
+    assert.equal(reply.result.status, "Compliant");
+    await sleep(300);
+    const jsm = await jetstreamManager(node.nc);
+    const names: string[] = [];
+    for await (const s of jsm.streams.list()) names.push(s.config.name);
+    assert.ok(!names.includes("POLICY_AUDIT"), `streams: ${names.join(", ")}`);
   });
 });

@@ -1,34 +1,22 @@
 // evaluate and check_compliance over NATS against a real nats-server and the built service:
 // results per rule, violations, exemptions (waived violations still reported), not-applicable policies,
 // evaluation as of a past moment, and policy sets.
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { sleep, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
+import { sleep } from "../helpers/nats.js";
+import { call, callOk, policyBody, singleNode, type Json as Reply } from "../helpers/client.js";
 
-type Reply = Record<string, any>;
-
-let server: NatsServer | undefined;
-let service: ServiceProcess | undefined;
-let nc: NatsConnection | undefined;
-
-async function request(subject: string, body: unknown): Promise<{ body: Reply; code: string | undefined }> {
-  const msg = await nc!.request(subject, JSON.stringify(body), { timeout: 10_000 });
-  return { body: msg.json<Reply>(), code: msg.headers?.get("Nats-Service-Error-Code") || undefined };
-}
-
-async function ok(subject: string, body: unknown): Promise<Reply> {
-  const { body: reply } = await request(subject, body);
-  assert.equal(reply.ok, true, `${subject} ${JSON.stringify(body)} → ${JSON.stringify(reply)}`);
-  return reply;
-}
+const node = singleNode();
+// Each request here may take 10 s (the helpers' default is 15 s).
+const request = (subject: string, body: unknown) => call(node.nc, subject, body, 10_000);
+const ok = (subject: string, body: unknown) => callOk(node.nc, subject, body, 10_000);
 
 /** evaluate, retried for up to a second while the instance's projection catches up with the last write. */
 async function evaluate(body: Reply, until: (reply: Reply) => boolean = (r) => r.ok === true): Promise<Reply> {
   const deadline = Date.now() + 1000;
   for (;;) {
-    const { body: reply } = await request("policy.commands.evaluate", body);
+    const { reply } = await request("policy.commands.evaluate", body);
     if (until(reply) || Date.now() > deadline) return reply;
     await sleep(25);
   }
@@ -49,33 +37,12 @@ const GOOD = { data: { retention_days: 2600, region: "eu-west-1" } };
 const BAD = { data: { retention_days: 30, region: "eu-west-1" } };
 
 async function activePolicy(overrides: Reply = {}): Promise<string> {
-  const created = await ok("policy.commands.create", {
-    name: "Data Retention Policy",
-    description: "All customer data must be retained for 7 years",
-    policy_type: "Retention",
-    enforcement: "Mandatory",
-    scope: "Organization",
-    rules: RULES,
-    ...overrides,
-  });
+  const created = await ok("policy.commands.create", policyBody({ rules: RULES, ...overrides }));
   const id = created.aggregate_id as string;
   await ok("policy.commands.approve", { policy_id: id, approved_by: "compliance-officer" });
   await ok("policy.commands.activate", { policy_id: id, activated_by: "ops" });
   return id;
 }
-
-before(async () => {
-  server = await startNatsServer();
-  service = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
-  await service.ready();
-  nc = await connect({ servers: server.url });
-});
-
-after(async () => {
-  await nc?.close();
-  await service?.stop();
-  await server?.stop();
-});
 
 describe("policy.commands.evaluate", () => {
   let policyId = "";
@@ -133,25 +100,25 @@ describe("policy.commands.evaluate", () => {
       name: "Draft only", description: "never activated", policy_type: "Security", enforcement: "Critical", scope: "System", rules: RULES,
     });
     await sleep(200);
-    const { body, code } = await request("policy.commands.evaluate", { policy_id: draft.aggregate_id, context: GOOD });
+    const { reply: body, status } = await request("policy.commands.evaluate", { policy_id: draft.aggregate_id, context: GOOD });
     assert.equal(body.ok, false);
     assert.equal(body.error.code, "not_applicable");
     assert.match(body.error.message, /Draft|not Active|not active/);
-    assert.equal(code, "422");
+    assert.equal(status, 422);
     const unknown = await request("policy.commands.evaluate", { policy_id: randomUUID(), context: GOOD });
-    assert.equal(unknown.body.error.code, "not_found");
-    assert.equal(unknown.code, "404");
+    assert.equal(unknown.reply.error.code, "not_found");
+    assert.equal(unknown.status, 404);
     const invalid = await request("policy.commands.evaluate", { policy_id: policyId });
-    assert.equal(invalid.body.error.code, "validation_failed");
-    assert.equal(invalid.code, "400");
+    assert.equal(invalid.reply.error.code, "validation_failed");
+    assert.equal(invalid.status, 400);
   });
 
   test("an impossible date (2025-02-30) is validation_failed, and an upper-case id finds the policy", async () => {
     const impossible = await request("policy.commands.evaluate", { policy_id: policyId, context: GOOD, at: "2025-02-30T10:00:00Z" });
-    assert.equal(impossible.body.error.code, "validation_failed", JSON.stringify(impossible.body));
-    assert.equal(impossible.code, "400");
+    assert.equal(impossible.reply.error.code, "validation_failed", JSON.stringify(impossible.reply));
+    assert.equal(impossible.status, 400);
     const midnight = await request("policy.queries.get", { id: policyId, at: "2025-01-01T24:00:00Z" });
-    assert.equal(midnight.body.error.code, "validation_failed", JSON.stringify(midnight.body));
+    assert.equal(midnight.reply.error.code, "validation_failed", JSON.stringify(midnight.reply));
     const upper = await evaluate({ policy_id: policyId.toUpperCase(), context: GOOD });
     assert.equal(upper.ok, true, JSON.stringify(upper));
     assert.equal(upper.result.status, "Compliant");
@@ -176,8 +143,8 @@ describe("policy.commands.evaluate", () => {
     assert.equal(then.result.status, "Compliant");
     assert.deepEqual(then.result.rules.map((x: Reply) => x.rule_id), ["retention", "region"]);
     const beforeActive = await request("policy.commands.evaluate", { policy_id: id, context: GOOD, at: "2001-01-01T00:00:00Z" });
-    assert.equal(beforeActive.body.ok, false);
-    assert.ok(["not_applicable", "not_found"].includes(beforeActive.body.error.code));
+    assert.equal(beforeActive.reply.ok, false);
+    assert.ok(["not_applicable", "not_found"].includes(beforeActive.reply.error.code));
   });
 });
 
@@ -194,7 +161,7 @@ describe("policy.commands.check_compliance", () => {
     const body = { policy_set_id: set.aggregate_id, context: { data: { retention_days: 3000, region: "eu-west-1", encrypted: false } } };
     let reply: Reply = {};
     for (const deadline = Date.now() + 1000; Date.now() < deadline; await sleep(25)) {
-      reply = (await request("policy.commands.check_compliance", body)).body;
+      reply = (await request("policy.commands.check_compliance", body)).reply;
       if (reply.ok === true) break;
     }
     assert.equal(reply.ok, true, JSON.stringify(reply));
@@ -213,9 +180,9 @@ describe("policy.commands.check_compliance", () => {
     const compliant = await request("policy.commands.check_compliance", {
       policy_ids: [a, b], context: { data: { retention_days: 3000, region: "eu-west-1", encrypted: true } },
     });
-    assert.equal(compliant.body.ok, true, JSON.stringify(compliant.body));
-    assert.equal(compliant.body.result.status, "Compliant");
+    assert.equal(compliant.reply.ok, true, JSON.stringify(compliant.reply));
+    assert.equal(compliant.reply.result.status, "Compliant");
     const neither = await request("policy.commands.check_compliance", { context: {} });
-    assert.equal(neither.body.error.code, "validation_failed");
+    assert.equal(neither.reply.error.code, "validation_failed");
   });
 });

@@ -1,31 +1,11 @@
 // Hostile input: every case gets a coded error reply, the stream does not change, and the service keeps serving.
-import { after, before, test } from "node:test";
+import { before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
-import { call, policyBody, streamInfo } from "../helpers/client.js";
+import { call, policyBody, singleNode, streamInfo } from "../helpers/client.js";
 
-let server: NatsServer;
-let service: ServiceProcess;
-let nc: NatsConnection;
+const node = singleNode();
 let policyId: string;
-
-before(async () => {
-  server = await startNatsServer();
-  service = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
-  await service.ready();
-  nc = await connect({ servers: server.url });
-  const created = await call(nc, "create", policyBody());
-  assert.equal(created.reply.ok, true);
-  policyId = created.reply.aggregate_id;
-});
-
-after(async () => {
-  await nc?.close();
-  await service?.stop();
-  await server?.stop();
-});
 
 const ONE_MIB = 1024 * 1024;
 
@@ -63,31 +43,40 @@ function cases(): { name: string; command: string; payload: string | Uint8Array;
   ];
 }
 
-test("hostile inputs get coded errors, store nothing, and the service keeps answering", async () => {
-  const before = (await streamInfo(nc, "POLICY_EVENTS")).state;
-  for (const c of cases()) {
-    const { reply, status } = await call(nc, c.command, c.payload);
-    assert.equal(reply.ok, false, `${c.name}: ${JSON.stringify(reply).slice(0, 200)}`);
-    assert.ok(c.codes.includes(reply.error.code), `${c.name}: got ${reply.error.code} (${reply.error.message})`);
-    assert.equal(status, 400, `${c.name}: service error header`);
-    assert.equal(typeof reply.error.message, "string");
-  }
-  const afterState = (await streamInfo(nc, "POLICY_EVENTS")).state;
-  assert.equal(afterState.messages, before.messages, "no event stored");
-  assert.equal(afterState.last_seq, before.last_seq);
-  // Still serving, and nothing was polluted.
-  assert.equal(({} as Record<string, unknown>).admin, undefined);
-  const approve = await call(nc, "approve", { policy_id: policyId, approved_by: "compliance-officer" });
-  assert.equal(approve.reply.ok, true, JSON.stringify(approve.reply));
-  assert.equal(approve.reply.version, 2);
-  assert.ok(service.running, "service process still running");
-  assert.ok(!service.lines.some((l) => l.level >= 60), "no fatal log line");
-});
+// Inside a describe: at a file's top level Node 20 starts the next before() hook without awaiting the previous one.
+describe("hostile input against one node", () => {
+  before(async () => {
+    const created = await call(node.nc, "create", policyBody());
+    assert.equal(created.reply.ok, true);
+    policyId = created.reply.aggregate_id;
+  });
 
-test("a burst of garbage in parallel does not stop the service", async () => {
-  const junk = Array.from({ length: 200 }, (_, i) => call(nc, i % 2 ? "create" : "approve", i % 3 ? "}{" : JSON.stringify({ policy_id: ">" })));
-  const replies = await Promise.all(junk);
-  assert.ok(replies.every((r) => r.reply.ok === false && r.status === 400));
-  const still = await call(nc, "create", policyBody());
-  assert.equal(still.reply.ok, true);
+  test("hostile inputs get coded errors, store nothing, and the service keeps answering", async () => {
+    const before = (await streamInfo(node.nc, "POLICY_EVENTS")).state;
+    for (const c of cases()) {
+      const { reply, status } = await call(node.nc, c.command, c.payload);
+      assert.equal(reply.ok, false, `${c.name}: ${JSON.stringify(reply).slice(0, 200)}`);
+      assert.ok(c.codes.includes(reply.error.code), `${c.name}: got ${reply.error.code} (${reply.error.message})`);
+      assert.equal(status, 400, `${c.name}: service error header`);
+      assert.equal(typeof reply.error.message, "string");
+    }
+    const afterState = (await streamInfo(node.nc, "POLICY_EVENTS")).state;
+    assert.equal(afterState.messages, before.messages, "no event stored");
+    assert.equal(afterState.last_seq, before.last_seq);
+    // Still serving, and nothing was polluted.
+    assert.equal(({} as Record<string, unknown>).admin, undefined);
+    const approve = await call(node.nc, "approve", { policy_id: policyId, approved_by: "compliance-officer" });
+    assert.equal(approve.reply.ok, true, JSON.stringify(approve.reply));
+    assert.equal(approve.reply.version, 2);
+    assert.ok(node.service.running, "service process still running");
+    assert.ok(!node.service.lines.some((l) => l.level >= 60), "no fatal log line");
+  });
+
+  test("a burst of garbage in parallel does not stop the service", async () => {
+    const junk = Array.from({ length: 200 }, (_, i) => call(node.nc, i % 2 ? "create" : "approve", i % 3 ? "}{" : JSON.stringify({ policy_id: ">" })));
+    const replies = await Promise.all(junk);
+    assert.ok(replies.every((r) => r.reply.ok === false && r.status === 400));
+    const still = await call(node.nc, "create", policyBody());
+    assert.equal(still.reply.ok, true);
+  });
 });

@@ -1,33 +1,14 @@
 // A full lifecycle over NATS: policy (rules, approve, activate, suspend, resume, revoke, archive), exemptions,
 // sets. Versions are 1..n per aggregate, every event lands on its aggregate's subject, refusals write nothing.
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
-import { SEED_POLICY_ID, call, policyBody, readAllEvents, streamInfo, type Json } from "../helpers/client.js";
+import { SEED_POLICY_ID, call, callOk, policyBody, readAllEvents, singleNode, streamInfo, type Json } from "../helpers/client.js";
 
-let server: NatsServer;
-let service: ServiceProcess;
-let nc: NatsConnection;
-
-before(async () => {
-  server = await startNatsServer();
-  service = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
-  await service.ready();
-  nc = await connect({ servers: server.url });
-});
-
-after(async () => {
-  await nc?.close();
-  await service?.stop();
-  await server?.stop();
-});
+const node = singleNode();
 
 async function ok(name: string, body: unknown, expectVersion: number, expectType: string): Promise<Json> {
-  const { reply, status } = await call(nc, name, body);
-  assert.equal(reply.ok, true, `${name} ${JSON.stringify(body)} → ${JSON.stringify(reply)}`);
-  assert.equal(status, null);
+  const reply = await callOk(node.nc, name, body);
   assert.equal(reply.version, expectVersion, `${name}: version`);
   assert.equal(reply.events.length, 1);
   assert.equal(reply.events[0].type, expectType);
@@ -36,11 +17,11 @@ async function ok(name: string, body: unknown, expectVersion: number, expectType
 }
 
 async function refused(name: string, body: unknown, code: string): Promise<void> {
-  const before = (await streamInfo(nc, "POLICY_EVENTS")).state.messages;
-  const { reply } = await call(nc, name, body);
+  const before = (await streamInfo(node.nc, "POLICY_EVENTS")).state.messages;
+  const { reply } = await call(node.nc, name, body);
   assert.equal(reply.ok, false, `${name} should be refused`);
   assert.equal(reply.error.code, code, `${name}: ${JSON.stringify(reply.error)}`);
-  assert.equal((await streamInfo(nc, "POLICY_EVENTS")).state.messages, before, `${name} wrote nothing`);
+  assert.equal((await streamInfo(node.nc, "POLICY_EVENTS")).state.messages, before, `${name} wrote nothing`);
 }
 
 const rule = (id: string, value: unknown) => ({ rule_id: id, name: `Rule ${id}`, severity: "High", expression: { op: "equal", field: "data.retention_years", value } });
@@ -86,7 +67,7 @@ test("policy, exemption and set lifecycles store contiguous versions on their ow
   await refused("archive", { policy_id: p, archived_by: "records" }, "invalid_transition");
 
   // The stream holds exactly these events, versions 1..n per aggregate, envelopes complete.
-  const all = await readAllEvents(nc, "POLICY_EVENTS");
+  const all = await readAllEvents(node.nc, "POLICY_EVENTS");
   const byAggregate = new Map<string, Json[]>();
   for (const row of all) {
     const env = row.envelope;

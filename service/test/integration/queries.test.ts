@@ -1,27 +1,15 @@
 // Queries over NATS against a real nats-server and the built service: get (now and as of a past moment),
 // list (filters, paging), history (terminating, from the stream) and applicable.
-import { after, before, describe, test } from "node:test";
+import { before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { sleep, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
+import { sleep } from "../helpers/nats.js";
+import { call, callOk, policyBody as policy, singleNode, type Json as Reply } from "../helpers/client.js";
 
-type Reply = Record<string, any>;
-
-let server: NatsServer | undefined;
-let service: ServiceProcess | undefined;
-let nc: NatsConnection | undefined;
-
-async function req(subject: string, body: unknown): Promise<Reply> {
-  const msg = await nc!.request(subject, JSON.stringify(body), { timeout: 10_000 });
-  return msg.json<Reply>();
-}
-
-async function ok(subject: string, body: unknown): Promise<Reply> {
-  const reply = await req(subject, body);
-  assert.equal(reply.ok, true, `${subject} ${JSON.stringify(body)} → ${JSON.stringify(reply)}`);
-  return reply;
-}
+const node = singleNode();
+// Each request here may take 10 s (the helpers' default is 15 s).
+const req = async (subject: string, body: unknown) => (await call(node.nc, subject, body, 10_000)).reply;
+const ok = (subject: string, body: unknown) => callOk(node.nc, subject, body, 10_000);
 
 /** Polls until `check` returns a value (not undefined) or the deadline passes; returns the value. */
 async function within<T>(ms: number, what: string, check: () => Promise<T | undefined>): Promise<T> {
@@ -33,30 +21,6 @@ async function within<T>(ms: number, what: string, check: () => Promise<T | unde
     await sleep(25);
   }
 }
-
-function policy(overrides: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    name: "Data Retention Policy",
-    description: "All customer data must be retained for 7 years",
-    policy_type: "Retention",
-    enforcement: "Mandatory",
-    scope: "Organization",
-    ...overrides,
-  };
-}
-
-before(async () => {
-  server = await startNatsServer();
-  service = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
-  await service.ready();
-  nc = await connect({ servers: server.url });
-});
-
-after(async () => {
-  await nc?.close();
-  await service?.stop();
-  await server?.stop();
-});
 
 describe("policy.queries over NATS", () => {
   const policyId = randomUUID();
@@ -183,7 +147,7 @@ describe("policy.queries over NATS", () => {
     let cursor: string | undefined;
     let pages = 0;
     do {
-      const msg = await nc!.request("policy.queries.list", JSON.stringify({ scope: `Project:${tag}`, limit: 500, ...(cursor ? { cursor } : {}) }), { timeout: 10_000 });
+      const msg = await node.nc.request("policy.queries.list", JSON.stringify({ scope: `Project:${tag}`, limit: 500, ...(cursor ? { cursor } : {}) }), { timeout: 10_000 });
       assert.ok(msg.data.byteLength < 1024 * 1024, `reply of ${msg.data.byteLength} bytes`);
       const page = msg.json<Reply>();
       assert.equal(page.ok, true);

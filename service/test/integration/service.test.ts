@@ -1,17 +1,15 @@
 // Issue 2 on one nats-server: the seed's example byte for byte, the stream's settings, discovery ($SRV.*),
 // every error code with its service-error header, and idempotent retries by command_id.
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { randomUUID } from "node:crypto";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Svcm } from "@nats-io/services";
 import { jetstream } from "@nats-io/jetstream";
-import { startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
-import { SEED_POLICY_ID, call, policyBody, readAllEvents, streamInfo } from "../helpers/client.js";
+import { SEED_POLICY_ID, call, policyBody, readAllEvents, singleNode, streamInfo } from "../helpers/client.js";
 
 // Exactly as printed in LEAF_NODE_DEPLOYMENT.md ("Send a test command").
 const SEED_README_PAYLOAD = `{
@@ -23,22 +21,7 @@ const SEED_README_PAYLOAD = `{
   "scope": "Organization"
 }`;
 
-let server: NatsServer;
-let service: ServiceProcess;
-let nc: NatsConnection;
-
-before(async () => {
-  server = await startNatsServer();
-  service = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
-  await service.ready();
-  nc = await connect({ servers: server.url });
-});
-
-after(async () => {
-  await nc?.close();
-  await service?.stop();
-  await server?.stop();
-});
+const node = singleNode();
 
 function natsCli(): string | null {
   const fromEnv = process.env.NATS_CLI_BIN;
@@ -49,7 +32,7 @@ function natsCli(): string | null {
 
 describe("the seed's create example", () => {
   test("is accepted byte for byte and stores one created event on the policy's subject", async () => {
-    const { reply, status } = await call(nc, "create", SEED_README_PAYLOAD);
+    const { reply, status } = await call(node.nc, "create", SEED_README_PAYLOAD);
     assert.equal(status, null);
     assert.deepEqual(reply, {
       ok: true,
@@ -57,7 +40,7 @@ describe("the seed's create example", () => {
       version: 1,
       events: [{ type: "created", subject: `events.policy.${SEED_POLICY_ID}.created`, seq: reply.events?.[0]?.seq }],
     });
-    const events = await readAllEvents(nc, "POLICY_EVENTS", `events.policy.${SEED_POLICY_ID}.>`);
+    const events = await readAllEvents(node.nc, "POLICY_EVENTS", `events.policy.${SEED_POLICY_ID}.>`);
     assert.equal(events.length, 1);
     const [event] = events;
     assert.equal(event!.subject, `events.policy.${SEED_POLICY_ID}.created`);
@@ -72,11 +55,11 @@ describe("the seed's create example", () => {
     assert.equal(env.data.name, "Data Retention Policy");
     assert.equal(env.data.description, "All customer data must be retained for 7 years");
     // "You should see the command request logged in the service logs"
-    await service.waitForLog((l) => l.msg === "command handled" && l.command === "create" && l.aggregate_id === SEED_POLICY_ID, 5000);
+    await node.service.waitForLog((l) => l.msg === "command handled" && l.command === "create" && l.aggregate_id === SEED_POLICY_ID, 5000);
   });
 
   test("the stream has the documented settings", async () => {
-    const info = await streamInfo(nc, "POLICY_EVENTS");
+    const info = await streamInfo(node.nc, "POLICY_EVENTS");
     const c = info.config;
     assert.deepEqual(c.subjects, ["events.policy.>"]);
     assert.equal(c.storage, "file");
@@ -86,9 +69,9 @@ describe("the seed's create example", () => {
     assert.equal(c.allow_direct, true);
     assert.equal(c.deny_delete, true);
     assert.equal(c.deny_purge, true);
-    const kv = await streamInfo(nc, "KV_POLICY_EVENTS_SNAPSHOTS");
+    const kv = await streamInfo(node.nc, "KV_POLICY_EVENTS_SNAPSHOTS");
     assert.equal(kv.config.num_replicas, 1);
-    const commands = await streamInfo(nc, "KV_POLICY_EVENTS_COMMANDS");
+    const commands = await streamInfo(node.nc, "KV_POLICY_EVENTS_COMMANDS");
     assert.ok(commands.config.max_age >= c.duplicate_window, "idempotency records outlive the duplicate window");
   });
 
@@ -98,11 +81,11 @@ describe("the seed's create example", () => {
       t.skip("natscli not found (NATS_CLI_BIN unset, no cached build): run eval \"$(scripts/ensure-tools)\"");
       return;
     }
-    const req = spawnSync(cli, ["--server", server.url, "req", "policy.commands.create", SEED_README_PAYLOAD], { encoding: "utf8", timeout: 15_000 });
+    const req = spawnSync(cli, ["--server", node.server.url, "req", "policy.commands.create", SEED_README_PAYLOAD], { encoding: "utf8", timeout: 15_000 });
     assert.equal(req.status, 0, req.stderr);
     // The policy exists already (previous test): the reply is the coded error, proving the CLI round trip.
     assert.match(req.stdout, /"code":"already_exists"/);
-    const info = spawnSync(cli, ["--server", server.url, "stream", "info", "POLICY_EVENTS"], { encoding: "utf8", timeout: 15_000 });
+    const info = spawnSync(cli, ["--server", node.server.url, "stream", "info", "POLICY_EVENTS"], { encoding: "utf8", timeout: 15_000 });
     assert.equal(info.status, 0, info.stderr);
     assert.match(info.stdout, /events\.policy\.>/);
   });
@@ -110,7 +93,7 @@ describe("the seed's create example", () => {
 
 describe("micro-service discovery", () => {
   test("$SRV.PING/INFO/STATS name policy-service with its version, every public command endpoint in queue group q", async () => {
-    const client = new Svcm(nc).client();
+    const client = new Svcm(node.nc).client();
     const pings = [];
     for await (const p of await client.ping("policy-service")) pings.push(p);
     assert.equal(pings.length, 1);
@@ -137,7 +120,7 @@ describe("error codes (body and Nats-Service-Error-Code header)", () => {
   const id = randomUUID();
 
   test("invalid_json → 400", async () => {
-    const r = await call(nc, "create", "{not json");
+    const r = await call(node.nc, "create", "{not json");
     assert.equal(r.reply.ok, false);
     assert.equal(r.reply.error.code, "invalid_json");
     assert.equal(r.status, 400);
@@ -145,50 +128,50 @@ describe("error codes (body and Nats-Service-Error-Code header)", () => {
   });
 
   test("validation_failed → 400 with details", async () => {
-    const r = await call(nc, "create", policyBody({ policy_type: "Nonsense" }));
+    const r = await call(node.nc, "create", policyBody({ policy_type: "Nonsense" }));
     assert.equal(r.reply.error.code, "validation_failed");
     assert.equal(r.status, 400);
     assert.ok(r.reply.error.details !== undefined);
   });
 
   test("not_found → 404", async () => {
-    const r = await call(nc, "approve", { policy_id: randomUUID(), approved_by: "someone" });
+    const r = await call(node.nc, "approve", { policy_id: randomUUID(), approved_by: "someone" });
     assert.equal(r.reply.error.code, "not_found");
     assert.equal(r.status, 404);
   });
 
   test("already_exists → 409", async () => {
-    assert.equal((await call(nc, "create", policyBody({ policy_id: id }))).reply.ok, true);
-    const r = await call(nc, "create", policyBody({ policy_id: id }));
+    assert.equal((await call(node.nc, "create", policyBody({ policy_id: id }))).reply.ok, true);
+    const r = await call(node.nc, "create", policyBody({ policy_id: id }));
     assert.equal(r.reply.error.code, "already_exists");
     assert.equal(r.status, 409);
   });
 
   test("invalid_transition → 409, and nothing is written", async () => {
-    const before = (await streamInfo(nc, "POLICY_EVENTS")).state.messages;
-    const r = await call(nc, "archive", { policy_id: id, archived_by: "someone" });
+    const before = (await streamInfo(node.nc, "POLICY_EVENTS")).state.messages;
+    const r = await call(node.nc, "archive", { policy_id: id, archived_by: "someone" });
     assert.equal(r.reply.error.code, "invalid_transition");
     assert.equal(r.status, 409);
-    assert.equal((await streamInfo(nc, "POLICY_EVENTS")).state.messages, before);
+    assert.equal((await streamInfo(node.nc, "POLICY_EVENTS")).state.messages, before);
   });
 
   test("conflict → 409 when a command_id is reused for a different payload", async () => {
     const commandId = randomUUID();
-    assert.equal((await call(nc, "update", { policy_id: id, updated_by: "a", name: "One", command_id: commandId })).reply.ok, true);
-    const r = await call(nc, "update", { policy_id: id, updated_by: "a", name: "Two", command_id: commandId });
+    assert.equal((await call(node.nc, "update", { policy_id: id, updated_by: "a", name: "One", command_id: commandId })).reply.ok, true);
+    const r = await call(node.nc, "update", { policy_id: id, updated_by: "a", name: "Two", command_id: commandId });
     assert.equal(r.reply.error.code, "conflict");
     assert.equal(r.status, 409);
   });
 
   test("internal → 500 on a corrupt stream (a non-envelope message on an aggregate's subject), and the service keeps serving", async () => {
     const corruptId = randomUUID();
-    await jetstream(nc).publish(`events.policy.${corruptId}.created`, "this is not an event envelope");
-    const r = await call(nc, "approve", { policy_id: corruptId, approved_by: "x" });
+    await jetstream(node.nc).publish(`events.policy.${corruptId}.created`, "this is not an event envelope");
+    const r = await call(node.nc, "approve", { policy_id: corruptId, approved_by: "x" });
     assert.equal(r.reply.error.code, "internal");
     assert.equal(r.status, 500);
     assert.equal(r.reply.error.message, "internal error", "no internals leak to the client");
-    await service.waitForLog((l) => l.level === 50 && l.msg === "command failed with an internal error" && typeof l.err === "object", 5000);
-    assert.equal((await call(nc, "create", policyBody())).reply.ok, true);
+    await node.service.waitForLog((l) => l.level === 50 && l.msg === "command failed with an internal error" && typeof l.err === "object", 5000);
+    assert.equal((await call(node.nc, "create", policyBody())).reply.ok, true);
   });
   // unavailable (503) is provoked in cluster.test.ts: an R1 stream whose only node is down.
 });
@@ -197,13 +180,13 @@ describe("idempotency by command_id", () => {
   test("a retry returns the original reply and stores nothing new (also for generated ids)", async () => {
     const commandId = randomUUID();
     const body = { ...policyBody({ name: "Idempotent" }), command_id: commandId };
-    const first = await call(nc, "create", body);
+    const first = await call(node.nc, "create", body);
     assert.equal(first.reply.ok, true);
-    const before = (await streamInfo(nc, "POLICY_EVENTS")).state.messages;
-    const again = await call(nc, "create", body);
+    const before = (await streamInfo(node.nc, "POLICY_EVENTS")).state.messages;
+    const again = await call(node.nc, "create", body);
     assert.deepEqual(again.reply, first.reply);
-    assert.equal((await streamInfo(nc, "POLICY_EVENTS")).state.messages, before);
-    const events = await readAllEvents(nc, "POLICY_EVENTS", `events.policy.${first.reply.aggregate_id}.>`);
+    assert.equal((await streamInfo(node.nc, "POLICY_EVENTS")).state.messages, before);
+    const events = await readAllEvents(node.nc, "POLICY_EVENTS", `events.policy.${first.reply.aggregate_id}.>`);
     assert.equal(events.length, 1);
     assert.equal(events[0]!.envelope.command_id, commandId);
     assert.equal(events[0]!.envelope.causation_id, commandId);
@@ -212,8 +195,8 @@ describe("idempotency by command_id", () => {
   test("a remembered domain refusal is returned again", async () => {
     const commandId = randomUUID();
     const body = { policy_id: randomUUID(), approved_by: "x", command_id: commandId };
-    const first = await call(nc, "approve", body);
+    const first = await call(node.nc, "approve", body);
     assert.equal(first.reply.error.code, "not_found");
-    assert.deepEqual((await call(nc, "approve", body)).reply, first.reply);
+    assert.deepEqual((await call(node.nc, "approve", body)).reply, first.reply);
   });
 });

@@ -29,22 +29,12 @@ export interface ExemptionExpiredData { expired_at: string; expires_at: string }
 export const EXEMPTION_STATUSES = ["Granted", "Revoked", "Expired"] as const;
 export type ExemptionStatus = (typeof EXEMPTION_STATUSES)[number];
 
-export interface ExemptionState {
+/** Every field of the grant, unchanged for the exemption's life, plus what revocation or expiry records. */
+export interface ExemptionState extends ExemptionGrantedData {
   aggregate_type: "PolicyExemption";
   aggregate_id: string;
   version: number;
   status: ExemptionStatus;
-  policy_id: string;
-  entity_id: string;
-  reason: string;
-  justification: string | null;
-  risk_acceptance: string | null;
-  granted_by: string;
-  granted_at: string;
-  valid_from: string;
-  expires_at: string;
-  scope: ExemptionScope;
-  conditions: ExemptionCondition[];
   revoked_by: string | null;
   revoked_at: string | null;
   revocation_reason: string | null;

@@ -77,22 +77,12 @@ export type PolicyStatus = (typeof POLICY_STATUSES)[number];
 /** `update` and the rule commands work until a policy is revoked; Revoked and Archived policies are frozen. */
 export const EDITABLE_STATUSES: readonly PolicyStatus[] = ["Draft", "Approved", "Active", "Suspended"];
 
-export interface PolicyState {
+/** Every field of the created event, as later events change them, plus what the other events record. */
+export interface PolicyState extends PolicyCreatedData {
   aggregate_type: "Policy";
   aggregate_id: string;
   version: number;
   status: PolicyStatus;
-  name: string;
-  description: string;
-  policy_type: PolicyType;
-  enforcement: EnforcementLevel;
-  scope: Scope;
-  rules: Rule[];
-  effective_from: string | null;
-  effective_until: string | null;
-  tags: string[];
-  owner: string | null;
-  created_at: string;
   updated_at: string;
   updated_by: string | null;
   approved_by: string | null;

@@ -10,6 +10,7 @@ import type { PolicyState } from "./policy.js";
 export interface SetCreatedData {
   name: string;
   description: string;
+  /** Order matters: FirstWins / LastWins resolve conflicts by it. */
   policies: string[];
   composition: Composition;
   conflict_resolution: ConflictResolution;
@@ -20,17 +21,11 @@ export interface RemovedFromSetData { policy_id: string; position: number }
 
 // ================================================================ State
 
-export interface PolicySetState {
+/** The created event's fields, as membership events change `policies`. */
+export interface PolicySetState extends SetCreatedData {
   aggregate_type: "PolicySet";
   aggregate_id: string;
   version: number;
-  name: string;
-  description: string;
-  /** Order matters: FirstWins / LastWins resolve conflicts by it. */
-  policies: string[];
-  composition: Composition;
-  conflict_resolution: ConflictResolution;
-  created_at: string;
   updated_at: string;
 }
 

@@ -244,13 +244,18 @@ describe("JetStream unavailable", () => {
       const host = (await streamInfo(admin, "POLICY_EVENTS")).cluster?.leader;
       const streamNode = cluster.servers.find((s) => s.name === host)!;
       const serviceNode = cluster.servers.find((s) => s.name !== host)!;
-      svc = startService({ NATS_URL: serviceNode.url, LOG_LEVEL: "info" });
+      svc = startService({ NATS_URL: serviceNode.url, LOG_LEVEL: "debug" });
       await svc.ready();
       const created = await call(admin, "create", policyBody());
       assert.equal(created.reply.ok, true);
       await streamNode.kill();
       const t0 = Date.now();
-      const r = await call(admin, "approve", { policy_id: created.reply.aggregate_id, approved_by: "x", command_id: randomUUID() }, 20_000);
+      const logsSinceKill = svc.lines.length;
+      const r = await call(admin, "approve", { policy_id: created.reply.aggregate_id, approved_by: "x", command_id: randomUUID() }, 20_000).catch((err: unknown) => {
+        // Say what the service was doing instead of a bare client timeout.
+        const lines = svc!.lines.slice(logsSinceKill).map((l) => JSON.stringify(l)).join("\n");
+        throw new Error(`no reply within 20 s after the stream's node died (${String(err)}); service log since the kill:\n${lines}`);
+      });
       const ms = Date.now() - t0;
       assert.equal(r.reply.error?.code, "unavailable", JSON.stringify(r.reply));
       assert.equal(r.status, 503);

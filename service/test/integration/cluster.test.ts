@@ -10,7 +10,7 @@ import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import { decide, evolve, parseCommand, type AggregateState, type EventEnvelope } from "../../src/domain/index.js";
 import { serverBinFromEnv, sleep, startCluster, startNatsServer, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
-import { call, policyBody, readAllEvents, streamInfo, type Json } from "../helpers/client.js";
+import { call, policyBody, readAllEvents, streamInfo, untilReachable, type Json } from "../helpers/client.js";
 
 interface ClusterRun {
   acked: number;
@@ -246,6 +246,7 @@ describe("JetStream unavailable", () => {
       const serviceNode = cluster.servers.find((s) => s.name !== host)!;
       svc = startService({ NATS_URL: serviceNode.url, LOG_LEVEL: "debug" });
       await svc.ready();
+      await untilReachable(admin);
       const created = await call(admin, "create", policyBody());
       assert.equal(created.reply.ok, true);
       await streamNode.kill();

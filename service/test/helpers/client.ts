@@ -31,24 +31,6 @@ export async function call(nc: NatsConnection, nameOrSubject: string, body: unkn
   return { reply: msg.json<Json>(), status: code ? Number(code) : null, errorText: msg.headers?.get("Nats-Service-Error") || null };
 }
 
-/**
- * Waits until a request from `nc` reaches a policy-service instance ($SRV.PING). A service logs "ready" once its
- * endpoints are subscribed on its own server; a client on another cluster node sees them only after the
- * subscription interest has crossed the routes, which happens asynchronously.
- */
-export async function untilReachable(nc: NatsConnection, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await nc.request("$SRV.PING.policy-service", "", { timeout: 500 });
-      return;
-    } catch (err) {
-      if (Date.now() >= deadline) throw new Error(`no policy-service instance reachable from this connection within ${timeoutMs} ms: ${String(err)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
 /** call(), asserting the reply is ok:true and carries no service-error header; returns the reply. */
 export async function callOk(nc: NatsConnection, nameOrSubject: string, body: unknown, timeoutMs = 15_000): Promise<Json> {
   const { reply, status } = await call(nc, nameOrSubject, body, timeoutMs);

@@ -10,7 +10,7 @@ import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import { decide, evolve, parseCommand, type AggregateState, type EventEnvelope } from "../../src/domain/index.js";
 import { serverBinFromEnv, sleep, startCluster, startNatsServer, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
-import { call, policyBody, readAllEvents, streamInfo, untilReachable, type Json } from "../helpers/client.js";
+import { call, policyBody, readAllEvents, streamInfo, type Json } from "../helpers/client.js";
 
 interface ClusterRun {
   acked: number;
@@ -238,6 +238,7 @@ describe("JetStream unavailable", () => {
     const cluster = await startCluster(3);
     const admin = await connect({ servers: cluster.urls.split(","), maxReconnectAttempts: -1, reconnectTimeWait: 250 });
     let svc: ServiceProcess | null = null;
+    let client: NatsConnection | null = null;
     try {
       // The stream is placed before the service starts, so the service can sit on another node than its only replica.
       await (await jetstreamManager(admin, { timeout: 15_000 })).streams.add({ name: "POLICY_EVENTS", subjects: ["events.policy.>"], num_replicas: 1 });
@@ -246,13 +247,15 @@ describe("JetStream unavailable", () => {
       const serviceNode = cluster.servers.find((s) => s.name !== host)!;
       svc = startService({ NATS_URL: serviceNode.url, LOG_LEVEL: "debug" });
       await svc.ready();
-      await untilReachable(admin);
-      const created = await call(admin, "create", policyBody());
+      // The client sits on the service's node: what is under test is the service while the stream's node is down,
+      // not a client whose own server dies under a request in flight (that request is lost, not answered).
+      client = await connect({ servers: serviceNode.url });
+      const created = await call(client, "create", policyBody());
       assert.equal(created.reply.ok, true);
       await streamNode.kill();
       const t0 = Date.now();
       const logsSinceKill = svc.lines.length;
-      const r = await call(admin, "approve", { policy_id: created.reply.aggregate_id, approved_by: "x", command_id: randomUUID() }, 20_000).catch((err: unknown) => {
+      const r = await call(client, "approve", { policy_id: created.reply.aggregate_id, approved_by: "x", command_id: randomUUID() }, 20_000).catch((err: unknown) => {
         // Say what the service was doing instead of a bare client timeout.
         const lines = svc!.lines.slice(logsSinceKill).map((l) => JSON.stringify(l)).join("\n");
         throw new Error(`no reply within 20 s after the stream's node died (${String(err)}); service log since the kill:\n${lines}`);
@@ -266,12 +269,13 @@ describe("JetStream unavailable", () => {
       await cluster.waitMetaLeader();
       let again = null;
       for (let i = 0; i < 40 && again?.reply.ok !== true; i++) {
-        try { again = await call(admin, "approve", { policy_id: created.reply.aggregate_id, approved_by: "x" }, 15_000); } catch { /* reconnecting */ }
+        try { again = await call(client, "approve", { policy_id: created.reply.aggregate_id, approved_by: "x" }, 15_000); } catch { /* reconnecting */ }
         if (again?.reply.ok !== true) await sleep(250);
       }
       assert.equal(again?.reply.ok, true, JSON.stringify(again?.reply));
       assert.equal(again?.reply.version, 2);
     } finally {
+      await client?.close().catch(() => undefined);
       await admin.close().catch(() => undefined);
       await svc?.stop();
       await cluster.stop();

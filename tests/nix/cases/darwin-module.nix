@@ -7,6 +7,7 @@
   flake,
   darwinSystem,
   check,
+  defaultEnvironment,
   ...
 }:
 if darwinSystem == null then
@@ -83,18 +84,7 @@ else
       WorkingDirectory = "/var/lib/policy-service";
       Umask = 63;
     };
-    "daemon: the same environment as on NixOS" = check.eq daemon.EnvironmentVariables {
-      NATS_URL = "nats://localhost:4222";
-      STREAM_NAME = "POLICY_EVENTS";
-      LOG_LEVEL = "info";
-      SNAPSHOT_FREQUENCY = "100";
-      STREAM_REPLICAS = "1";
-      DUPLICATE_WINDOW = "120";
-      AUDIT_ENABLED = "true";
-      AUDIT_STREAM_NAME = "POLICY_AUDIT";
-      AUDIT_MAX_AGE_DAYS = "90";
-      NODE_ENV = "production";
-    };
+    "daemon: the same environment as on NixOS" = check.eq daemon.EnvironmentVariables defaultEnvironment;
     "plist text: label, KeepAlive, RunAtLoad, log paths, program" = check.isTrue (lib.all (lib.flip lib.hasInfix plist) [
       "<key>Label</key>\n\t<string>org.nixos.policy-service</string>"
       "<key>KeepAlive</key>\n\t<true/>"

@@ -8,6 +8,7 @@
   nixosSystem,
   check,
   standIn,
+  defaultEnvironment,
   ...
 }:
 let
@@ -124,18 +125,7 @@ lib.mapAttrs' (
     "PATH"
     "LOCALE_ARCHIVE"
     "TZDIR"
-  ]) {
-    NATS_URL = "nats://localhost:4222";
-    STREAM_NAME = "POLICY_EVENTS";
-    LOG_LEVEL = "info";
-    SNAPSHOT_FREQUENCY = "100";
-    STREAM_REPLICAS = "1";
-    DUPLICATE_WINDOW = "120";
-    AUDIT_ENABLED = "true";
-    AUDIT_STREAM_NAME = "POLICY_AUDIT";
-    AUDIT_MAX_AGE_DAYS = "90";
-    NODE_ENV = "production";
-  };
+  ]) defaultEnvironment;
   "environment: every option reaches its variable" = check.hasAll (unitOf custom).environment {
     NATS_URL = "nats://10.0.0.5:4222";
     STREAM_NAME = "POLICY_EVENTS_TEST";

@@ -40,4 +40,17 @@
     ;
   check = import ./check.nix { inherit lib; };
   examples = repo + "/tests/nix/examples";
+  # The service's environment with every option at its default: the same on NixOS and nix-darwin.
+  defaultEnvironment = {
+    NATS_URL = "nats://localhost:4222";
+    STREAM_NAME = "POLICY_EVENTS";
+    LOG_LEVEL = "info";
+    SNAPSHOT_FREQUENCY = "100";
+    STREAM_REPLICAS = "1";
+    DUPLICATE_WINDOW = "120";
+    AUDIT_ENABLED = "true";
+    AUDIT_STREAM_NAME = "POLICY_AUDIT";
+    AUDIT_MAX_AGE_DAYS = "90";
+    NODE_ENV = "production";
+  };
 }

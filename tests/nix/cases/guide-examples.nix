@@ -10,6 +10,9 @@
   nixosSystem,
   darwinSystem,
   check,
+  flakeExampleOutputs,
+  directImportExample,
+  moduleBodyExample,
   examples,
   ...
 }:
@@ -38,30 +41,9 @@ let
     else
       "module-body";
 
-  inputs = {
-    self = { };
-    nixpkgs.lib = lib // {
-      inherit nixosSystem;
-    };
-    darwin.lib = {
-      inherit darwinSystem;
-    };
-    cim-domain-policy = flake;
-  };
-  flakeOutputs =
-    file:
-    let
-      outputs = (import file).outputs;
-    in
-    outputs (builtins.intersectAttrs (lib.functionArgs outputs) inputs);
-  directImport =
-    file:
-    scopedImport {
-      builtins = builtins // {
-        fetchGit = _: { outPath = toString repo; };
-      };
-    } file;
-  moduleBody = file: import (builtins.toFile "module-body.nix" "{\n${builtins.readFile file}\n}");
+  flakeOutputs = file: flakeExampleOutputs file { };
+  directImport = directImportExample;
+  moduleBody = moduleBodyExample;
   nixos = modules: (nixosSystem { inherit modules; }).config;
   darwin = modules: (darwinSystem { inherit modules; }).config;
 

@@ -4,48 +4,20 @@
 # snippets as module bodies.
 {
   lib,
-  repo,
   flake,
   nixosSystem,
   darwinSystem,
   check,
+  flakeExampleOutputs,
+  directImportExample,
+  moduleBodyExample,
   examples,
   ...
 }:
 let
-  nixpkgs = {
-    lib = lib // {
-      inherit nixosSystem;
-    };
-  };
-  darwin = {
-    lib = {
-      inherit darwinSystem;
-    };
-  };
-  # Call a flake example's outputs with the inputs it names.
-  flakeOutputs =
-    example: scope:
-    let
-      outputs = (scopedImport scope (examples + "/${example}")).outputs;
-      inputs = {
-        self = { };
-        inherit nixpkgs darwin;
-        cim-domain-policy = flake;
-      };
-    in
-    outputs (builtins.intersectAttrs (lib.functionArgs outputs) inputs);
-  # `builtins.fetchGit { url = "https://github.com/thecowboyai/cim-domain-policy"; … }`
-  # stands for this repository.
-  directImport =
-    example:
-    scopedImport {
-      builtins = builtins // {
-        fetchGit = _: { outPath = toString repo; };
-      };
-    } (examples + "/${example}");
-  # A snippet `a.b = …;` is a module body.
-  fragment = name: import (builtins.toFile "${name}.nix" "{\n${builtins.readFile (examples + "/${name}")}\n}");
+  flakeOutputs = name: flakeExampleOutputs (examples + "/${name}");
+  directImport = name: directImportExample (examples + "/${name}");
+  fragment = name: moduleBodyExample (examples + "/${name}");
   nixos = modules: (nixosSystem { inherit modules; }).config;
   envOf = config: config.systemd.services.policy-service.environment;
   plistOf = config: config.environment.launchDaemons."org.nixos.policy-service.plist".text;
@@ -53,7 +25,12 @@ let
     config: expected:
     check.hasAll (envOf config) expected;
 
-  tldr = flakeOutputs "tldr-flake.nix" { inherit darwin; };
+  # The TL;DR uses `darwin` without declaring it as an input.
+  tldr = flakeOutputs "tldr-flake.nix" {
+    darwin.lib = {
+      inherit darwinSystem;
+    };
+  };
   nixosFlake = flakeOutputs "nixos-flake.nix" { };
   production = (flakeOutputs "production-nixos-flake.nix" { }).nixosConfigurations.prod-leaf-1.config;
   routes = [

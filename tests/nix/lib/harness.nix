@@ -2,7 +2,9 @@
 #   lib, repo (the repository root), flake (our flake's outputs), check (./check.nix),
 #   nixosSystem / darwinSystem ({ system?, modules } -> { config; }, as nixpkgs.lib.nixosSystem
 #   and nix-darwin.lib.darwinSystem; darwinSystem is null when nix-darwin is unavailable),
-#   standIn (true when packages are ./stand-in-pkgs.nix fakes), examples (../examples).
+#   standIn (true when packages are ./stand-in-pkgs.nix fakes), examples (../examples),
+#   defaultEnvironment, and the guide-example evaluators (flakeExampleOutputs, directImportExample,
+#   moduleBodyExample).
 # Offline (tests/nix/run-offline) both systems come from the stand-in evaluations below;
 # the flake checks (checks/default.nix) pass the real ones.
 {
@@ -40,6 +42,35 @@
     ;
   check = import ./check.nix { inherit lib; };
   examples = repo + "/tests/nix/examples";
+  # How the deployment guides' nix blocks are evaluated (../cases/{seed,guide}-examples.nix):
+  # a flake example's `outputs` gets the inputs it names, with our flake as `cim-domain-policy`
+  # (`scope` binds names an example uses without declaring, e.g. the TL;DR's `darwin`).
+  flakeExampleOutputs =
+    file: scope:
+    let
+      outputs = (scopedImport scope file).outputs;
+      inputs = {
+        self = { };
+        nixpkgs.lib = lib // {
+          inherit nixosSystem;
+        };
+        darwin.lib = {
+          inherit darwinSystem;
+        };
+        cim-domain-policy = flake;
+      };
+    in
+    outputs (builtins.intersectAttrs (lib.functionArgs outputs) inputs);
+  # A direct import: `builtins.fetchGit { url = "…/cim-domain-policy"; … }` stands for this repository.
+  directImportExample =
+    file:
+    scopedImport {
+      builtins = builtins // {
+        fetchGit = _: { outPath = toString repo; };
+      };
+    } file;
+  # A snippet `a.b = …;` is a module body.
+  moduleBodyExample = file: import (builtins.toFile "module-body.nix" "{\n${builtins.readFile file}\n}");
   # The service's environment with every option at its default: the same on NixOS and nix-darwin.
   defaultEnvironment = {
     NATS_URL = "nats://localhost:4222";

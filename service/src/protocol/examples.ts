@@ -39,6 +39,16 @@ export const EXAMPLE_IDS = {
 const P = EXAMPLE_IDS.policy;
 const Q = EXAMPLE_IDS.secondPolicy;
 
+/** The deployment guide's create command (its `nats req policy.commands.create` payload). */
+const SEED_CREATE = {
+  policy_id: "550e8400-e29b-41d4-a716-446655440000",
+  name: "Data Retention Policy",
+  description: "All customer data must be retained for 7 years",
+  policy_type: "Retention",
+  enforcement: "Mandatory",
+  scope: "Organization",
+};
+
 const retentionRule = {
   rule_id: "retention-period",
   name: "Retention period is at least 7 years",
@@ -59,14 +69,7 @@ export const VALID_EXAMPLES: readonly ValidExample[] = [
     title: "Create a policy (the deployment guide's test command)",
     seed: true,
     event: "created",
-    payload: {
-      policy_id: "550e8400-e29b-41d4-a716-446655440000",
-      name: "Data Retention Policy",
-      description: "All customer data must be retained for 7 years",
-      policy_type: "Retention",
-      enforcement: "Mandatory",
-      scope: "Organization",
-    },
+    payload: SEED_CREATE,
   },
   {
     command: "create",
@@ -295,14 +298,7 @@ export const INVALID_EXAMPLES: readonly InvalidExample[] = [
     command: "create",
     title: "Create with an id that already exists",
     expect: "already_exists",
-    payload: {
-      policy_id: "550e8400-e29b-41d4-a716-446655440000",
-      name: "Data Retention Policy",
-      description: "All customer data must be retained for 7 years",
-      policy_type: "Retention",
-      enforcement: "Mandatory",
-      scope: "Organization",
-    },
+    payload: SEED_CREATE,
   },
   {
     command: "approve",

@@ -1,5 +1,6 @@
-# Each leaf of ./nodes.nix evaluated through the NixOS stand-in evaluation
-# (../nix/lib/node-runtime.nix): what NixOS would give nats-server and the policy-service
+# Each leaf of checks.*-linux.cluster (../cluster.nix: lib.mkLeafClusterTest with ./nodes.nix)
+# evaluated through the NixOS stand-in evaluation (./eval-calls.nix,
+# ../nix/lib/node-runtime.nix): what NixOS would give nats-server and the policy-service
 # unit on that node. Used by ./run-local:
 #   nix-instantiate --eval --strict --json tests/cluster/eval-nodes.nix --argstr nixpkgsLib <nixpkgs>/lib
 #   -> { leaf1 = { hostName; nats = <services.nats.settings>; environment = <unit environment>;
@@ -10,13 +11,12 @@
 { nixpkgsLib }:
 let
   lib = import nixpkgsLib;
-  cluster = import ./nodes.nix;
+  cluster = (import ./eval-calls.nix { inherit lib; }).cluster;
   evalLeaf =
     name:
     let
-      modules = [ cluster.nodes.${name} ];
-      node = import ../nix/lib/node-runtime.nix { inherit lib modules; };
-      unit = (import ../nix/lib/eval-nixos.nix { inherit lib modules; }).systemd.services.policy-service;
+      node = cluster.runtime.${name};
+      unit = cluster.nodes.${name}.systemd.services.policy-service;
       serviceConfig = unit.serviceConfig;
       argsOf = command: lib.drop 1 (lib.filter (w: w != "") (lib.splitString " " command));
     in
@@ -35,4 +35,4 @@ let
       };
     };
 in
-lib.genAttrs cluster.leafNames evalLeaf
+lib.genAttrs (lib.attrNames cluster.test.nodes) evalLeaf

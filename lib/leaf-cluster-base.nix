@@ -21,7 +21,9 @@ let
     ) ".${leafConfig.networking.domain}";
   routeTo =
     leafName:
-    "nats://${hostOf nodes.${leafName}}:${toString (nodes.${leafName}.services.nats.settings.cluster.port or 6222)}";
+    "nats://${hostOf nodes.${leafName}}:${
+      toString (nodes.${leafName}.services.nats.settings.cluster.port or 6222)
+    }";
 in
 {
   # For the caller's leaf modules: `{ leaf, ... }:` gives { number; name; leafNames; count; }.

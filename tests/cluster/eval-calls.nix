@@ -27,15 +27,14 @@ let
   };
   leafModule = repo + "/modules/leaf.nix";
   mkLeafClusterTest =
-    { pkgs, ... }@args:
+    args:
     import (repo + "/lib/leaf-cluster-test.nix") (
       removeAttrs args [ "pkgs" ]
       // {
         inherit lib leafModule;
       }
     );
-  evalCall =
-    callFile: evalTest (import callFile { inherit pkgs mkLeafClusterTest; });
+  evalCall = callFile: evalTest (import callFile { inherit pkgs mkLeafClusterTest; });
   # Also for the cases' own calls (tests/nix/cases/leaf-cluster-test.nix).
   evalTest =
     test:

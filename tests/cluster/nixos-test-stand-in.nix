@@ -6,12 +6,7 @@
 # - networking.domain (nixos/modules/tasks/network-interfaces.nix: nullOr str, null);
 # - virtualisation.memorySize (nixos/modules/virtualisation/qemu-vm.nix: MiB, 1024), set
 #   by the test's VM defaults.
-{
-  config,
-  lib,
-  pkgs,
-  ...
-}:
+{ lib, pkgs, ... }:
 let
   inherit (lib) mkOption types;
 in

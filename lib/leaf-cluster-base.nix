@@ -2,7 +2,7 @@
 # modules: everything here is a default (lib.mkDefault) that their settings replace,
 # except what the scenario cannot do without (NATS with JetStream, the service, a replica
 # of the stream on every leaf). Used by ./leaf-cluster-test.nix.
-{ leaf }:
+{ leaf, hostOf }:
 {
   config,
   lib,
@@ -12,13 +12,6 @@
 }:
 let
   nats = config.services.nats;
-  # The name other leaves reach a leaf by (the test framework's /etc/hosts lists it).
-  hostOf =
-    leafConfig:
-    leafConfig.networking.hostName
-    + lib.optionalString (
-      (leafConfig.networking.domain or null) != null
-    ) ".${leafConfig.networking.domain}";
   routeTo =
     leafName:
     "nats://${hostOf nodes.${leafName}}:${

@@ -151,6 +151,7 @@ assert lib.assertMsg (builtins.isList leafModules)
       imports = [
         leafModule
         (import ./leaf-cluster-base.nix {
+          inherit hostOf;
           leaf = {
             inherit number leafNames;
             name = leafName;

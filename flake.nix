@@ -32,6 +32,11 @@
       # One module for NixOS and nix-darwin: it detects the platform itself.
       leafModule = ./modules/leaf.nix;
 
+      lib = {
+        # The cluster test on your own leaves, for your checks (docs/nix.md).
+        mkLeafClusterTest = import ./lib/mk-leaf-cluster-test.nix { inherit (self) leafModule; };
+      };
+
       nixosModules = {
         default = self.nixosModules.policy-service;
         policy-service = ./modules/nixos.nix;

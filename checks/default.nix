@@ -140,8 +140,16 @@ in
     cp ${unitFile "nats.service"} "$out/nats.service"
   '';
 
-  # The three-node NixOS VM test (tests/cluster.nix, owned by the cluster test; needs KVM).
-  cluster = pkgs.testers.runNixOSTest ../tests/cluster.nix;
+  # The three-node NixOS VM tests, each one call of lib.mkLeafClusterTest (needs KVM):
+  # our example leaves, and leaves with TLS and authentication as a user's would be.
+  cluster = import ../tests/cluster.nix {
+    inherit pkgs;
+    inherit (self.lib) mkLeafClusterTest;
+  };
+  cluster-tls-auth = import ../tests/cluster/tls-auth.nix {
+    inherit pkgs;
+    inherit (self.lib) mkLeafClusterTest;
+  };
 }
 // lib.optionalAttrs isDarwin {
   # The darwin cases through nix-darwin's darwinSystem, and the built launchd plists.

@@ -70,7 +70,8 @@
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           packages = [
-            pkgs.nodejs_20
+            # nixpkgs' default Node (24 in 26.05), the one the package builds with.
+            pkgs.nodejs
             pkgs.nats-server
             pkgs.natscli
             pkgs.jq

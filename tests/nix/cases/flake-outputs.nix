@@ -17,6 +17,12 @@ let
   ];
   standInPkgs = import ../lib/stand-in-pkgs.nix { inherit lib; };
   overlaid = lib.fix (lib.extends flake.overlays.default (_: standInPkgs));
+  # The flake with the stand-in package set as nixpkgs.legacyPackages.
+  withPkgs = import ../lib/offline-flake.nix {
+    inherit lib repo;
+    legacyPackages = lib.genAttrs systems (system: import ../lib/stand-in-pkgs.nix { inherit lib system; });
+  };
+  devShell = withPkgs.devShells.x86_64-linux.default;
 in
 {
   "outputs: module, overlay and per-system names" = check.eq {
@@ -88,4 +94,19 @@ in
     pname = "policy-service";
     version = (lib.importJSON (repo + "/service/package.json")).version;
   };
+  "devShell: nixpkgs' default nodejs (24) with nats-server and natscli; not refused" = check.eq {
+    packages = map (p: p.name) devShell.packages;
+    evaluates = (builtins.tryEval devShell.drvPath).success;
+  } {
+    packages = [
+      "nodejs-24.13.0"
+      "nats-server-2.14.9"
+      "natscli-0.5.0"
+      "jq-1.7.1"
+    ];
+    evaluates = true;
+  };
+  "packages: policy-service on every system evaluates (not refused)" = check.eq (lib.mapAttrs (
+    _: p: (builtins.tryEval p.policy-service.drvPath).success
+  ) withPkgs.packages) (lib.genAttrs systems (_: true));
 }

@@ -319,4 +319,35 @@ lib.mapAttrs' (
       at100 = 0;
       at5000 = 1;
     };
+  # NixOS' unitOption (nixos/lib/systemd-unit-options.nix): list definitions of one key
+  # concatenate; a list beside a scalar definition is an evaluation error.
+  "systemd: a user's list beside our list concatenates (RestrictAddressFamilies)" =
+    check.eq
+      (lib.sort lib.lessThan
+        (unitOf (eval [
+          flake.leafModule
+          enabled
+          { systemd.services.policy-service.serviceConfig.RestrictAddressFamilies = [ "AF_NETLINK" ]; }
+        ])).serviceConfig.RestrictAddressFamilies
+      )
+      [
+        "AF_INET"
+        "AF_INET6"
+        "AF_NETLINK"
+        "AF_UNIX"
+      ];
+  "systemd: a user's list beside our scalar ExecStartPre is refused, as NixOS refuses it" = check.refused (
+    unitOf (eval [
+      flake.leafModule
+      enabled
+      { systemd.services.policy-service.serviceConfig.ExecStartPre = [ "/run/current-system/sw/bin/true" ]; }
+    ])
+  ).serviceConfig.ExecStartPre;
+  "systemd: a user's scalar beside our list is refused too" = check.refused (
+    unitOf (eval [
+      flake.leafModule
+      enabled
+      { systemd.services.policy-service.serviceConfig.SystemCallFilter = "@system-service"; }
+    ])
+  ).serviceConfig.SystemCallFilter;
 }

@@ -55,6 +55,16 @@ in
       chmod 0640 ${logFile} ${errorLogFile}
     '';
 
+    # `policy-service ctl status` for operators, with the daemon's environment; the
+    # credential files must be readable by whoever runs it (`sudo policy-service ctl status`).
+    environment.systemPackages = [
+      (import ./operator-command.nix {
+        inherit lib pkgs cfg;
+        environment = runtime.operatorEnvironment;
+        runsAs = "the launchd daemon org.nixos.policy-service (sudo launchctl print system/org.nixos.policy-service)";
+      })
+    ];
+
     launchd.daemons.policy-service = {
       # launchd cannot read an environment file: source it in a shell, then exec.
       command =

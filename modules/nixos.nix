@@ -110,6 +110,17 @@ in
     # services.nats.serverName still wins.
     services.nats.serverName = lib.mkIf localNats (lib.mkDefault config.networking.hostName);
 
+    # `policy-service ctl status` for operators. The credential files are the configured
+    # originals (the unit gets copies through LoadCredential), usually readable by root only:
+    # `sudo policy-service ctl status`.
+    environment.systemPackages = [
+      (import ./operator-command.nix {
+        inherit lib pkgs cfg;
+        environment = runtime.operatorEnvironment;
+        runsAs = "the systemd unit policy-service.service (systemctl status policy-service)";
+      })
+    ];
+
     users.users = lib.mkIf (cfg.user == "policy-service") {
       policy-service = {
         isSystemUser = true;

@@ -8,6 +8,7 @@
   darwinSystem,
   check,
   defaultEnvironment,
+  operatorCommandOf,
   ...
 }:
 if darwinSystem == null then
@@ -46,6 +47,23 @@ else
         };
       }
     ];
+    withSecretFiles = eval [
+      flake.leafModule
+      {
+        services.policy-service = {
+          enable = true;
+          natsUser = "svc";
+          passwordFile = "/run/secrets/nats-password";
+          tls = {
+            caFile = "/etc/nats/ca.pem";
+            certFile = "/etc/nats/client.pem";
+            keyFile = "/run/secrets/client-key.pem";
+          };
+          environmentFile = "/run/secrets/policy-service.env";
+        };
+      }
+    ];
+    exe = "${package}/bin/policy-service";
     natsOnly = eval [
       flake.darwinModules.nats
       {
@@ -152,4 +170,34 @@ else
       && natsOnly.users.users._nats.uid == 4222
       && lib.elem "_nats" natsOnly.users.knownUsers
     ) "missing data dir setup or user";
+    "operator command: `policy-service` on the system PATH with the daemon's environment, running the package" =
+      let
+        command = operatorCommandOf basic;
+      in
+      check.eq {
+        exports = command.exports or null;
+        execsPackage = lib.hasInfix "exec ${exe} \"$@\"" (command.text or "");
+      } {
+        exports = defaultEnvironment;
+        execsPackage = true;
+      };
+    "operator command: credential variables name the configured files, as the daemon's do; no secret" =
+      let
+        command = operatorCommandOf withSecretFiles;
+      in
+      check.eq {
+        inherit (command) exports;
+        sameAsDaemon = command.exports == withSecretFiles.launchd.daemons.policy-service.serviceConfig.EnvironmentVariables;
+        sourcesEnvironmentFile = lib.hasInfix ". /run/secrets/policy-service.env" command.text;
+      } {
+        exports = defaultEnvironment // {
+          NATS_USER = "svc";
+          NATS_PASSWORD_FILE = "/run/secrets/nats-password";
+          NATS_CA_FILE = "/etc/nats/ca.pem";
+          NATS_CERT_FILE = "/etc/nats/client.pem";
+          NATS_KEY_FILE = "/run/secrets/client-key.pem";
+        };
+        sameAsDaemon = true;
+        sourcesEnvironmentFile = true;
+      };
   }

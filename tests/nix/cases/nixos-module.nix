@@ -9,6 +9,7 @@
   check,
   standIn,
   defaultEnvironment,
+  operatorCommandOf,
   ...
 }:
 let
@@ -94,6 +95,16 @@ let
     }
   ];
   envOf = settings: (unitOf (withSetting settings)).environment;
+  withSecretFiles = withSetting {
+    natsUser = "svc";
+    passwordFile = "/run/secrets/nats-password";
+    tls = {
+      caFile = "/etc/nats/ca.pem";
+      certFile = "/etc/nats/client.pem";
+      keyFile = "/run/secrets/client-key.pem";
+    };
+    environmentFile = "/run/secrets/policy-service.env";
+  };
 in
 lib.mapAttrs' (
   name: module:
@@ -350,4 +361,37 @@ lib.mapAttrs' (
       { systemd.services.policy-service.serviceConfig.SystemCallFilter = "@system-service"; }
     ])
   ).serviceConfig.SystemCallFilter;
+  "operator command: `policy-service` on the system PATH with the service's environment, running the package" =
+    let
+      command = operatorCommandOf basic;
+    in
+    check.eq {
+      exports = command.exports or null;
+      execsPackage = lib.hasInfix "exec ${exe} \"$@\"" (command.text or "");
+    } {
+      exports = defaultEnvironment;
+      execsPackage = true;
+    };
+  "operator command: credential variables name the configured files; no secret, no $CREDENTIALS_DIRECTORY" =
+    let
+      command = operatorCommandOf withSecretFiles;
+    in
+    check.eq {
+      inherit (command) exports;
+      credentialsDirectory = lib.hasInfix "CREDENTIALS_DIRECTORY" command.text;
+      # The environment file is read when the command runs (it may hold secrets).
+      sourcesEnvironmentFile = lib.hasInfix ". /run/secrets/policy-service.env" command.text;
+    } {
+      exports = defaultEnvironment // {
+        NATS_USER = "svc";
+        NATS_PASSWORD_FILE = "/run/secrets/nats-password";
+        NATS_CA_FILE = "/etc/nats/ca.pem";
+        NATS_CERT_FILE = "/etc/nats/client.pem";
+        NATS_KEY_FILE = "/run/secrets/client-key.pem";
+      };
+      credentialsDirectory = false;
+      sourcesEnvironmentFile = true;
+    };
+  "operator command: without arguments it refuses to start a second service instance" = check.contains (operatorCommandOf basic).text ''
+    if [ "$#" -eq 0 ]; then'';
 }

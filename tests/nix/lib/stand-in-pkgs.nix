@@ -133,6 +133,27 @@ let
     writeTextFile = { name, text, ... }@args: fakeDrv name args;
     writeScript = name: text: fakeDrv name { inherit text; };
     writeShellScript = name: text: fakeDrv name { inherit text; };
+    writeScriptBin =
+      name: text:
+      fakeDrv name {
+        inherit text;
+        meta.mainProgram = name;
+      };
+    writeShellApplication =
+      { name, text, ... }@args:
+      fakeDrv name (
+        args
+        // {
+          meta.mainProgram = name;
+        }
+      );
+    # trivial-builders: $out/bin/<name>, meta.mainProgram = name.
+    writeShellScriptBin =
+      name: text:
+      fakeDrv name {
+        inherit text;
+        meta.mainProgram = name;
+      };
     runCommand =
       name: env: buildCommand:
       fakeDrv name (env // { inherit buildCommand; });
@@ -188,6 +209,8 @@ let
     natscli = fakePackage "natscli-0.5.0" "nats";
     coreutils = fakePackage "coreutils-9.5" "coreutils";
     jq = fakePackage "jq-1.7.1" "jq";
+    # nixpkgs' own source (nix-darwin's darwin-uninstaller reads it; never read here).
+    path = builtins.toFile "fake-nixpkgs-path" "";
     # Packages nix-darwin's own modules refer to while building the activation script.
     openssh = fakePackage "openssh" "ssh";
     gnused = fakePackage "gnused" "sed";
@@ -195,6 +218,15 @@ let
     gnugrep = fakePackage "gnugrep" "grep";
     bash = fakePackage "bash" "bash";
     nix = fakePackage "nix-2.28.4" "nix";
+    # …and its system packages (nix-tools, darwin-uninstaller, listed in
+    # environment.systemPackages; only their names are read here).
+    git = fakePackage "git" "git";
+    zsh = fakePackage "zsh" "zsh";
+    nix-zsh-completions = fakePackage "nix-zsh-completions" "nix-zsh-completions";
+    bashInteractive = fakePackage "bash-interactive" "bash";
+    nix-info = fakePackage "nix-info" "nix-info";
+    texinfoInteractive = fakePackage "texinfo-interactive" "info";
+    replaceVarsWith = { name ? "${args.pname}-${args.version}", ... }@args: fakeDrv name args;
   };
 in
 self

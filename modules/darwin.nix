@@ -23,6 +23,8 @@ let
   logFile = "/var/log/policy-service.log";
   errorLogFile = "/var/log/policy-service.error.log";
   executable = lib.getExe cfg.package;
+  # services.nats comes from ./nats-darwin.nix (leafModule imports it; darwinModules.nats).
+  nats = config.services.nats or { enable = false; };
 in
 {
   _class = "darwin";
@@ -30,6 +32,13 @@ in
   imports = [ ./options.nix ];
 
   config = lib.mkIf cfg.enable {
+    # JetStream clustering needs a unique server_name per node; nats-darwin's default "nats"
+    # is the same on every leaf.
+    assertions = lib.optional (nats.enable && (nats.settings.cluster.routes or [ ]) != [ ]) {
+      assertion = nats.serverName != "nats";
+      message = ''services.nats has cluster routes but its server name is "nats", a default every leaf shares: JetStream clustering needs a unique name per node. Set services.nats.serverName to a name unique to this leaf.'';
+    };
+
     users.knownUsers = [ userName ];
     users.knownGroups = [ userName ];
     users.users.${userName} = {

@@ -1,6 +1,7 @@
 # NixOS implementation of services.policy-service: a hardened systemd unit.
 {
   config,
+  options,
   lib,
   pkgs,
   ...
@@ -16,6 +17,13 @@ let
   # The local NATS server, when this machine runs one through services.nats.
   localNats = config.services.nats.enable or false;
   stateDirectory = "policy-service";
+  nats = config.services.nats;
+  clusterRoutes = nats.settings.cluster.routes or [ ];
+  # networking.hostName at NixOS' own default ("nixos", set on every machine that names none).
+  hostNameUnset = options.networking.hostName.highestPrio >= (lib.mkOptionDefault null).priority;
+  # A server name every leaf would share: nixpkgs' constant default, or the host name default.
+  sharedServerName =
+    nats.serverName == "nats" || (nats.serverName == config.networking.hostName && hostNameUnset);
 in
 {
   _class = "nixos";
@@ -120,6 +128,16 @@ in
         runsAs = "the systemd unit policy-service.service (systemctl status policy-service)";
       })
     ];
+
+    # JetStream clustering needs a unique server_name per node; with a shared name the routes
+    # connect but the meta group never forms, with no clear message from NATS.
+    assertions = lib.optional (localNats && clusterRoutes != [ ]) {
+      assertion = !sharedServerName;
+      message = ''
+        services.nats has cluster routes but its server name is "${nats.serverName}", a default every leaf shares${
+          lib.optionalString hostNameUnset " (networking.hostName is not set)"
+        }: JetStream clustering needs a unique name per node. Set networking.hostName (services.nats.serverName follows it) or services.nats.serverName to a name unique to this leaf.'';
+    };
 
     users.users = lib.mkIf (cfg.user == "policy-service") {
       policy-service = {

@@ -200,4 +200,30 @@ else
         sameAsDaemon = true;
         sourcesEnvironmentFile = true;
       };
+    "server-name guard: routes with the default server name \"nats\" are refused; quiet with a unique one" =
+      let
+        clustered =
+          nats:
+          lib.filter (lib.hasInfix "JetStream clustering needs a unique name") (
+            check.failedAssertions (eval [
+              flake.leafModule
+              enabled
+              {
+                services.nats = {
+                  enable = true;
+                  jetstream = true;
+                  settings.cluster.routes = [ "nats://mac-2:6222" ];
+                }
+                // nats;
+              }
+            ])
+          );
+      in
+      check.eq {
+        default = lib.length (clustered { });
+        unique = clustered { serverName = "mac-1"; };
+      } {
+        default = 1;
+        unique = [ ];
+      };
   }

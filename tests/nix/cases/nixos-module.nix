@@ -95,6 +95,30 @@ let
     }
   ];
   envOf = settings: (unitOf (withSetting settings)).environment;
+  # A clustered leaf: NATS with routes, plus `extra`.
+  clustered =
+    extra:
+    eval [
+      flake.leafModule
+      enabled
+      {
+        services.nats = {
+          enable = true;
+          jetstream = true;
+          settings.cluster = {
+            name = "policy";
+            port = 6222;
+            routes = [
+              "nats://leaf-1:6222"
+              "nats://leaf-2:6222"
+            ];
+          };
+        };
+      }
+      extra
+    ];
+  serverNameFailures =
+    config: lib.filter (lib.hasInfix "JetStream clustering needs a unique name") (check.failedAssertions config);
   withSecretFiles = withSetting {
     natsUser = "svc";
     passwordFile = "/run/secrets/nats-password";
@@ -394,4 +418,27 @@ lib.mapAttrs' (
     };
   "operator command: without arguments it refuses to start a second service instance" = check.contains (operatorCommandOf basic).text ''
     if [ "$#" -eq 0 ]; then'';
+  "server-name guard: routes without networking.hostName (server name \"nixos\") are refused, naming the fix" =
+    check.eq (serverNameFailures (clustered { })) [
+      ''services.nats has cluster routes but its server name is "nixos", a default every leaf shares (networking.hostName is not set): JetStream clustering needs a unique name per node. Set networking.hostName (services.nats.serverName follows it) or services.nats.serverName to a name unique to this leaf.''
+    ];
+  "server-name guard: routes with services.nats.serverName = \"nats\" (nixpkgs' default) are refused" =
+    check.eq (lib.length (serverNameFailures (clustered {
+      networking.hostName = "leaf-1";
+      services.nats.serverName = "nats";
+    }))) 1;
+  "server-name guard: quiet with a unique networking.hostName or services.nats.serverName, or without routes" =
+    check.eq {
+      hostName = serverNameFailures (clustered { networking.hostName = "leaf-1"; });
+      serverName = serverNameFailures (clustered { services.nats.serverName = "n1"; });
+      singleLeaf = serverNameFailures (eval [
+        flake.leafModule
+        enabled
+        { services.nats.enable = true; }
+      ]);
+    } {
+      hostName = [ ];
+      serverName = [ ];
+      singleLeaf = [ ];
+    };
 }

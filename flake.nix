@@ -83,6 +83,9 @@
         };
       });
 
-      formatter = forAllSystems (pkgs: pkgs.nixfmt-tree);
+      # `nix fmt`: nixfmt on every .nix file but the verbatim guide copies (as tests/nix/lint).
+      formatter = forAllSystems (
+        pkgs: pkgs.nixfmt-tree.override { settings.formatter.nixfmt.excludes = [ "tests/nix/examples/*" ]; }
+      );
     };
 }

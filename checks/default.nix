@@ -115,14 +115,23 @@ in
     touch "$out"
   '';
 
-  # TODO(formatting): no nixfmt was available where these files were written, so they are
-  # hand-formatted in nixfmt (RFC 166) style but not yet machine-checked. Run `nix fmt`
-  # once, commit, then enable this check:
-  # formatting = pkgs.runCommand "nixfmt-check" { nativeBuildInputs = [ pkgs.nixfmt ]; } ''
-  #   cd ${self.outPath}
-  #   nixfmt --check $(find . -name '*.nix' -not -path './tests/nix/examples/*' -not -path '*/node_modules/*')
-  #   touch "$out"
-  # '';
+  # The lint of tests/nix/lint with nixpkgs' own tools: nixfmt (RFC 166) and deadnix on every
+  # .nix file except tests/nix/examples (verbatim copies of the deployment guide's blocks).
+  formatting =
+    pkgs.runCommand "nix-lint"
+      {
+        nativeBuildInputs = [
+          pkgs.nixfmt
+          pkgs.deadnix
+        ];
+      }
+      ''
+        cd ${self.outPath}
+        files=$(find . -name '*.nix' -not -path './tests/nix/examples/*' -not -path '*/node_modules/*' | sort)
+        nixfmt --check $files
+        deadnix --fail $files
+        touch "$out"
+      '';
 }
 // lib.optionalAttrs isLinux {
   # The generated unit files, written by the real NixOS systemd module.

@@ -75,7 +75,6 @@ else
         };
       }
     ];
-    key = k: v: "<key>${k}</key>\n\t<${v}";
   in
   lib.mapAttrs' (
     name: module:

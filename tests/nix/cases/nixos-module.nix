@@ -7,7 +7,6 @@
   flake,
   nixosSystem,
   check,
-  standIn,
   defaultEnvironment,
   operatorCommandOf,
   ...

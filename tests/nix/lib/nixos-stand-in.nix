@@ -47,7 +47,7 @@ let
     && (!(cfg ? Restart) || builtins.elem cfg.Restart [ "no" "on-success" "on-failure" "on-abnormal" "on-watchdog" "on-abort" "always" ])
   );
   serviceModule =
-    { name, ... }:
+    { ... }:
     {
       options = {
         enable = mkOption {

@@ -130,7 +130,7 @@ let
     callPackage = lib.callPackageWith self;
 
     writeText = name: text: fakeDrv name { inherit text; };
-    writeTextFile = { name, text, ... }@args: fakeDrv name args;
+    writeTextFile = { name, ... }@args: fakeDrv name args;
     writeScript = name: text: fakeDrv name { inherit text; };
     writeShellScript = name: text: fakeDrv name { inherit text; };
     writeScriptBin =
@@ -140,7 +140,7 @@ let
         meta.mainProgram = name;
       };
     writeShellApplication =
-      { name, text, ... }@args:
+      { name, ... }@args:
       fakeDrv name (
         args
         // {
@@ -209,6 +209,8 @@ let
     natscli = fakePackage "natscli-0.5.0" "nats";
     coreutils = fakePackage "coreutils-9.5" "coreutils";
     jq = fakePackage "jq-1.7.1" "jq";
+    nixfmt = fakePackage "nixfmt" "nixfmt";
+    deadnix = fakePackage "deadnix" "deadnix";
     # nixpkgs' own source (nix-darwin's darwin-uninstaller reads it; never read here).
     path = builtins.toFile "fake-nixpkgs-path" "";
     # Packages nix-darwin's own modules refer to while building the activation script.

@@ -46,22 +46,24 @@ let
   secrets = lib.mapAttrs (_: v: "${lib.elemAt v 1}") (
     lib.filterAttrs (_: v: lib.elemAt v 1 != null) secretFiles
   );
-  environmentWith = secretPath: {
-    NATS_URL = cfg.natsUrl;
-    STREAM_NAME = cfg.streamName;
-    LOG_LEVEL = cfg.logLevel;
-    SNAPSHOT_FREQUENCY = toString cfg.snapshotFrequency;
-    STREAM_REPLICAS = toString cfg.streamReplicas;
-    DUPLICATE_WINDOW = toString cfg.duplicateWindow;
-    AUDIT_ENABLED = lib.boolToString cfg.audit.enable;
-    AUDIT_STREAM_NAME = cfg.audit.streamName;
-    AUDIT_MAX_AGE_DAYS = toString cfg.audit.maxAgeDays;
-    NODE_ENV = "production";
-  }
-  // lib.optionalAttrs (cfg.natsUser != null) { NATS_USER = cfg.natsUser; }
-  // lib.mapAttrs' (
-    name: file: lib.nameValuePair (lib.head secretFiles.${name}) (secretPath name file)
-  ) secrets;
+  environmentWith =
+    secretPath:
+    {
+      NATS_URL = cfg.natsUrl;
+      STREAM_NAME = cfg.streamName;
+      LOG_LEVEL = cfg.logLevel;
+      SNAPSHOT_FREQUENCY = toString cfg.snapshotFrequency;
+      STREAM_REPLICAS = toString cfg.streamReplicas;
+      DUPLICATE_WINDOW = toString cfg.duplicateWindow;
+      AUDIT_ENABLED = lib.boolToString cfg.audit.enable;
+      AUDIT_STREAM_NAME = cfg.audit.streamName;
+      AUDIT_MAX_AGE_DAYS = toString cfg.audit.maxAgeDays;
+      NODE_ENV = "production";
+    }
+    // lib.optionalAttrs (cfg.natsUser != null) { NATS_USER = cfg.natsUser; }
+    // lib.mapAttrs' (
+      name: file: lib.nameValuePair (lib.head secretFiles.${name}) (secretPath name file)
+    ) secrets;
 in
 {
   inherit secrets;

@@ -144,7 +144,9 @@ in
       let
         owner =
           if cfg.user == defaultUser then
-            "${toString config.users.users.${defaultUser}.uid}:${toString config.users.users.${defaultUser}.gid}"
+            "${toString config.users.users.${defaultUser}.uid}:${
+              toString config.users.users.${defaultUser}.gid
+            }"
           else
             "${cfg.user}:${cfg.group}";
       in

@@ -133,10 +133,7 @@ in
     # connect but the meta group never forms, with no clear message from NATS.
     assertions = lib.optional (localNats && clusterRoutes != [ ]) {
       assertion = !sharedServerName;
-      message = ''
-        services.nats has cluster routes but its server name is "${nats.serverName}", a default every leaf shares${
-          lib.optionalString hostNameUnset " (networking.hostName is not set)"
-        }: JetStream clustering needs a unique name per node. Set networking.hostName (services.nats.serverName follows it) or services.nats.serverName to a name unique to this leaf.'';
+      message = ''services.nats has cluster routes but its server name is "${nats.serverName}", a default every leaf shares${lib.optionalString hostNameUnset " (networking.hostName is not set)"}: JetStream clustering needs a unique name per node. Set networking.hostName (services.nats.serverName follows it) or services.nats.serverName to a name unique to this leaf.'';
     };
 
     users.users = lib.mkIf (cfg.user == "policy-service") {

@@ -47,14 +47,32 @@ else
           mainProgram = "policy-service";
           bin.policy-service = "dist/main.js";
         };
-    "package: passes nixpkgs' insecure-package check (its derivation evaluates)" = check.accepted package.drvPath;
-    "package: on nodejs_20 (v0.9.0's package.nix) it is refused as insecure" = check.refused (withNode20 pkgs);
+    "package: passes nixpkgs' insecure-package check (its derivation evaluates)" =
+      check.accepted package.drvPath;
+    "package: on nodejs_20 (v0.9.0's package.nix) it is refused as insecure" = check.refused (
+      withNode20 pkgs
+    );
     "package: on nodejs_20 accepted only when permitted (permittedInsecurePackages, allowInsecurePredicate)" =
       check.eq
         {
-          byName = (builtins.tryEval (withNode20 (permitting { permittedInsecurePackages = [ "nodejs-20.20.2" ]; }))).success;
-          byOtherName = (builtins.tryEval (withNode20 (permitting { permittedInsecurePackages = [ "nodejs-20.20.1" ]; }))).success;
-          byPredicate = (builtins.tryEval (withNode20 (permitting { allowInsecurePredicate = p: p.pname == "nodejs"; }))).success;
+          byName =
+            (builtins.tryEval (
+              withNode20 (permitting {
+                permittedInsecurePackages = [ "nodejs-20.20.2" ];
+              })
+            )).success;
+          byOtherName =
+            (builtins.tryEval (
+              withNode20 (permitting {
+                permittedInsecurePackages = [ "nodejs-20.20.1" ];
+              })
+            )).success;
+          byPredicate =
+            (builtins.tryEval (
+              withNode20 (permitting {
+                allowInsecurePredicate = p: p.pname == "nodejs";
+              })
+            )).success;
         }
         {
           byName = true;
@@ -72,5 +90,7 @@ else
       && packageJson.scripts ? "test:unit"
       && packageJson.scripts ? "test:integration"
     ) "checkPhase:\n${args.checkPhase}";
-    "package: npm pack ships dist/ (files field)" = check.isTrue (lib.elem "dist" (packageJson.files or [ ])) "package.json `files` lacks dist: npm pack would drop the build";
+    "package: npm pack ships dist/ (files field)" = check.isTrue (lib.elem "dist" (
+      packageJson.files or [ ]
+    )) "package.json `files` lacks dist: npm pack would drop the build";
   }

@@ -43,8 +43,31 @@ let
   # systemd-lib's checkUnitConfig "Service" assertions on well-known keys.
   serviceConfigType = types.addCheck (types.attrsOf unitOption) (
     cfg:
-    (!(cfg ? Type) || builtins.elem cfg.Type [ "exec" "simple" "forking" "oneshot" "dbus" "notify" "notify-reload" "idle" ])
-    && (!(cfg ? Restart) || builtins.elem cfg.Restart [ "no" "on-success" "on-failure" "on-abnormal" "on-watchdog" "on-abort" "always" ])
+    (
+      !(cfg ? Type)
+      || builtins.elem cfg.Type [
+        "exec"
+        "simple"
+        "forking"
+        "oneshot"
+        "dbus"
+        "notify"
+        "notify-reload"
+        "idle"
+      ]
+    )
+    && (
+      !(cfg ? Restart)
+      || builtins.elem cfg.Restart [
+        "no"
+        "on-success"
+        "on-failure"
+        "on-abnormal"
+        "on-watchdog"
+        "on-abort"
+        "always"
+      ]
+    )
   );
   serviceModule =
     { ... }:
@@ -74,11 +97,24 @@ let
         conflicts = unitList;
         upholds = unitList;
         environment = mkOption {
-          type = types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ]));
+          type = types.attrsOf (
+            types.nullOr (
+              types.oneOf [
+                types.str
+                types.path
+                types.package
+              ]
+            )
+          );
           default = { };
         };
         path = mkOption {
-          type = types.listOf (types.oneOf [ types.package types.str ]);
+          type = types.listOf (
+            types.oneOf [
+              types.package
+              types.str
+            ]
+          );
           default = [ ];
         };
         serviceConfig = mkOption {

@@ -18,7 +18,8 @@ let
     inherit self;
     nixpkgs = {
       inherit lib;
-      legacyPackages = if legacyPackages == null then unavailable "nixpkgs.legacyPackages" else legacyPackages;
+      legacyPackages =
+        if legacyPackages == null then unavailable "nixpkgs.legacyPackages" else legacyPackages;
     };
     nix-darwin = unavailable "nix-darwin";
   };

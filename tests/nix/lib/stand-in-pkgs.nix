@@ -192,9 +192,7 @@ let
       };
     # In nixpkgs importNpmLock is callable and carries its own config hook.
     importNpmLock = {
-      __functor =
-        _: args:
-        fakeDrv "npm-deps" { inherit (args) npmRoot; };
+      __functor = _: args: fakeDrv "npm-deps" { inherit (args) npmRoot; };
       npmConfigHook = fakeDrv "npm-config-hook" { };
     };
     # 26.05: Node 20 is end of life and marked insecure (NixOS/nixpkgs#511784); 22 and 24
@@ -228,7 +226,12 @@ let
     bashInteractive = fakePackage "bash-interactive" "bash";
     nix-info = fakePackage "nix-info" "nix-info";
     texinfoInteractive = fakePackage "texinfo-interactive" "info";
-    replaceVarsWith = { name ? "${args.pname}-${args.version}", ... }@args: fakeDrv name args;
+    replaceVarsWith =
+      {
+        name ? "${args.pname}-${args.version}",
+        ...
+      }@args:
+      fakeDrv name args;
   };
 in
 self

@@ -90,6 +90,45 @@ else
       && packageJson.scripts ? "test:unit"
       && packageJson.scripts ? "test:integration"
     ) "checkPhase:\n${args.checkPhase}";
+    "package: the check phase's test scripts give node --test files or globs, not directories (Node >= 22)" =
+      let
+        # `node --test DIR/` works on Node 20 only: from Node 22 a directory argument is loaded
+        # as a module (MODULE_NOT_FOUND), and the check phase runs with the package's Node.
+        testArguments =
+          script:
+          lib.concatMap (
+            segment:
+            let
+              words = lib.filter (w: w != "") (lib.splitString " " segment);
+              afterTest = lib.drop 2 words;
+            in
+            if
+              lib.take 2 words == [
+                "node"
+                "--test"
+              ]
+            then
+              map (lib.replaceStrings [ "'" "\"" ] [ "" "" ]) (lib.filter (w: !lib.hasPrefix "-" w) afterTest)
+            else
+              [ ]
+          ) (map lib.trim (lib.splitString "&&" script));
+        isDirectory = arg: lib.hasSuffix "/" arg || !(lib.hasInfix "*" arg || lib.hasSuffix ".js" arg);
+        directories = lib.filter isDirectory (
+          lib.concatMap (name: testArguments packageJson.scripts.${name}) [
+            "test:unit"
+            "test:integration"
+          ]
+        );
+      in
+      check.eq directories [ ];
+    "package: package.json engines admit the Node the package is built with" =
+      let
+        range = packageJson.engines.node or "";
+        lowest = builtins.match ">= *([0-9][0-9.]*)" range;
+      in
+      check.isTrue (
+        lowest != null && lib.versionAtLeast args.nodejs.version (lib.head lowest)
+      ) "engines.node is ${builtins.toJSON range}, the package builds with Node ${args.nodejs.version}";
     "package: npm pack ships dist/ (files field)" = check.isTrue (lib.elem "dist" (
       packageJson.files or [ ]
     )) "package.json `files` lacks dist: npm pack would drop the build";

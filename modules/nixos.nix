@@ -22,6 +22,11 @@ let
   # networking.hostName at NixOS' own default ("nixos", set on every machine that names none).
   hostNameUnset = options.networking.hostName.highestPrio >= (lib.mkOptionDefault null).priority;
   # A server name every leaf would share: nixpkgs' constant default, or the host name default.
+  # Files the NATS configuration names outside the store: unreadable where validateConfig runs.
+  natsFilesOutsideStore = import ./nats-build-files.nix {
+    inherit lib;
+    inherit (nats) settings;
+  };
   sharedServerName =
     nats.serverName == "nats" || (nats.serverName == config.networking.hostName && hostNameUnset);
 in
@@ -117,6 +122,13 @@ in
     # same "nats" everywhere, and the seed's multi-leaf example sets none. An explicit
     # services.nats.serverName still wins.
     services.nats.serverName = lib.mkIf localNats (lib.mkDefault config.networking.hostName);
+    # nixpkgs validates nats.conf with `nats-server -t` inside the build sandbox; a TLS
+    # certificate or key outside the store is not there, so the build would fail (the guide's
+    # TLS example among them). Validation stays on for configurations it can check; an
+    # explicit services.nats.validateConfig still wins.
+    services.nats.validateConfig = lib.mkIf (localNats && natsFilesOutsideStore != [ ]) (
+      lib.mkDefault false
+    );
 
     # `policy-service ctl status` for operators. The credential files are the configured
     # originals (the unit gets copies through LoadCredential), usually readable by root only:

@@ -511,4 +511,39 @@ lib.mapAttrs' (
         serverName = [ ];
         singleLeaf = [ ];
       };
+  "validateConfig: off by default only when nats.conf names a file outside the store (the build cannot read it); explicit true wins" =
+    let
+      validate =
+        nats:
+        (eval [
+          flake.leafModule
+          enabled
+          {
+            services.nats = {
+              enable = true;
+            }
+            // nats;
+          }
+        ]).services.nats.validateConfig;
+    in
+    check.eq
+      {
+        plain = validate { };
+        tlsOutsideStore = validate { settings.tls.cert_file = "/run/secrets/nats-cert.pem"; };
+        clusterTlsOutsideStore = validate { settings.cluster.tls.key_file = "/var/lib/nats/key.pem"; };
+        tlsInStore = validate {
+          settings.tls.ca_file = "${builtins.storeDir}/00000000000000000000000000000000-ca.pem";
+        };
+        explicit = validate {
+          settings.tls.cert_file = "/run/secrets/nats-cert.pem";
+          validateConfig = true;
+        };
+      }
+      {
+        plain = true;
+        tlsOutsideStore = false;
+        clusterTlsOutsideStore = false;
+        tlsInStore = true;
+        explicit = true;
+      };
 }

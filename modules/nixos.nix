@@ -21,12 +21,12 @@ let
   clusterRoutes = nats.settings.cluster.routes or [ ];
   # networking.hostName at NixOS' own default ("nixos", set on every machine that names none).
   hostNameUnset = options.networking.hostName.highestPrio >= (lib.mkOptionDefault null).priority;
-  # A server name every leaf would share: nixpkgs' constant default, or the host name default.
   # Files the NATS configuration names outside the store: unreadable where validateConfig runs.
   natsFilesOutsideStore = import ./nats-build-files.nix {
     inherit lib;
     inherit (nats) settings;
   };
+  # A server name every leaf would share: nixpkgs' constant default, or the host name default.
   sharedServerName =
     nats.serverName == "nats" || (nats.serverName == config.networking.hostName && hostNameUnset);
 in
@@ -141,8 +141,8 @@ in
       })
     ];
 
-    # JetStream clustering needs a unique server_name per node; with a shared name the routes
-    # connect but the meta group never forms, with no clear message from NATS.
+    # JetStream clustering needs a unique server_name per node; with a shared one it breaks
+    # without a clear message from NATS.
     assertions = lib.optional (localNats && clusterRoutes != [ ]) {
       assertion = !sharedServerName;
       message = ''services.nats has cluster routes but its server name is "${nats.serverName}", a default every leaf shares${lib.optionalString hostNameUnset " (networking.hostName is not set)"}: JetStream clustering needs a unique name per node. Set networking.hostName (services.nats.serverName follows it) or services.nats.serverName to a name unique to this leaf.'';

@@ -75,7 +75,8 @@
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           packages = [
-            pkgs.nodejs_20
+            # nixpkgs' default Node (24 in 26.05), the one the package builds with.
+            pkgs.nodejs
             pkgs.nats-server
             pkgs.natscli
             pkgs.jq
@@ -87,6 +88,9 @@
         };
       });
 
-      formatter = forAllSystems (pkgs: pkgs.nixfmt-tree);
+      # `nix fmt`: nixfmt on every .nix file but the verbatim guide copies (as tests/nix/lint).
+      formatter = forAllSystems (
+        pkgs: pkgs.nixfmt-tree.override { settings.formatter.nixfmt.excludes = [ "tests/nix/examples/*" ]; }
+      );
     };
 }

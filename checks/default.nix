@@ -67,14 +67,21 @@ let
         }) (import file harness)
       ) files;
       report = builtins.unsafeDiscardStringContext (
-        lib.concatMapStrings (r: "${r.status} - ${r.name}${lib.optionalString (r.status != "ok") "\n    ${r.detail}"}\n") results
+        lib.concatMapStrings (
+          r: "${r.status} - ${r.name}${lib.optionalString (r.status != "ok") "\n    ${r.detail}"}\n"
+        ) results
       );
     in
-    pkgs.runCommand name { passAsFile = [ "report" ]; inherit report; } ''
-      cat "$reportPath"
-      if grep -q '^not ok' "$reportPath"; then exit 1; fi
-      cp "$reportPath" "$out"
-    '';
+    pkgs.runCommand name
+      {
+        passAsFile = [ "report" ];
+        inherit report;
+      }
+      ''
+        cat "$reportPath"
+        if grep -q '^not ok' "$reportPath"; then exit 1; fi
+        cp "$reportPath" "$out"
+      '';
 
   nixosModuleSystem = nixosSystem {
     modules = [
@@ -101,28 +108,40 @@ in
     ../tests/nix/cases/flake-outputs.nix
   ];
 
-  options-doc = pkgs.runCommand "options-doc-is-current" {
-    rendered = import ../tests/nix/lib/options-doc.nix {
-      inherit lib;
-      repo = self.outPath;
-    };
-    passAsFile = [ "rendered" ];
-  } ''
-    if ! diff <(cat "$renderedPath"; echo) ${../docs/options.md}; then
-      echo "docs/options.md is stale: run tests/nix/gen-options-doc" >&2
-      exit 1
-    fi
-    touch "$out"
-  '';
+  options-doc =
+    pkgs.runCommand "options-doc-is-current"
+      {
+        rendered = import ../tests/nix/lib/options-doc.nix {
+          inherit lib;
+          repo = self.outPath;
+        };
+        passAsFile = [ "rendered" ];
+      }
+      ''
+        if ! diff <(cat "$renderedPath"; echo) ${../docs/options.md}; then
+          echo "docs/options.md is stale: run tests/nix/gen-options-doc" >&2
+          exit 1
+        fi
+        touch "$out"
+      '';
 
-  # TODO(formatting): no nixfmt was available where these files were written, so they are
-  # hand-formatted in nixfmt (RFC 166) style but not yet machine-checked. Run `nix fmt`
-  # once, commit, then enable this check:
-  # formatting = pkgs.runCommand "nixfmt-check" { nativeBuildInputs = [ pkgs.nixfmt ]; } ''
-  #   cd ${self.outPath}
-  #   nixfmt --check $(find . -name '*.nix' -not -path './tests/nix/examples/*' -not -path '*/node_modules/*')
-  #   touch "$out"
-  # '';
+  # The lint of tests/nix/lint with nixpkgs' own tools: nixfmt (RFC 166) and deadnix on every
+  # .nix file except tests/nix/examples (verbatim copies of the deployment guide's blocks).
+  formatting =
+    pkgs.runCommand "nix-lint"
+      {
+        nativeBuildInputs = [
+          pkgs.nixfmt
+          pkgs.deadnix
+        ];
+      }
+      ''
+        cd ${self.outPath}
+        files=$(find . -name '*.nix' -not -path './tests/nix/examples/*' -not -path '*/node_modules/*' | sort)
+        nixfmt --check $files
+        deadnix --fail $files
+        touch "$out"
+      '';
 }
 // lib.optionalAttrs isLinux {
   # The generated unit files, written by the real NixOS systemd module.

@@ -16,6 +16,11 @@ in
     {
       # node + nats-server + an R3 stream; the default 1 GiB is tight.
       virtualisation.memorySize = 1536;
+      # The system user's seed for step_server_info: a test-only key (nodes.nix has its public key).
+      environment.etc."policy-cluster-test/system-user.nk" = {
+        source = ./cluster/system-user.test.nk;
+        mode = "0400";
+      };
       environment.systemPackages = [
         (pkgs.writeShellApplication {
           name = "cluster-scenario";
@@ -76,6 +81,12 @@ in
 
     with subtest("4 three policy-service instances via nats micro ls / $SRV.PING"):
         scenario(leaf3, "step_discovery")
+
+    with subtest("4b the guide's nats server ping / server info, with the system account"):
+        rc, out = leaf2.execute("SCENARIO_WAIT=120 SYS_NKEY=/etc/policy-cluster-test/system-user.nk cluster-scenario step_server_info 2>&1")
+        print(out)
+        if rc != 0:
+            raise Exception(f"leaf2: cluster-scenario step_server_info failed (exit {rc})")
 
     with subtest("5 lifecycle through different leaves"):
         scenario(leaf2, "step_lifecycle")

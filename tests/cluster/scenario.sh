@@ -17,6 +17,7 @@
 #   LEAF1_NAME LEAF2_NAME LEAF3_NAME               server_name of each leaf (default leafN)
 #   STREAM_NAME                                    (default POLICY_EVENTS)
 #   SCENARIO_WAIT                                  seconds a step waits for the cluster to converge (default 60)
+#   SYS_NKEY                                       the system user's NKey seed file, for step_server_info
 # Each step prints `# …` progress lines, exits 0 when every assertion holds and
 # non-zero (with `FAILED: <why>` on stderr) on the first one that does not.
 set -euo pipefail
@@ -304,6 +305,24 @@ step_discovery() {
   note "discovery: $(jq -c '[.[] | select(.name == "policy-service") | {id, version}]' <<<"$info")"
 }
 
+# 4b. The guide's troubleshooting commands `nats server ping` / `nats server info`, with the
+# system account of docs/leaf-node-deployment.md ("System account"): every server answers, and
+# each reports JetStream enabled (natscli prints a JetStream section only then).
+step_server_info() {
+  [[ -r "${SYS_NKEY:-}" ]] || fail "SYS_NKEY (the system user's NKey seed file) is not set or not readable: '${SYS_NKEY:-}'"
+  local pings n info
+  pings=$(nats_on 2 --nkey "$SYS_NKEY" server ping 3 2>&1) || fail "nats server ping failed: $pings"
+  [[ $(grep -c 'rtt=' <<<"$pings") -eq 3 ]] || fail "nats server ping: expected 3 servers, got: $pings"
+  for n in 1 2 3; do
+    local name_var="LEAF${n}_NAME"
+    info=$(nats_on "$n" --nkey "$SYS_NKEY" server info "${!name_var}" 2>&1) || fail "nats server info ${!name_var} failed: $info"
+    if ! grep -q '^JetStream:' <<<"$info" || ! grep -q 'Storage Directory:' <<<"$info"; then
+      fail "nats server info ${!name_var}: no JetStream section (JetStream not enabled?): $info"
+    fi
+  done
+  note "nats server ping: 3 servers; nats server info: JetStream enabled on ${LEAF1_NAME}, ${LEAF2_NAME}, ${LEAF3_NAME}"
+}
+
 # 5. Full lifecycle, each command through a different leaf than the one before.
 step_lifecycle() {
   expect_ok 2 approve '{"policy_id":"'"$SEED_POLICY_ID"'","approved_by":"compliance-officer","approval_date":"2025-11-08T10:00:00Z"}' 2
@@ -409,13 +428,14 @@ case "${1:-}" in
   step_stream_info) step_stream_info ;;
   step_seed_create) step_seed_create ;;
   step_discovery) step_discovery ;;
+  step_server_info) step_server_info ;;
   step_lifecycle) step_lifecycle ;;
   step_leader_to_leaf1) step_leader_to_leaf1 ;;
   step_after_crash) step_after_crash ;;
   step_caught_up) step_caught_up ;;
   step_unit_hardening) step_unit_hardening ;;
   *)
-    echo "usage: cluster-scenario step_cluster_up|step_stream_info|step_seed_create|step_discovery|step_lifecycle|step_leader_to_leaf1|step_after_crash|step_caught_up|step_unit_hardening" >&2
+    echo "usage: cluster-scenario step_cluster_up|step_stream_info|step_seed_create|step_discovery|step_server_info|step_lifecycle|step_leader_to_leaf1|step_after_crash|step_caught_up|step_unit_hardening" >&2
     exit 2
     ;;
 esac

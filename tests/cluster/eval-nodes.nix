@@ -34,7 +34,15 @@ let
       etc = lib.mapAttrs (_: file: {
         inherit (file) mode user;
         text = file.text;
-        source = if file.text == null then "${file.source}" else null;
+        # toString keeps a repository file where it is (interpolation would name a store
+        # copy that this evaluation does not create).
+        source =
+          if file.text != null then
+            null
+          else if builtins.isPath file.source then
+            toString file.source
+          else
+            "${file.source}";
       }) (cluster.nodes.${name}.environment.etc or { });
       # What the VM's cluster-scenario command is told (leaf URLs, credentials of `nats`).
       scenario = cluster.test.passthru.scenarioEnvironment {

@@ -39,7 +39,21 @@
       # NATS 2.12.1). An event store wants this in production too; the cost (a few
       # hundred writes/s per stream) is irrelevant at policy-management rates.
       jetstream.sync_interval = "always";
+      # The guide's `nats server info` / `server ping` need a system account: an NKey user,
+      # as docs/leaf-node-deployment.md ("System account") shows; only the public key is here.
+      # Its seed is the test-only ./system-user.test.nk (guards nothing outside this test).
+      accounts.SYS.users = [ { nkey = "UAG2632QDFXGYP22RGJTMZT7OGWHGJY6FFCWSZ7Q64BBMCSIHIE3YSI6"; } ];
+      system_account = "SYS";
+      # Clients without credentials (the service, the scenario's natscli) stay in the global account.
+      authorization.users = [ { user = "local"; } ];
+      no_auth_user = "local";
     };
+  };
+
+  # The system user's seed for step_server_info: a test-only key (its public key is above).
+  environment.etc."policy-cluster-test/system-user.nk" = {
+    source = ./system-user.test.nk;
+    mode = "0400";
   };
 
   services.policy-service = {

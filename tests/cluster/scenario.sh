@@ -21,6 +21,7 @@
 #   STREAM_REPLICAS                the stream's replicas (default LEAF_COUNT)
 #   SERVICE_USER                   the local unit's user, for step_unit_hardening (default policy-service)
 #   SCENARIO_WAIT                  seconds a step waits for the cluster to converge (default 60)
+#   SYS_NKEY                       the system user's NKey seed file, for step_server_info
 # Credentials: `nats` reads its own variables (NATS_USER, NATS_CREDS, NATS_NKEY, NATS_CA,
 # NATS_CERT, NATS_KEY, NATS_CONTEXT); a password is read from the file named by
 # SCENARIO_NATS_PASSWORD_FILE into NATS_PASSWORD, so it is in no argument list and no
@@ -328,6 +329,25 @@ step_discovery() {
   note "discovery: $(jq -c '[.[] | select(.name == "policy-service") | {id, version}]' <<<"$info")"
 }
 
+# 4b. The guide's troubleshooting commands `nats server ping` / `nats server info`, with the
+# system account of docs/leaf-node-deployment.md ("System account"): every server answers, and
+# each reports JetStream enabled (natscli prints a JetStream section only then).
+step_server_info() {
+  [[ -r "${SYS_NKEY:-}" ]] || fail "SYS_NKEY (the system user's NKey seed file) is not set or not readable: '${SYS_NKEY:-}'"
+  local pings n info names=()
+  pings=$(nats_on 2 --nkey "$SYS_NKEY" server ping "$LEAF_COUNT" 2>&1) || fail "nats server ping failed: $pings"
+  [[ $(grep -c 'rtt=' <<<"$pings") -eq "$LEAF_COUNT" ]] || fail "nats server ping: expected $LEAF_COUNT servers, got: $pings"
+  for n in "${LEAVES[@]}"; do
+    local name_var="LEAF${n}_NAME"
+    info=$(nats_on "$n" --nkey "$SYS_NKEY" server info "${!name_var}" 2>&1) || fail "nats server info ${!name_var} failed: $info"
+    if ! grep -q '^JetStream:' <<<"$info" || ! grep -q 'Storage Directory:' <<<"$info"; then
+      fail "nats server info ${!name_var}: no JetStream section (JetStream not enabled?): $info"
+    fi
+    names+=("${!name_var}")
+  done
+  note "nats server ping: $LEAF_COUNT servers; nats server info: JetStream enabled on ${names[*]}"
+}
+
 # 5. Full lifecycle, each command through a different leaf than the one before.
 step_lifecycle() {
   expect_ok 2 approve '{"policy_id":"'"$SEED_POLICY_ID"'","approved_by":"compliance-officer","approval_date":"2025-11-08T10:00:00Z"}' 2
@@ -433,13 +453,14 @@ case "${1:-}" in
   step_stream_info) step_stream_info ;;
   step_seed_create) step_seed_create ;;
   step_discovery) step_discovery ;;
+  step_server_info) step_server_info ;;
   step_lifecycle) step_lifecycle ;;
   step_leader_to_leaf1) step_leader_to_leaf1 ;;
   step_after_crash) step_after_crash ;;
   step_caught_up) step_caught_up ;;
   step_unit_hardening) step_unit_hardening ;;
   *)
-    echo "usage: cluster-scenario step_cluster_up|step_stream_info|step_seed_create|step_discovery|step_lifecycle|step_leader_to_leaf1|step_after_crash|step_caught_up|step_unit_hardening" >&2
+    echo "usage: cluster-scenario step_cluster_up|step_stream_info|step_seed_create|step_discovery|step_server_info|step_lifecycle|step_leader_to_leaf1|step_after_crash|step_caught_up|step_unit_hardening" >&2
     exit 2
     ;;
 esac

@@ -8,9 +8,11 @@ import { after, before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Svcm } from "@nats-io/services";
-import { SERVICE_MAIN, sleep, startCluster, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
+import { SERVICE_MAIN, SERVICE_ROOT, sleep, startCluster, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
 import { callOk, policyBody, readAllEvents, streamInfo, type Json } from "../helpers/client.js";
 import { previousRelease } from "../helpers/previous-release.js";
 
@@ -21,6 +23,7 @@ if (!prev.ok) {
 }
 
 type Build = "previous" | "current";
+const packageVersion = (serviceDir: string): string => (JSON.parse(readFileSync(join(serviceDir, "package.json"), "utf8")) as { version: string }).version;
 interface Instance { node: number; build: Build; id: string; proc: ServiceProcess }
 
 describe(`rolling upgrade from ${prev.ok ? `${prev.ref} (${prev.commit.slice(0, 7)})` : "the previous release"} to this tree on a three-node R3 cluster`, { skip: prev.ok ? false : prev.kind === "missing" ? prev.reason : false }, () => {
@@ -58,6 +61,11 @@ describe(`rolling upgrade from ${prev.ok ? `${prev.ref} (${prev.commit.slice(0, 
       if (!id) await sleep(200);
     }
     assert.ok(id, `the ${build} instance on node ${node + 1} does not answer $SRV.INFO`);
+    // What an operator watches during the upgrade: each instance's version in `nats micro info`.
+    const wanted = packageVersion(build === "previous" ? join(prev.root, "service") : SERVICE_ROOT);
+    const infos = [];
+    for await (const info of await new Svcm(admin).client().info("policy-service", id)) infos.push(info);
+    assert.equal(infos[0]?.version, wanted, `$SRV.INFO of the ${build} instance on node ${node + 1}`);
     instances[node] = { node, build, id, proc };
   }
 

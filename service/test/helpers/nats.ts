@@ -388,10 +388,13 @@ function serviceEnv(env: Record<string, string | undefined>): NodeJS.ProcessEnv 
   return base;
 }
 
-/** Starts `node dist/main.js` with `env` (plus PATH/HOME only), collecting its stdout log lines. */
-export function startService(env: Record<string, string | undefined>, args: string[] = []): ServiceProcess {
-  if (!existsSync(SERVICE_MAIN)) throw new Error(`${SERVICE_MAIN} missing: run \`npm run build\` first`);
-  const child = spawn(process.execPath, [SERVICE_MAIN, ...args], { cwd: SERVICE_ROOT, env: serviceEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+/**
+ * Starts `node dist/main.js` with `env` (plus PATH/HOME only), collecting its stdout log lines.
+ * `main`: another build's entry point (e.g. the previous release's, for the mixed-version test).
+ */
+export function startService(env: Record<string, string | undefined>, args: string[] = [], main: string = SERVICE_MAIN): ServiceProcess {
+  if (!existsSync(main)) throw new Error(`${main} missing: run \`npm run build\` first`);
+  const child = spawn(process.execPath, [main, ...args], { cwd: SERVICE_ROOT, env: serviceEnv(env), stdio: ["ignore", "pipe", "pipe"] });
   liveChildren.add(child);
   const lines: ServiceLogLine[] = [];
   const rawOutput: string[] = [];

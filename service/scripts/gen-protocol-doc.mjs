@@ -169,7 +169,7 @@ const QUERY_FIELDS = {
 
 const ERROR_MEANINGS = {
   invalid_json: "The request body is not JSON.",
-  validation_failed: "The JSON does not match the command's schema (`details` lists each `{path, message}`).",
+  validation_failed: "The JSON does not match the command's schema, or asks for what can never hold (an exemption whose `expires_at` has passed). `message` names the field and what it needs in plain words; `details` lists each `{path, message}`.",
   not_found: "The aggregate (or a referenced one) does not exist.",
   already_exists: "A create command names an id that is already taken.",
   invalid_transition: "The command is not allowed in the aggregate's current state; nothing was written.",

@@ -8,7 +8,7 @@ import type { AddressInfo } from "node:net";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { PUBLIC_COMMANDS, type AggregateState } from "../domain/index.js";
+import { PUBLIC_COMMANDS, type AggregateState, type ExemptionState } from "../domain/index.js";
 import type { Logger } from "./logger.js";
 
 const PREFIX = "policy_service_";
@@ -128,7 +128,7 @@ export class Metrics {
         const sources = self.sources;
         if (sources === undefined) return;
         const now = (sources.now ?? Date.now)();
-        this.set(sources.projection.exemptions().filter((e) => isGranted(e) && Date.parse(String((e as { expires_at?: unknown }).expires_at)) <= now).length);
+        this.set(sources.projection.exemptions().filter((e) => isGranted(e) && Date.parse((e as ExemptionState).expires_at) <= now).length);
       },
     });
     new Gauge({
@@ -178,7 +178,7 @@ export class Metrics {
 }
 
 function isGranted(state: AggregateState): boolean {
-  return state.aggregate_type === "PolicyExemption" && (state as { status?: unknown }).status === "Granted";
+  return state.aggregate_type === "PolicyExemption" && (state as ExemptionState).status === "Granted";
 }
 
 async function lastSequence(jsm: JetStreamManager, streamName: string): Promise<number | undefined> {

@@ -133,7 +133,10 @@ export class Queries {
     let after: string | null = null;
     if (q.cursor !== undefined) {
       after = decodeCursor(q.cursor);
-      if (after === null) return { ok: false, error: { code: "validation_failed", message: "cursor: not a cursor returned by list" } };
+      if (after === null) {
+        const message = "cursor must be a next_cursor returned by list, passed back unchanged";
+        return { ok: false, error: { code: "validation_failed", message, details: [{ path: "cursor", message }] } };
+      }
     }
     const matches = (state: AggregateState): boolean => {
       if (q.aggregate_type && state.aggregate_type !== q.aggregate_type) return false;

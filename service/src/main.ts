@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // policy-service: the command-line entry. `--version`, `--check-config`, `--help`, `ctl …`, or run the service.
-import { ConfigError, parseConfig, readCredentials, type Config } from "./app/config.js";
+import { ConfigError, listenText, parseConfig, readCredentials, type Config } from "./app/config.js";
 import { componentLogger, createLogger } from "./app/logger.js";
 import { SHUTDOWN_TIMEOUT_MS, startRuntime, type Runtime } from "./app/runtime.js";
 import { StartupError } from "./adapters/nats/setup.js";
@@ -73,11 +73,10 @@ async function runService(): Promise<void> {
   let metrics: Metrics | undefined;
   if (config.metricsListen) {
     metrics = new Metrics();
-    const { host, port } = config.metricsListen;
     try {
       await startMonitoringServer(config.metricsListen, metrics, componentLogger(logger, "metrics"));
     } catch (err) {
-      const reason = `cannot listen on METRICS_LISTEN ${host.includes(":") ? `[${host}]` : host}:${port}: ${(err as Error).message}`;
+      const reason = `cannot listen on METRICS_LISTEN ${listenText(config.metricsListen)}: ${(err as Error).message}`;
       logger.fatal({ err }, reason);
       process.exit(1);
     }
@@ -113,7 +112,8 @@ async function main(argv: string[]): Promise<void> {
       return;
     case "--check-config": {
       const config = configOrExit();
-      process.stdout.write(`configuration ok: stream ${config.streamName}, ${config.natsServers.length} NATS URL(s), replicas ${config.streamReplicas}\n`);
+      const metrics = config.metricsListen ? `metrics on ${listenText(config.metricsListen)}` : "metrics off";
+      process.stdout.write(`configuration ok: stream ${config.streamName}, ${config.natsServers.length} NATS URL(s), replicas ${config.streamReplicas}, ${metrics}\n`);
       return;
     }
     case "ctl": {

@@ -122,6 +122,11 @@ function listenAddress(env: Env, name: string): { host: string; port: number } |
   return { host, port };
 }
 
+/** host:port as METRICS_LISTEN writes it (an IPv6 address in brackets). */
+export function listenText(listen: { host: string; port: number }): string {
+  return `${listen.host.includes(":") ? `[${listen.host}]` : listen.host}:${listen.port}`;
+}
+
 /** Expands `$CREDENTIALS_DIRECTORY` / `${CREDENTIALS_DIRECTORY}` (systemd LoadCredential) at the start of a path. */
 function credentialPath(env: Env, name: string): string | undefined {
   const raw = env[name];

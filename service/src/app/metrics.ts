@@ -10,6 +10,7 @@ import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { PUBLIC_COMMANDS, type AggregateState, type ExemptionState } from "../domain/index.js";
 import type { Logger } from "./logger.js";
+import { packageVersion } from "./version.js";
 
 const PREFIX = "policy_service_";
 /** Seconds; from a cached query (~100 µs) to a command that waited out JetStream retries (several seconds). */
@@ -65,6 +66,8 @@ export class Metrics {
       evaluation: histogram("evaluation", "Time from receiving an evaluation request to sending its reply."),
       query: histogram("query", "Time from receiving a query to sending its reply."),
     };
+    new Gauge({ name: `${PREFIX}build_info`, help: "Always 1; the running policy-service version as a label.", labelNames: ["version"] as const, registers })
+      .set({ version: packageVersion() }, 1);
     // Every endpoint's series exists from the start (ok: 0), so rate() and absent-series alerts work before traffic.
     const endpoints: Record<RequestKind, readonly string[]> = {
       command: PUBLIC_COMMANDS,

@@ -9,7 +9,9 @@ import { randomUUID } from "node:crypto";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { call, callOk, policyBody, streamInfo, type Json } from "../helpers/client.js";
-import { freePort, runService, sleep, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { freePort, runService, SERVICE_ROOT, sleep, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
 
 interface Sample { name: string; labels: Record<string, string>; value: number }
 
@@ -92,6 +94,8 @@ describe("METRICS_LISTEN: /metrics and /ready on a real service", () => {
     assert.equal(value(samples, "policy_service_evaluations_total", { name: "evaluate", outcome: "ok" }), 0);
     assert.equal(value(samples, "policy_service_queries_total", { name: "applicable", outcome: "ok" }), 0);
     assert.ok((value(samples, "policy_service_process_resident_memory_bytes") ?? 0) > 0, "process metrics");
+    const pkgVersion = JSON.parse(readFileSync(join(SERVICE_ROOT, "package.json"), "utf8")).version as string;
+    assert.equal(value(samples, "policy_service_build_info", { version: pkgVersion }), 1);
     assert.equal((await get(metricsPort, "/nope")).status, 404);
     assert.equal((await get(metricsPort, "/metrics", "POST")).status, 405);
     assert.equal((await get(metricsPort, "/ready", "HEAD")).status, 200);
@@ -129,7 +133,7 @@ describe("METRICS_LISTEN: /metrics and /ready on a real service", () => {
     assert.ok((value(after, "policy_service_evaluation_duration_seconds_count", { name: "evaluate" }) ?? 0) >= 2);
   });
 
-  test("conflict retries and idempotent replays are the command handler's own counters (as in $SRV.STATS)", async () => {
+  test("conflict retries and idempotent replays are the command handler's own counters (as in $SRV.STATS)", async (t) => {
     const policy = await callOk(nc!, "create", policyBody());
     const commandId = randomUUID();
     const update = { policy_id: policy.aggregate_id, updated_by: "o", name: "Renamed", command_id: commandId };
@@ -145,6 +149,7 @@ describe("METRICS_LISTEN: /metrics and /ready on a real service", () => {
     assert.equal(value(samples, "policy_service_command_idempotent_replays_total"), counters.replayedReplies);
     assert.equal(value(samples, "policy_service_command_conflict_retries_total"), counters.conflictRetries);
     assert.equal(value(samples, "policy_service_command_duplicates_total"), counters.duplicates);
+    t.diagnostic(`handler counters: ${JSON.stringify(counters)}`);
   });
 
   test("read-side lag: stream last seq minus the projection's applied seq; exemptions and pending expiries", async () => {
@@ -182,6 +187,11 @@ describe("METRICS_LISTEN: /metrics and /ready on a real service", () => {
 });
 
 describe("METRICS_LISTEN misconfigured or taken", () => {
+  test("--check-config says where metrics would listen", () => {
+    assert.match(runService(["--check-config"], { METRICS_LISTEN: "[::1]:9464" }).stdout, /, metrics on \[::1\]:9464$/m);
+    assert.match(runService(["--check-config"], {}).stdout, /, metrics off$/m);
+  });
+
   test("a malformed value is a one-line configuration error (exit 2)", () => {
     const result = runService(["--check-config"], { METRICS_LISTEN: "9464" });
     assert.equal(result.code, 2);

@@ -4,7 +4,7 @@ import * as assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConfigError, describeConfig, parseConfig, readCredentials } from "../../src/app/config.js";
+import { ConfigError, describeConfig, listenText, parseConfig, readCredentials } from "../../src/app/config.js";
 
 test("defaults follow the seed", () => {
   const c = parseConfig({});
@@ -25,6 +25,8 @@ test("METRICS_LISTEN: host:port, IPv6 in brackets, empty is off", () => {
   assert.deepEqual(parseConfig({ METRICS_LISTEN: "[::1]:9464" }).metricsListen, { host: "::1", port: 9464 });
   assert.deepEqual(parseConfig({ METRICS_LISTEN: " localhost:1 " }).metricsListen, { host: "localhost", port: 1 });
   assert.equal(parseConfig({ METRICS_LISTEN: "" }).metricsListen, null);
+  assert.equal(listenText({ host: "::1", port: 9464 }), "[::1]:9464");
+  assert.equal(listenText({ host: "127.0.0.1", port: 9464 }), "127.0.0.1:9464");
 });
 
 test("values are parsed", () => {

@@ -73,10 +73,17 @@ function tooSmall(issue: RawIssue & { code: "too_small" }): string {
   }
 }
 
-/** The fields an object schema accepts, for "unknown field" messages (undefined when the schema is not an object). */
+interface SchemaDef {
+  shape?: Record<string, unknown>;
+  keyType?: { _zod?: { values?: ReadonlySet<unknown> } };
+}
+
+/** The fields an object (or a record with enumerated keys) accepts, for "unknown field" messages; undefined when unknown. */
 function knownFields(issue: RawIssue): string[] | undefined {
-  const shape = (issue.inst as { _zod?: { def?: { shape?: Record<string, unknown> } } } | undefined)?._zod?.def?.shape;
-  return shape === undefined ? undefined : Object.keys(shape);
+  const def = (issue.inst as { _zod?: { def?: SchemaDef } } | undefined)?._zod?.def;
+  if (def?.shape !== undefined) return Object.keys(def.shape);
+  const keys = def?.keyType?._zod?.values;
+  return keys === undefined ? undefined : [...keys].map(String);
 }
 
 /**

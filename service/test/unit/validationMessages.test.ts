@@ -68,6 +68,9 @@ describe("plain-language validation messages", () => {
       "payload has an unknown field extra; the fields are: name, level, count, ratio, items, context, kind, code, step, flag",
     ]);
     assert.deepEqual(messages(Shape, { ...valid, a: 1, b: 2 })[0]?.startsWith("payload has unknown fields a, b;"), true);
+    assert.deepEqual(messages(z.object({ scope: z.partialRecord(z.enum(["User", "Resource"]), z.string()) }), { scope: { Nope: "x" } }), [
+      "scope has an unknown field Nope; the fields are: User, Resource",
+    ]);
     assert.deepEqual(messages(z.iso.datetime(), "yesterday"), ["payload must be an RFC 3339 date-time with offset, e.g. 2025-11-08T10:00:00Z"]);
     assert.deepEqual(messages(z.uuid(), "x"), ["payload must be a UUID (8-4-4-4-12 hex digits)"]);
   });

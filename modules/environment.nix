@@ -61,6 +61,14 @@ let
       NODE_ENV = "production";
     }
     // lib.optionalAttrs (cfg.natsUser != null) { NATS_USER = cfg.natsUser; }
+    # An IPv6 address is bracketed: METRICS_LISTEN is host:port.
+    // lib.optionalAttrs cfg.metrics.enable {
+      METRICS_LISTEN =
+        let
+          address = cfg.metrics.listenAddress;
+        in
+        "${if lib.hasInfix ":" address then "[${address}]" else address}:${toString cfg.metrics.port}";
+    }
     // lib.mapAttrs' (
       name: file: lib.nameValuePair (lib.head secretFiles.${name}) (secretPath name file)
     ) secrets;

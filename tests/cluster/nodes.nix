@@ -63,6 +63,7 @@
     streamReplicas = 3;
     logLevel = "info";
     snapshotFrequency = 100;
+    metrics.enable = true; # /metrics and /ready on 127.0.0.1:9464, scraped by run-local
   };
 
   environment.systemPackages = [

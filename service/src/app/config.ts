@@ -20,6 +20,8 @@ export interface Config {
   duplicateWindowSeconds: number;
   maxInFlight: number;
   audit: { enabled: boolean; streamName: string; maxAgeDays: number };
+  /** The Prometheus /metrics and /ready HTTP endpoint (METRICS_LISTEN); null: off (the default). */
+  metricsListen: { host: string; port: number } | null;
   /** Paths only; contents are read by readCredentials() and never logged. */
   credentialFiles: {
     creds?: string | undefined;
@@ -107,6 +109,24 @@ function natsUrls(env: Env): string[] {
   return urls;
 }
 
+/** METRICS_LISTEN: "host:port" ("127.0.0.1:9464", "[::1]:9464"); empty or unset turns the endpoint off. */
+function listenAddress(env: Env, name: string): { host: string; port: number } | null {
+  const raw = (env[name] ?? "").trim();
+  if (raw === "") return null;
+  const expected = `expected host:port such as 127.0.0.1:9464 or [::1]:9464 (unset to turn metrics off), got ${shown(raw)}`;
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(raw);
+  if (match === null) throw new ConfigError(name, expected);
+  const port = Number(match[2]);
+  if (port < 1 || port > 65535) throw new ConfigError(name, `port must be from 1 to 65535, got ${shown(raw)}`);
+  const host = match[1]!.startsWith("[") ? match[1]!.slice(1, -1) : match[1]!;
+  return { host, port };
+}
+
+/** host:port as METRICS_LISTEN writes it (an IPv6 address in brackets). */
+export function listenText(listen: { host: string; port: number }): string {
+  return `${listen.host.includes(":") ? `[${listen.host}]` : listen.host}:${listen.port}`;
+}
+
 /** Expands `$CREDENTIALS_DIRECTORY` / `${CREDENTIALS_DIRECTORY}` (systemd LoadCredential) at the start of a path. */
 function credentialPath(env: Env, name: string): string | undefined {
   const raw = env[name];
@@ -134,6 +154,7 @@ export function parseConfig(env: Env = process.env): Config {
     streamName: streamLikeName(env, "AUDIT_STREAM_NAME", "POLICY_AUDIT"),
     maxAgeDays: integer(env, "AUDIT_MAX_AGE_DAYS", 90, 1, 36_500),
   };
+  const metricsListen = listenAddress(env, "METRICS_LISTEN");
   if (audit.streamName === streamName) throw new ConfigError("AUDIT_STREAM_NAME", `must differ from STREAM_NAME (${streamName})`);
 
   const credentialFiles: Config["credentialFiles"] = {
@@ -166,6 +187,7 @@ export function parseConfig(env: Env = process.env): Config {
     duplicateWindowSeconds,
     maxInFlight,
     audit,
+    metricsListen,
     credentialFiles,
     snapshotBucket: `${streamName}_SNAPSHOTS`,
     commandsBucket: `${streamName}_COMMANDS`,

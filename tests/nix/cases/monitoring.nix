@@ -23,10 +23,12 @@
 }:
 let
   inherit (lib) mkOption types;
-  nullOr = type: mkOption {
-    type = types.nullOr type;
-    default = null;
-  };
+  nullOr =
+    type:
+    mkOption {
+      type = types.nullOr type;
+      default = null;
+    };
   prometheusOptions = {
     options.services.prometheus = {
       enable = lib.mkEnableOption "Prometheus monitoring daemon";
@@ -91,7 +93,9 @@ let
       after = lib.splitString begin text;
     in
     if lib.length after != 2 then null else lib.head (lib.splitString end (lib.elemAt after 1));
-  block = between "<!-- prometheus-example:begin -->\n```nix\n" "```\n<!-- prometheus-example:end -->" doc;
+  block =
+    between "<!-- prometheus-example:begin -->\n```nix\n" "```\n<!-- prometheus-example:end -->"
+      doc;
   example = import (builtins.toFile "prometheus-example.nix" "{\n${block}\n}");
   # Added to a leaf's configuration, which enables the service.
   evaluated = nixos (
@@ -107,9 +111,9 @@ let
   targets = lib.concatMap (job: lib.concatMap (group: group.targets) (job.static_configs or [ ])) (
     lib.filter (job: job.job_name == "policy-service") prometheus.scrapeConfigs
   );
-  ruleExprs = lib.concatMap (group: map (rule: rule.expr) group.rules) (
-    builtins.fromJSON (lib.head prometheus.rules)
-  ).groups;
+  ruleExprs =
+    lib.concatMap (group: map (rule: rule.expr) group.rules)
+      (builtins.fromJSON (lib.head prometheus.rules)).groups;
   # policy_service_* names in the rules; each must be defined by the service (its metric name with a
   # policy_service_ prefix, possibly with a _total suffix the definition carries itself).
   metricsSource = builtins.readFile (repo + "/service/src/app/metrics.ts");
@@ -157,20 +161,26 @@ in
   "metrics: off by default (no METRICS_LISTEN)" = check.isTrue (
     !(withMetrics { } ? METRICS_LISTEN)
   ) "METRICS_LISTEN set without metrics.enable";
-  "metrics: enable listens on 127.0.0.1:9464 by default" = check.eq (withMetrics {
-    enable = true;
-  }).METRICS_LISTEN "127.0.0.1:9464";
-  "metrics: listenAddress and port; an IPv6 address is bracketed" = check.eq [
-    (withMetrics {
-      enable = true;
-      listenAddress = "10.0.0.5";
-      port = 9500;
-    }).METRICS_LISTEN
-    (withMetrics {
-      enable = true;
-      listenAddress = "::1";
-    }).METRICS_LISTEN
-  ] [ "10.0.0.5:9500" "[::1]:9464" ];
+  "metrics: enable listens on 127.0.0.1:9464 by default" =
+    check.eq
+      (withMetrics {
+        enable = true;
+      }).METRICS_LISTEN
+      "127.0.0.1:9464";
+  "metrics: listenAddress and port; an IPv6 address is bracketed" =
+    check.eq
+      [
+        (withMetrics {
+          enable = true;
+          listenAddress = "10.0.0.5";
+          port = 9500;
+        }).METRICS_LISTEN
+        (withMetrics {
+          enable = true;
+          listenAddress = "::1";
+        }).METRICS_LISTEN
+      ]
+      [ "10.0.0.5:9500" "[::1]:9464" ];
   "metrics: port 0 and 65536 are refused" = check.refused [
     (withMetrics {
       enable = true;
@@ -188,20 +198,26 @@ in
     if !tried.success then
       check.isTrue false refusedDetail
     else
-      check.eq {
-        inherit (tried.value) listen targets enable;
-      } {
-        listen = "127.0.0.1:9464";
-        targets = [ "127.0.0.1:9464" ];
-        enable = true;
-      };
+      check.eq
+        {
+          inherit (tried.value) listen targets enable;
+        }
+        {
+          listen = "127.0.0.1:9464";
+          targets = [ "127.0.0.1:9464" ];
+          enable = true;
+        };
   "operations.md Prometheus example: rules are one JSON rule file whose alerts name defined metrics" =
     if !tried.success then
       check.isTrue false refusedDetail
     else
-      check.isTrue (
-        lib.length tried.value.ruleExprs == 4 && tried.value.ruleMetrics != [ ] && tried.value.undefined == [ ]
-      ) "rules: ${check.show tried.value.ruleExprs}; metrics not defined in service/src/app/metrics.ts: ${check.show tried.value.undefined}";
+      check.isTrue
+        (
+          lib.length tried.value.ruleExprs == 4
+          && tried.value.ruleMetrics != [ ]
+          && tried.value.undefined == [ ]
+        )
+        "rules: ${check.show tried.value.ruleExprs}; metrics not defined in service/src/app/metrics.ts: ${check.show tried.value.undefined}";
 }
 // (
   if darwinSystem == null then
@@ -212,12 +228,15 @@ in
     }
   else
     {
-      "metrics (darwin): the same METRICS_LISTEN in the launchd daemon's environment" = check.eq [
-        ((darwinEnvOf { }) ? METRICS_LISTEN)
-        (darwinEnvOf {
-          enable = true;
-          port = 9500;
-        }).METRICS_LISTEN
-      ] [ false "127.0.0.1:9500" ];
+      "metrics (darwin): the same METRICS_LISTEN in the launchd daemon's environment" =
+        check.eq
+          [
+            ((darwinEnvOf { }) ? METRICS_LISTEN)
+            (darwinEnvOf {
+              enable = true;
+              port = 9500;
+            }).METRICS_LISTEN
+          ]
+          [ false "127.0.0.1:9500" ];
     }
 )

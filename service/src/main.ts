@@ -4,6 +4,7 @@ import { ConfigError, parseConfig, readCredentials, type Config } from "./app/co
 import { createLogger } from "./app/logger.js";
 import { SHUTDOWN_TIMEOUT_MS, startRuntime, type Runtime } from "./app/runtime.js";
 import { StartupError } from "./adapters/nats/setup.js";
+import { CredentialError } from "./adapters/nats/connection.js";
 import { packageVersion } from "./app/version.js";
 
 const HELP = `usage: policy-service [--version | --check-config | --help | ctl <command> …]
@@ -71,6 +72,11 @@ async function runService(): Promise<void> {
     runtime = await startRuntime(config, logger, abort.signal);
   } catch (err) {
     if (exiting) return;
+    if (err instanceof CredentialError) {
+      // The operator's to fix, like a configuration error: one line naming the variable, exit 2.
+      logger.fatal({ variable: err.variable }, `invalid configuration: ${err.message}`);
+      process.exit(2);
+    }
     if (err instanceof StartupError) logger.fatal({ reason: err.message }, err.message);
     else logger.fatal({ err }, "start-up failed");
     process.exit(1);

@@ -1,10 +1,44 @@
 // Connecting to NATS: waits (forever, with capped backoff) while the server is not up yet, logging why,
 // then reconnects forever. Credentials come from files read at start (see app/config.ts).
+// A refusal that waiting cannot cure (credentials rejected, an untrusted or misnamed server certificate,
+// a server without TLS where TLS is required) ends the wait with a CredentialError naming the variable.
 import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
-import { credsAuthenticator, nkeyAuthenticator } from "@nats-io/nats-core";
+import { credsAuthenticator, nkeyAuthenticator, UserAuthenticationExpiredError, type Authenticator } from "@nats-io/nats-core";
 import type { Config, Credentials } from "../../app/config.js";
 import type { Logger } from "../../app/logger.js";
 import { backoffDelay, sleep } from "../../app/backoff.js";
+
+/** A configured credential that cannot work; `variable` is the environment variable to fix. */
+export class CredentialError extends Error {
+  readonly variable: string;
+  constructor(variable: string, message: string) {
+    super(`${variable}: ${message}`);
+    this.variable = variable;
+    this.name = "CredentialError";
+  }
+}
+
+/** The variable holding the credential the server judges (for a refusal's message). */
+function authVariable(config: Config): { variable: string; what: string } {
+  const files = config.credentialFiles;
+  if (files.creds) return { variable: "NATS_CREDS_FILE", what: `the user JWT in ${files.creds}` };
+  if (files.nkeySeed) return { variable: "NATS_NKEY_SEED_FILE", what: `the NKey seed in ${files.nkeySeed}` };
+  if (files.user) return { variable: "NATS_PASSWORD_FILE", what: `user ${JSON.stringify(files.user)} with the password in ${files.password}` };
+  if (files.token) return { variable: "NATS_TOKEN_FILE", what: `the token in ${files.token}` };
+  if (files.cert) return { variable: "NATS_CERT_FILE", what: `the client certificate ${files.cert}` };
+  return { variable: "NATS_CREDS_FILE", what: "a connection without credentials (set one of NATS_CREDS_FILE, NATS_NKEY_SEED_FILE, NATS_USER + NATS_PASSWORD_FILE, NATS_TOKEN_FILE)" };
+}
+
+/** Signs a throw-away nonce, so a malformed creds file or seed fails here, naming its variable, not at each connect. */
+function checkedAuthenticator(authenticator: Authenticator, variable: string, path: string | undefined, what: string): Authenticator {
+  try {
+    authenticator("policy-service-self-check");
+  } catch (err) {
+    // The library's message names the format problem, never the content.
+    throw new CredentialError(variable, `${path} is not a valid ${what} (${(err as Error).message})`);
+  }
+  return authenticator;
+}
 
 export function connectionOptions(config: Config, credentials: Credentials, name: string): ConnectionOptions {
   const opts: ConnectionOptions = {
@@ -16,16 +50,64 @@ export function connectionOptions(config: Config, credentials: Credentials, name
     pingInterval: 10_000,
     timeout: 5000,
   };
-  if (credentials.creds) opts.authenticator = credsAuthenticator(credentials.creds);
-  else if (credentials.nkeySeed) opts.authenticator = nkeyAuthenticator(credentials.nkeySeed);
+  const files = config.credentialFiles;
+  if (credentials.creds) opts.authenticator = checkedAuthenticator(credsAuthenticator(credentials.creds), "NATS_CREDS_FILE", files.creds, "NATS credentials file (.creds: user JWT and seed)");
+  else if (credentials.nkeySeed) opts.authenticator = checkedAuthenticator(nkeyAuthenticator(credentials.nkeySeed), "NATS_NKEY_SEED_FILE", files.nkeySeed, "NKey user seed (SU…)");
   else if (credentials.user !== undefined) { opts.user = credentials.user; opts.pass = credentials.password ?? ""; }
   else if (credentials.token !== undefined) opts.token = credentials.token;
-  if (credentials.tls) opts.tls = { ...credentials.tls };
+  // A tls:// URL means TLS or nothing: without a `tls` option the client would fall back to plain text
+  // when the server offers no TLS (measured with nats.js 3.4 against a server without a tls block).
+  if (credentials.tls || config.natsServers.some((url) => url.startsWith("tls://"))) opts.tls = { ...credentials.tls };
   return opts;
 }
 
-/** Retries until connected or `signal` aborts (then throws). Each failure is logged with its reason. */
-export async function connectWithRetry(opts: ConnectionOptions, logger: Logger, signal?: AbortSignal): Promise<NatsConnection> {
+/** Node's codes for a server certificate that does not verify against the configured CA. */
+const UNTRUSTED_CERTIFICATE = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_UNTRUSTED",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "CERT_REVOKED",
+]);
+
+/**
+ * A connect failure that retrying cannot cure, as the error to stop with; null for the ones worth waiting
+ * out (refused, timed out, an "Authentication Timeout" of a busy server).
+ */
+export function permanentConnectFailure(err: unknown, config: Config): CredentialError | null {
+  if (!(err instanceof Error)) return null;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (err instanceof UserAuthenticationExpiredError) {
+    return new CredentialError("NATS_CREDS_FILE", `the NATS server refused the user JWT in ${config.credentialFiles.creds}: it has expired (${err.message})`);
+  }
+  if (/authorization violation/i.test(err.message)) {
+    const { variable, what } = authVariable(config);
+    return new CredentialError(variable, `the NATS server refused ${what} (Authorization Violation)`);
+  }
+  if (code && UNTRUSTED_CERTIFICATE.has(code)) {
+    const ca = config.credentialFiles.ca;
+    return new CredentialError(
+      "NATS_CA_FILE",
+      ca ? `the NATS server's certificate does not verify against the CA in ${ca} (${code}: ${err.message})` : `the NATS server's certificate is not trusted by the system CAs and NATS_CA_FILE is not set (${code}: ${err.message})`,
+    );
+  }
+  if (code === "ERR_TLS_CERT_ALTNAME_INVALID") return new CredentialError("NATS_URL", `the host is not named in the NATS server's certificate (${err.message})`);
+  if (/server does not support 'tls'/.test(err.message)) {
+    return new CredentialError(config.credentialFiles.ca ? "NATS_CA_FILE" : "NATS_URL", "TLS is configured, but the NATS server does not offer TLS (no tls block in its configuration?)");
+  }
+  return null;
+}
+
+/**
+ * Retries until connected or `signal` aborts (then throws). Each failure is logged with its reason; with `config`,
+ * a failure that retrying cannot cure (permanentConnectFailure) throws its CredentialError instead.
+ */
+export async function connectWithRetry(opts: ConnectionOptions, logger: Logger, signal?: AbortSignal, config?: Config): Promise<NatsConnection> {
   for (let attempt = 0; ; attempt++) {
     if (signal?.aborted) throw new Error("aborted while waiting for NATS");
     try {
@@ -33,6 +115,8 @@ export async function connectWithRetry(opts: ConnectionOptions, logger: Logger, 
       logger.info({ server: nc.getServer(), server_version: nc.info?.version, attempt }, "connected to NATS");
       return nc;
     } catch (err) {
+      const permanent = config ? permanentConnectFailure(err, config) : null;
+      if (permanent) throw permanent;
       const delay = backoffDelay(attempt, { initialMs: 250, maxMs: 5000, jitter: 0.3 });
       logger.warn({ err, servers: opts.servers, attempt, retry_in_ms: delay }, "NATS not reachable yet; retrying");
       await sleep(delay);

@@ -200,14 +200,23 @@ describe("TLS that cannot work ends start-up with one line naming the variable",
   let pki: Pki | undefined;
   let tlsServer: NatsServer | undefined;
   let plainServer: NatsServer | undefined;
+  let mutualServer: NatsServer | undefined;
   before(async () => {
     pki = makePki(mkdtempSync(join(dir, "pki-")));
     tlsServer = await startNatsServer({ extraConfig: `tls { cert_file: "${pki.serverCert}", key_file: "${pki.serverKey}" }` });
     plainServer = await startNatsServer();
+    mutualServer = await startNatsServer({ extraConfig: `tls { cert_file: "${pki.serverCert}", key_file: "${pki.serverKey}", ca_file: "${pki.ca.cert}", verify: true }` });
   }, TEST_TIMEOUT);
   after(async () => {
     await tlsServer?.stop();
     await plainServer?.stop();
+    await mutualServer?.stop();
+  });
+
+  test("a server that requires client certificates (verify: true) and no NATS_CERT_FILE", TEST_TIMEOUT, async () => {
+    // The client sees only a timeout (the server drops it after the handshake); the service explains it.
+    const line = assertOneLineNaming(await runToExit({ NATS_URL: `tls://localhost:${mutualServer!.port}`, NATS_CA_FILE: pki!.ca.cert }), "NATS_CERT_FILE");
+    assert.match(line, /requires a client certificate/);
   });
 
   test("a CA that did not sign the server's certificate (wrong NATS_CA_FILE)", TEST_TIMEOUT, async () => {

@@ -2,6 +2,7 @@
 // then reconnects forever. Credentials come from files read at start (see app/config.ts).
 // A refusal that waiting cannot cure (credentials rejected, an untrusted or misnamed server certificate,
 // a server without TLS where TLS is required) ends the wait with a CredentialError naming the variable.
+import { connect as tcpConnect } from "node:net";
 import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import { credsAuthenticator, nkeyAuthenticator, UserAuthenticationExpiredError, type Authenticator } from "@nats-io/nats-core";
 import type { Config, Credentials } from "../../app/config.js";
@@ -104,6 +105,51 @@ export function permanentConnectFailure(err: unknown, config: Config): Credentia
 }
 
 /**
+ * The INFO line a NATS server sends in plain text on accepting a connection (before any TLS handshake),
+ * or null. Used only to explain a timeout: a server with `tls { verify: true }` drops a client without a
+ * certificate after the handshake, which the client reports as a bare timeout.
+ */
+export function readServerInfo(url: string, timeoutMs = 2000): Promise<Record<string, unknown> | null> {
+  let host: string;
+  let port: number;
+  try {
+    const parsed = new URL(url);
+    if (parsed.protocol !== "nats:" && parsed.protocol !== "tls:") return Promise.resolve(null);
+    host = parsed.hostname.replace(/^\[|\]$/g, "");
+    port = Number(parsed.port || 4222);
+  } catch {
+    return Promise.resolve(null);
+  }
+  return new Promise((resolve) => {
+    let buffered = "";
+    const socket = tcpConnect({ host, port });
+    const done = (info: Record<string, unknown> | null) => { clearTimeout(timer); socket.destroy(); resolve(info); };
+    const timer = setTimeout(() => done(null), timeoutMs);
+    socket.on("error", () => done(null));
+    socket.on("data", (chunk: Buffer) => {
+      buffered += chunk.toString("utf8");
+      const end = buffered.indexOf("\r\n");
+      if (end < 0) { if (buffered.length > 65_536) done(null); return; }
+      const m = /^INFO\s+(\{.*\})\s*$/.exec(buffered.slice(0, end));
+      try { done(m ? (JSON.parse(m[1]!) as Record<string, unknown>) : null); } catch { done(null); }
+    });
+  });
+}
+
+/** A timeout explained by the server's INFO: it requires a client certificate and none is configured. */
+async function missingClientCertificate(err: unknown, opts: ConnectionOptions, config: Config): Promise<CredentialError | null> {
+  if (!(err instanceof Error) || !/timeout/i.test(err.message) || !opts.tls || config.credentialFiles.cert) return null;
+  const servers = Array.isArray(opts.servers) ? opts.servers : [opts.servers ?? ""];
+  for (const server of servers) {
+    const info = await readServerInfo(server);
+    if (info?.tls_verify === true) {
+      return new CredentialError("NATS_CERT_FILE", `the NATS server at ${server} requires a client certificate (tls verify); set NATS_CERT_FILE and NATS_KEY_FILE`);
+    }
+  }
+  return null;
+}
+
+/**
  * Retries until connected or `signal` aborts (then throws). Each failure is logged with its reason; with `config`,
  * a failure that retrying cannot cure (permanentConnectFailure) throws its CredentialError instead.
  */
@@ -115,7 +161,7 @@ export async function connectWithRetry(opts: ConnectionOptions, logger: Logger, 
       logger.info({ server: nc.getServer(), server_version: nc.info?.version, attempt }, "connected to NATS");
       return nc;
     } catch (err) {
-      const permanent = config ? permanentConnectFailure(err, config) : null;
+      const permanent = config ? (permanentConnectFailure(err, config) ?? (await missingClientCertificate(err, opts, config))) : null;
       if (permanent) throw permanent;
       const delay = backoffDelay(attempt, { initialMs: 250, maxMs: 5000, jitter: 0.3 });
       logger.warn({ err, servers: opts.servers, attempt, retry_in_ms: delay }, "NATS not reachable yet; retrying");

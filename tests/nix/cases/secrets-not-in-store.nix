@@ -101,7 +101,11 @@ let
     method: _:
     let
       r = nixos (settingsOf method);
-      unitText = builtins.toJSON { inherit (r) environment serviceConfig; };
+      # Without PATH, which the real NixOS systemd module adds to every unit (coreutils, systemd, …).
+      unitText = builtins.toJSON {
+        environment = removeAttrs r.environment [ "PATH" ];
+        inherit (r) serviceConfig;
+      };
       fileVars = lib.filterAttrs (name: _: lib.hasSuffix "_FILE" name) r.environment;
     in
     {

@@ -109,10 +109,14 @@ async function main(argv: string[]): Promise<void> {
     case "ctl": {
       const config = configOrExit();
       const { runCtl } = await import("./ctl/main.js");
-      const { connectionOptions } = await import("./adapters/nats/connection.js");
+      const { connectionOptions, permanentConnectFailure } = await import("./adapters/nats/connection.js");
       const { connect } = await import("@nats-io/transport-node");
       const code = await runCtl(rest, {
-        connect: () => connect({ ...connectionOptions(config, readCredentials(config), "policy-service-ctl"), maxReconnectAttempts: 0 }),
+        // A refused credential is reported like the service does: naming the variable to fix.
+        connect: () =>
+          connect({ ...connectionOptions(config, readCredentials(config), "policy-service-ctl"), maxReconnectAttempts: 0 }).catch((err: unknown) => {
+            throw permanentConnectFailure(err, config) ?? err;
+          }),
         streamName: config.streamName,
         auditStreamName: config.audit.streamName,
       });

@@ -9,7 +9,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createUser } from "@nats-io/nkeys";
-import { freePort, SERVICE_MAIN, SERVICE_ROOT, sleep, startNatsServer, startService, type NatsServer } from "../helpers/nats.js";
+import { freePort, runService, SERVICE_MAIN, SERVICE_ROOT, sleep, startNatsServer, startService, type NatsServer } from "../helpers/nats.js";
 import { makeCa, makePki, type Pki } from "../helpers/pki.js";
 import { makeOperator } from "../helpers/jwt.js";
 import { documentedPermissions, documentedPermissionsText } from "../helpers/permissions.js";
@@ -154,6 +154,14 @@ describe("credentials the NATS server refuses end start-up with one line naming 
     const line = assertOneLineNaming(outcome, "NATS_PASSWORD_FILE", [wrong, password]);
     assert.match(line, /Authorization Violation/);
     assert.ok(outcome.ms < EXIT_BOUND_MS, `exited after ${outcome.ms} ms`);
+  });
+
+  test("policy-service ctl with a wrong password says which variable, too", TEST_TIMEOUT, async () => {
+    const wrong = randomSecret("wrong-pw");
+    const ctl = runService(["ctl", "status"], { NATS_URL: users!.url, NATS_USER: "policy-service", NATS_PASSWORD_FILE: file("ctl-wrong-password", wrong) }, EXIT_BOUND_MS);
+    assert.equal(ctl.code, 1, ctl.stderr);
+    assert.match(ctl.stderr, /^cannot connect to NATS: NATS_PASSWORD_FILE: the NATS server refused user "policy-service".*Authorization Violation/);
+    assert.ok(!`${ctl.stdout}${ctl.stderr}`.includes(wrong), "the password is not printed");
   });
 
   test("an unknown user", TEST_TIMEOUT, async () => {

@@ -57,6 +57,8 @@ before(async () => {
       `    { user: "policy-service", password: "${passwords.service}", permissions: $SERVICE }`,
       ...CLIENT_ROLES.map((role) => `    { user: "${role}", password: "${passwords[role]}", permissions: $${role.toUpperCase()} }`),
       `    { user: "inspector", password: "${passwords.inspector}" }`,
+      // docs/security.md's hardening note: the evaluator block with a private inbox prefix instead of _INBOX.>
+      `    { user: "private-evaluator", password: "${passwords.evaluator}", permissions: ${block("evaluator").replace('"_INBOX.>"', '"_INBOX_evaluator.>"')} }`,
       "  ]",
       "}",
     ].join("\n"),
@@ -217,6 +219,20 @@ describe("the client roles of docs/security.md against a real nats-server", () =
     const ctl = runService(["ctl", "events", "--since", "1", "--count", "3", "--json"], { NATS_URL: server!.url, NATS_USER: "auditor", NATS_PASSWORD_FILE: passwordFile }, 30_000);
     assert.equal(ctl.code, 0, `ctl events as the auditor: ${ctl.stderr}`);
     assert.equal(ctl.stdout.trim().split("\n").length, 3, ctl.stdout);
+  });
+
+  test("with a private inbox prefix (docs/security.md's note), an evaluator works and cannot read other clients' replies", TEST_TIMEOUT, async () => {
+    assert.ok(!documentedPermissionsText("evaluator").includes("_INBOX_evaluator"), "the documented block itself uses _INBOX.>");
+    const nc = await connect({ servers: server!.url, user: "private-evaluator", pass: passwords.evaluator, inboxPrefix: "_INBOX_evaluator" });
+    try {
+      const listed = (await nc.request("policy.queries.list", "{}", { timeout: 15_000 })).json<Json>();
+      assert.equal(listed.ok, true, JSON.stringify(listed));
+      expectedViolations.add("private-evaluator Subscription _INBOX.>");
+      const sub = nc.subscribe("_INBOX.>");
+      await assert.rejects((async () => { for await (const _ of sub) { /* nothing */ } })(), PermissionViolationError);
+    } finally {
+      await nc.close();
+    }
   });
 
   for (const role of CLIENT_ROLES) {

@@ -6,6 +6,7 @@
  *   pki.clientSubject                // the client certificate's subject as nats-server's verify_and_map sees it
  *   makeCa(dir, "other-ca")          // an unrelated CA, to show that a wrong NATS_CA_FILE is refused
  *   makeClientCert(dir, ca, "name")  // another client certificate signed by `ca`
+ *   makeServerCert(dir, ca, "name", ["DNS:other.example"])   // a server certificate for other names
  *
  * Throws with an install hint when openssl is missing (scripts/test installs it; Debian: apt-get install -y openssl).
  */
@@ -63,9 +64,12 @@ function signedCert(dir: string, ca: CertificateAuthority, name: string, subject
   return { cert, key };
 }
 
-/** A server certificate for `localhost` and 127.0.0.1 (subjectAltName: clients verify names there, not in the CN). */
-export function makeServerCert(dir: string, ca: CertificateAuthority, name = "server"): { cert: string; key: string } {
-  return signedCert(dir, ca, name, "/CN=localhost", ["subjectAltName=DNS:localhost,IP:127.0.0.1", "extendedKeyUsage=serverAuth"]);
+/**
+ * A server certificate for `localhost` and 127.0.0.1 (subjectAltName: clients verify names there, not in the CN),
+ * or for the names given (e.g. ["DNS:other.example"], to show a host missing from the certificate is refused).
+ */
+export function makeServerCert(dir: string, ca: CertificateAuthority, name = "server", altNames = ["DNS:localhost", "IP:127.0.0.1"]): { cert: string; key: string } {
+  return signedCert(dir, ca, name, "/CN=localhost", [`subjectAltName=${altNames.join(",")}`, "extendedKeyUsage=serverAuth"]);
 }
 
 /** A client certificate with subject `O=policy-test, CN=<commonName>`. */

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createUser } from "@nats-io/nkeys";
 import { freePort, runService, SERVICE_MAIN, SERVICE_ROOT, sleep, startNatsServer, startService, type NatsServer } from "../helpers/nats.js";
-import { makeCa, makePki, type Pki } from "../helpers/pki.js";
+import { makeCa, makePki, makeServerCert, type Pki } from "../helpers/pki.js";
 import { makeOperator } from "../helpers/jwt.js";
 import { documentedPermissions, documentedPermissionsText } from "../helpers/permissions.js";
 import { randomSecret } from "../helpers/auth.js";
@@ -235,6 +235,17 @@ describe("TLS that cannot work ends start-up with one line naming the variable",
 
   test("a TLS server and no NATS_CA_FILE (the system CAs do not know the test CA)", TEST_TIMEOUT, async () => {
     assertOneLineNaming(await runToExit({ NATS_URL: `tls://localhost:${tlsServer!.port}` }), "NATS_CA_FILE");
+  });
+
+  test("a certificate that does not name the host of NATS_URL", TEST_TIMEOUT, async () => {
+    const elsewhere = makeServerCert(mkdtempSync(join(dir, "elsewhere-")), pki!.ca, "elsewhere", ["DNS:nats.other.example"]);
+    const server = await startNatsServer({ extraConfig: `tls { cert_file: "${elsewhere.cert}", key_file: "${elsewhere.key}" }` });
+    try {
+      const line = assertOneLineNaming(await runToExit({ NATS_URL: `tls://localhost:${server.port}`, NATS_CA_FILE: pki!.ca.cert }), "NATS_URL");
+      assert.match(line, /not named in the NATS server's certificate/);
+    } finally {
+      await server.stop();
+    }
   });
 
   test("a tls:// URL to a server without TLS is refused, not used in plain text", TEST_TIMEOUT, async () => {

@@ -116,6 +116,19 @@ const METHODS: Record<string, (dir: string) => Promise<MethodSetup>> = {
     };
   },
 
+  ".creds file, operator mode with the full nats-based account resolver (NATS_CREDS_FILE)": async (dir) => {
+    const operator = await makeOperator({ users: { "policy-service": documentedPermissions("service"), admin: documentedPermissions("administrator") } });
+    // The production resolver: account JWTs kept in a directory (seeded here with resolver_preload).
+    const serverConfig = operator.serverConfig.replace("resolver: MEMORY", `resolver: { type: full, dir: "${join(dir, "jwt")}" }`);
+    assert.notEqual(serverConfig, operator.serverConfig);
+    return {
+      serverConfig,
+      serviceEnv: { NATS_CREDS_FILE: secretFile(dir, "policy-service.creds", operator.creds["policy-service"]!) },
+      admin: { authenticator: credsAuthenticator(operator.creds.admin!) },
+      secrets: { "user seed": seedOf(operator.creds["policy-service"]!) },
+    };
+  },
+
   "TLS with server verification (NATS_CA_FILE) + password": async (dir) => {
     const pki = makePki(dir);
     const password = randomSecret("pw");

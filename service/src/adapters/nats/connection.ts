@@ -150,10 +150,10 @@ async function missingClientCertificate(err: unknown, opts: ConnectionOptions, c
 }
 
 /**
- * Retries until connected or `signal` aborts (then throws). Each failure is logged with its reason; with `config`,
- * a failure that retrying cannot cure (permanentConnectFailure) throws its CredentialError instead.
+ * Retries until connected or `signal` aborts (then throws). Each failure is logged with its reason; a failure
+ * that retrying cannot cure (permanentConnectFailure, a missing client certificate) throws its CredentialError.
  */
-export async function connectWithRetry(opts: ConnectionOptions, logger: Logger, signal?: AbortSignal, config?: Config): Promise<NatsConnection> {
+export async function connectWithRetry(opts: ConnectionOptions, logger: Logger, signal: AbortSignal | undefined, config: Config): Promise<NatsConnection> {
   for (let attempt = 0; ; attempt++) {
     if (signal?.aborted) throw new Error("aborted while waiting for NATS");
     try {
@@ -161,7 +161,7 @@ export async function connectWithRetry(opts: ConnectionOptions, logger: Logger, 
       logger.info({ server: nc.getServer(), server_version: nc.info?.version, attempt }, "connected to NATS");
       return nc;
     } catch (err) {
-      const permanent = config ? (permanentConnectFailure(err, config) ?? (await missingClientCertificate(err, opts, config))) : null;
+      const permanent = permanentConnectFailure(err, config) ?? (await missingClientCertificate(err, opts, config));
       if (permanent) throw permanent;
       const delay = backoffDelay(attempt, { initialMs: 250, maxMs: 5000, jitter: 0.3 });
       logger.warn({ err, servers: opts.servers, attempt, retry_in_ms: delay }, "NATS not reachable yet; retrying");

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createUser } from "@nats-io/nkeys";
 import { freePort, runService, SERVICE_MAIN, SERVICE_ROOT, sleep, startNatsServer, startService, type NatsServer } from "../helpers/nats.js";
-import { makeCa, makePki, makeServerCert, type Pki } from "../helpers/pki.js";
+import { makeCa, makeClientCert, makePki, makeServerCert, type Pki } from "../helpers/pki.js";
 import { makeOperator } from "../helpers/jwt.js";
 import { documentedPermissions, documentedPermissionsText } from "../helpers/permissions.js";
 import { randomSecret } from "../helpers/auth.js";
@@ -225,6 +225,19 @@ describe("TLS that cannot work ends start-up with one line naming the variable",
     // The client sees only a timeout (the server drops it after the handshake); the service explains it.
     const line = assertOneLineNaming(await runToExit({ NATS_URL: `tls://localhost:${mutualServer!.port}`, NATS_CA_FILE: pki!.ca.cert }), "NATS_CERT_FILE");
     assert.match(line, /requires a client certificate/);
+  });
+
+  test("a client certificate the server does not accept: retried (the client sees a timeout), with a hint naming NATS_CERT_FILE", TEST_TIMEOUT, async () => {
+    const otherCa = makeCa(mkdtempSync(join(dir, "foreign-ca-")), "foreign-ca");
+    const foreign = makeClientCert(mkdtempSync(join(dir, "foreign-")), otherCa, "foreign");
+    const service = startService({ NATS_URL: `tls://localhost:${mutualServer!.port}`, LOG_LEVEL: "info", NATS_CA_FILE: pki!.ca.cert, NATS_CERT_FILE: foreign.cert, NATS_KEY_FILE: foreign.key });
+    try {
+      const warning = await service.waitForLog((l) => l.msg === "NATS not reachable yet; retrying", 30_000);
+      assert.match(String(warning.hint), /requires client certificates.*NATS_CERT_FILE/);
+      assert.ok(service.running, "still waiting (the rejection cannot be told from a slow server)");
+    } finally {
+      await service.stop();
+    }
   });
 
   test("a CA that did not sign the server's certificate (wrong NATS_CA_FILE)", TEST_TIMEOUT, async () => {

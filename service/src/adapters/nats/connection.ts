@@ -136,22 +136,29 @@ export function readServerInfo(url: string, timeoutMs = 2000): Promise<Record<st
   });
 }
 
-/** A timeout explained by the server's INFO: it requires a client certificate and none is configured. */
-async function missingClientCertificate(err: unknown, opts: ConnectionOptions, config: Config): Promise<CredentialError | null> {
-  if (!(err instanceof Error) || !/timeout/i.test(err.message) || !opts.tls || config.credentialFiles.cert) return null;
+/**
+ * A TLS timeout explained by the server's INFO: it requires client certificates (tls verify). Without
+ * NATS_CERT_FILE that is fatal; with one, the server may be rejecting it (another CA), which the client
+ * cannot tell from a slow server: a hint for the retry warning.
+ */
+async function explainTlsTimeout(err: unknown, opts: ConnectionOptions, config: Config): Promise<{ fatal?: CredentialError; hint?: string }> {
+  if (!(err instanceof Error) || !/timeout/i.test(err.message) || !opts.tls) return {};
   const servers = Array.isArray(opts.servers) ? opts.servers : [opts.servers ?? ""];
   for (const server of servers) {
     const info = await readServerInfo(server);
-    if (info?.tls_verify === true) {
-      return new CredentialError("NATS_CERT_FILE", `the NATS server at ${server} requires a client certificate (tls verify); set NATS_CERT_FILE and NATS_KEY_FILE`);
+    if (info?.tls_verify !== true) continue;
+    if (!config.credentialFiles.cert) {
+      return { fatal: new CredentialError("NATS_CERT_FILE", `the NATS server at ${server} requires a client certificate (tls verify); set NATS_CERT_FILE and NATS_KEY_FILE`) };
     }
+    return { hint: `the NATS server at ${server} requires client certificates: if this persists, it does not accept NATS_CERT_FILE ${config.credentialFiles.cert} (not signed by the CA in its tls.ca_file?)` };
   }
-  return null;
+  return {};
 }
 
 /**
  * Retries until connected or `signal` aborts (then throws). Each failure is logged with its reason; a failure
- * that retrying cannot cure (permanentConnectFailure, a missing client certificate) throws its CredentialError.
+ * that retrying cannot cure (permanentConnectFailure, a client certificate required but not configured)
+ * throws its CredentialError.
  */
 export async function connectWithRetry(opts: ConnectionOptions, logger: Logger, signal: AbortSignal | undefined, config: Config): Promise<NatsConnection> {
   for (let attempt = 0; ; attempt++) {
@@ -161,10 +168,12 @@ export async function connectWithRetry(opts: ConnectionOptions, logger: Logger, 
       logger.info({ server: nc.getServer(), server_version: nc.info?.version, attempt }, "connected to NATS");
       return nc;
     } catch (err) {
-      const permanent = permanentConnectFailure(err, config) ?? (await missingClientCertificate(err, opts, config));
+      const permanent = permanentConnectFailure(err, config);
       if (permanent) throw permanent;
+      const tls = await explainTlsTimeout(err, opts, config);
+      if (tls.fatal) throw tls.fatal;
       const delay = backoffDelay(attempt, { initialMs: 250, maxMs: 5000, jitter: 0.3 });
-      logger.warn({ err, servers: opts.servers, attempt, retry_in_ms: delay }, "NATS not reachable yet; retrying");
+      logger.warn({ err, servers: opts.servers, attempt, retry_in_ms: delay, ...(tls.hint ? { hint: tls.hint } : {}) }, "NATS not reachable yet; retrying");
       await sleep(delay);
     }
   }

@@ -256,6 +256,25 @@ describe("the client roles of docs/security.md against a real nats-server", () =
     });
   }
 
+  test("the service's own user cannot delete or purge the event stream, its messages or the buckets (docs/security.md)", TEST_TIMEOUT, async () => {
+    const nc = await connect({ servers: server!.url, user: "policy-service", pass: passwords.service });
+    try {
+      for (const stream of ["POLICY_EVENTS", "POLICY_AUDIT", ...BUCKET_STREAMS]) {
+        for (const api of ["STREAM.DELETE", "STREAM.PURGE", "STREAM.MSG.DELETE"]) {
+          const subject = `$JS.API.${api}.${stream}`;
+          expectedViolations.add(`policy-service Publish ${subject}`);
+          await assert.rejects(nc.request(subject, api === "STREAM.MSG.DELETE" ? JSON.stringify({ seq: 1 }) : "", { timeout: 5000 }), (err: Error) => {
+            const cause = (err as { cause?: unknown }).cause;
+            return cause instanceof PermissionViolationError && cause.operation === "publish";
+          }, subject);
+        }
+      }
+      assert.ok((await inspectorJsm!.streams.info("POLICY_EVENTS")).state.messages > 0, "the events are still there");
+    } finally {
+      await nc.close();
+    }
+  });
+
   test("the server refused exactly what the test tried on purpose: the roles' and the service's work needed no other permission", TEST_TIMEOUT, async () => {
     const logged = new Set(serverViolations());
     assert.ok(expectedViolations.size > 40, "the refusals above ran");

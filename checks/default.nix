@@ -106,6 +106,7 @@ in
     ../tests/nix/cases/nixos-module.nix
     ../tests/nix/cases/seed-examples.nix
     ../tests/nix/cases/flake-outputs.nix
+    ../tests/nix/cases/secrets-not-in-store.nix
   ];
 
   options-doc =
@@ -175,6 +176,7 @@ in
   darwin-module = evalCases "darwin-module-eval" [
     ../tests/nix/cases/darwin-module.nix
     ../tests/nix/cases/seed-examples.nix
+    ../tests/nix/cases/secrets-not-in-store.nix
   ];
   darwin-system =
     (darwinSystem {

@@ -4,6 +4,7 @@ import { ConfigError, listenText, parseConfig, readCredentials, type Config } fr
 import { componentLogger, createLogger } from "./app/logger.js";
 import { SHUTDOWN_TIMEOUT_MS, startRuntime, type Runtime } from "./app/runtime.js";
 import { StartupError } from "./adapters/nats/setup.js";
+import { CredentialError } from "./adapters/nats/connection.js";
 import { packageVersion } from "./app/version.js";
 import { Metrics, startMonitoringServer } from "./app/metrics.js";
 
@@ -86,6 +87,11 @@ async function runService(): Promise<void> {
     runtime = await startRuntime(config, logger, abort.signal, metrics);
   } catch (err) {
     if (exiting) return;
+    if (err instanceof CredentialError) {
+      // The operator's to fix, like a configuration error: one line naming the variable, exit 2.
+      logger.fatal({ variable: err.variable }, `invalid configuration: ${err.message}`);
+      process.exit(2);
+    }
     if (err instanceof StartupError) logger.fatal({ reason: err.message }, err.message);
     else logger.fatal({ err }, "start-up failed");
     process.exit(1);
@@ -119,10 +125,14 @@ async function main(argv: string[]): Promise<void> {
     case "ctl": {
       const config = configOrExit();
       const { runCtl } = await import("./ctl/main.js");
-      const { connectionOptions } = await import("./adapters/nats/connection.js");
+      const { connectionOptions, permanentConnectFailure } = await import("./adapters/nats/connection.js");
       const { connect } = await import("@nats-io/transport-node");
       const code = await runCtl(rest, {
-        connect: () => connect({ ...connectionOptions(config, readCredentials(config), "policy-service-ctl"), maxReconnectAttempts: 0 }),
+        // A refused credential is reported like the service does: naming the variable to fix.
+        connect: () =>
+          connect({ ...connectionOptions(config, readCredentials(config), "policy-service-ctl"), maxReconnectAttempts: 0 }).catch((err: unknown) => {
+            throw permanentConnectFailure(err, config) ?? err;
+          }),
         streamName: config.streamName,
         auditStreamName: config.audit.streamName,
       });

@@ -1,6 +1,7 @@
 // Configuration: one schema over the environment, parsed once at start-up.
 // Every problem is reported as ONE line naming the variable and what it accepts, so a
 // misconfigured unit fails loudly in journald/launchd logs instead of half-starting.
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 
@@ -225,6 +226,26 @@ function readSecret(path: string, variable: string): Uint8Array {
   }
 }
 
+// TLS files are checked here because node's TLS layer otherwise ignores an unparsable CA file (the
+// server then fails verification against the system CAs) and reports a bad key as a connect error.
+function pemCertificate(content: Uint8Array, path: string, variable: string): void {
+  try {
+    new X509Certificate(content);
+  } catch {
+    throw new ConfigError(variable, `file ${path} is not a PEM certificate`);
+  }
+}
+
+function pemPrivateKey(content: Uint8Array, path: string, variable: string): void {
+  try {
+    createPrivateKey({ key: Buffer.from(content) });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason = code === "ERR_MISSING_PASSPHRASE" ? "is encrypted (the service takes an unencrypted key)" : "is not a PEM private key";
+    throw new ConfigError(variable, `file ${path} ${reason}`);
+  }
+}
+
 /** Reads every configured credential file (the contents are returned, never logged). */
 export function readCredentials(config: Config): Credentials {
   const files = config.credentialFiles;
@@ -239,10 +260,10 @@ export function readCredentials(config: Config): Credentials {
   if (files.token) out.token = trimmed(readSecret(files.token, FILE_VARS.token));
   if (files.ca || files.cert) {
     out.tls = {};
-    if (files.ca) { readSecret(files.ca, FILE_VARS.ca); out.tls.caFile = files.ca; }
+    if (files.ca) { pemCertificate(readSecret(files.ca, FILE_VARS.ca), files.ca, FILE_VARS.ca); out.tls.caFile = files.ca; }
     if (files.cert && files.key) {
-      readSecret(files.cert, FILE_VARS.cert);
-      readSecret(files.key, FILE_VARS.key);
+      pemCertificate(readSecret(files.cert, FILE_VARS.cert), files.cert, FILE_VARS.cert);
+      pemPrivateKey(readSecret(files.key, FILE_VARS.key), files.key, FILE_VARS.key);
       out.tls.certFile = files.cert;
       out.tls.keyFile = files.key;
     }

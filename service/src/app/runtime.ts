@@ -55,7 +55,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
   const version = packageVersion();
   log.info({ version, config: describeConfig(config) }, "starting");
 
-  const nc = await connectWithRetry(connectionOptions(config, credentials, `policy-service@${hostname()}`), componentLogger(logger, "nats"), signal);
+  const nc = await connectWithRetry(connectionOptions(config, credentials, `policy-service@${hostname()}`), componentLogger(logger, "nats"), signal, config);
   watchStatus(nc, componentLogger(logger, "nats"));
   try {
     const server = checkServerVersion(nc.info?.version, config.streamReplicas);

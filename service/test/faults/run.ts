@@ -64,7 +64,7 @@ process.on("exit", () => {
   for (const child of liveWorkers) { try { child.kill("SIGKILL"); } catch { /* gone */ } }
 });
 
-interface Worker { child: ChildProcess; reports: CommandReport[]; done: Promise<void>; stderr: string[]; ready: Promise<void> }
+interface Worker { child: ChildProcess; reports: CommandReport[]; done: Promise<void>; stderr: string[]; ready: Promise<void>; exited: Promise<number | null> }
 
 function startWorker(cfg: WorkerConfig, wrap: string[]): Worker {
   const script = fileURLToPath(new URL("./worker.js", import.meta.url));
@@ -93,11 +93,11 @@ function startWorker(cfg: WorkerConfig, wrap: string[]): Worker {
     }
   });
   child.stderr!.on("data", (chunk: Buffer) => { stderr.push(chunk.toString()); });
-  child.once("exit", () => { markDone(); markReady(); });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => { markDone(); markReady(); resolve(code); }));
   child.stdin!.write(`${JSON.stringify(cfg)}\n`);
   liveWorkers.add(child);
   child.once("exit", () => liveWorkers.delete(child));
-  return { child, reports, done, stderr, ready };
+  return { child, reports, done, stderr, ready, exited };
 }
 
 function countBy<T>(items: T[], key: (t: T) => string | undefined): Map<string, number> {
@@ -149,8 +149,24 @@ export async function runSuite(opts: RunOptions): Promise<number> {
     });
     const servers = cluster.servers;
     say(`nats-server ${servers[0]!.version}: ${servers.map((s) => `${s.name} pid ${s.pid}`).join(", ")}`);
+    // All three provision the stream and buckets at once, as three leaves booting together would. An instance that
+    // dies doing so is a failed check; it is started once more so the rest of the run still tests something.
     for (let i = 0; i < 3; i++) services[i] = startInstance(i);
-    await Promise.all(services.map((s) => s!.ready(90_000)));
+    const starts = await Promise.allSettled(services.map((s) => s!.ready(90_000)));
+    const startProblems: string[] = [];
+    for (const [i, result] of starts.entries()) {
+      if (result.status === "fulfilled") continue;
+      const fatal = services[i]!.lines.find((l) => l.level >= 50);
+      startProblems.push(`instance ${i + 1}: ${fatal ? `${String(fatal.msg)}: ${JSON.stringify((fatal as any).err?.message ?? fatal)}` : String(result.reason).slice(0, 300)}`);
+      retired.push(services[i]!);
+      services[i] = startInstance(i);
+      await services[i]!.ready(90_000);
+    }
+    checks.push({
+      name: "three instances start together on a fresh cluster",
+      status: startProblems.length === 0 ? "pass" : "fail",
+      detail: startProblems.length === 0 ? "all ready" : `${startProblems.join("; ")} (started once more to go on)`,
+    });
     say(`3 service instances ready (STREAM_REPLICAS=3, SNAPSHOT_FREQUENCY=10${opts.disableIdempotency ? ", POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY=1: idempotency OFF" : ""}): pids ${services.map((s) => s!.pid).join(", ")}`);
     const connOpts = { maxReconnectAttempts: -1, reconnectTimeWait: 250, ignoreClusterUpdates: true, timeout: 10_000 };
     const admin = await connect({ servers: servers.map((s) => s.url), ...connOpts });
@@ -319,7 +335,13 @@ export async function runSuite(opts: RunOptions): Promise<number> {
     for (const w of workers) w.child.stdin!.write("stop\n");
     let finished = true;
     try { await withTimeout(Promise.all(workers.map((w) => w.done)), finishBound, "client workers"); } catch { finished = false; }
-    checks.push({ name: "clients finished their last command in time", status: finished ? "pass" : "fail", detail: `${Math.round((Date.now() - stopAt) / 1000)} s (bound ${Math.round(finishBound / 1000)} s)` });
+    if (finished) await withTimeout(Promise.all(workers.map((w) => w.exited)), 10_000, "client workers' exit").catch(() => undefined);
+    const crashedWorkers = workers.filter((w) => w.child.exitCode !== 0);
+    checks.push({
+      name: "clients finished their last command in time",
+      status: finished && crashedWorkers.length === 0 ? "pass" : "fail",
+      detail: `${Math.round((Date.now() - stopAt) / 1000)} s (bound ${Math.round(finishBound / 1000)} s)${crashedWorkers.map((w) => `\n      a worker ended with exit ${w.child.exitCode}: ${w.stderr.join("").slice(0, 300)}`).join("")}`,
+    });
     const reports = workers.flatMap((w) => w.reports);
     for (const w of workers) if (w.stderr.length > 0) say(`worker stderr: ${w.stderr.join("").slice(0, 500)}`);
 

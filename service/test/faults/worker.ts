@@ -271,13 +271,19 @@ class LogicalClient {
         report.outcome = "ok";
         report.ack = { aggregate_id: reply.aggregate_id, version: reply.version, seqs: reply.events.map((e) => e.seq) };
         if (this.r.chance(this.cfg.resendProbability)) {
-          // As if the reply had been lost: the same command again, through another server.
+          // As if the reply had been lost: the same command again, through another server, retried like any
+          // command while the answer is transient; the first definitive answer must be the original reply.
           const other = this.conns.filter((c) => c !== conn);
-          try {
-            const second = await this.request(other.length > 0 ? this.r.pick(other) : conn, op.name, payload);
-            report.resend = isDeepStrictEqual(second, reply) ? { consistent: true } : { consistent: false, second };
-          } catch (err) {
-            report.problems.push(`resend:${problemOf(err)}`);
+          for (let resendTry = 0; resendTry < this.cfg.maxTries; resendTry++) {
+            if (resendTry > 0) await sleep(Math.min(2000, 200 * 2 ** (resendTry - 1)) * (0.5 + this.r.next()));
+            try {
+              const second = await this.request(other.length > 0 ? this.r.pick(other) : conn, op.name, payload);
+              if (!second.ok && !FINAL_CODES.has(second.error.code)) { report.problems.push(`resend:${second.error.code}`); continue; }
+              report.resend = isDeepStrictEqual(second, reply) ? { consistent: true } : { consistent: false, second };
+              break;
+            } catch (err) {
+              report.problems.push(`resend:${problemOf(err)}`);
+            }
           }
         }
         op.onAck?.(reply);

@@ -123,7 +123,7 @@ export interface StartServerOptions {
   httpPort?: number;
   /** Address clients, routes and the monitor use (default 127.0.0.1). */
   host?: string;
-  /** Address the listeners bind (default: host), e.g. 0.0.0.0 inside a network namespace the test created. */
+  /** Address the client and monitoring listeners bind (default: host; routes listen on host), e.g. 0.0.0.0 inside a network namespace the test created. */
   bindHost?: string;
   /** Command prefix that execs the server (e.g. ["ip", "netns", "exec", "ns1"]). */
   wrap?: string[];

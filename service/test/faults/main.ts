@@ -107,7 +107,7 @@ async function main(): Promise<number> {
   if (stale.length > 0) process.stdout.write(`faults: removed namespaces of an earlier run that was killed: ${stale.join(", ")}\n`);
   const plan = createNetns(3);
   const slots = netnsSlots(plan);
-  process.stdout.write(`faults: network namespaces ${plan.hub} (bridge, ${plan.hubAddress}) and ${plan.nodes.map((n) => `${n.namespace} (${n.address})`).join(", ")}\n`);
+  process.stdout.write(`faults: network namespaces ${plan.hub} (bridge, ${plan.hubAddress}) and ${plan.nodes.map((n) => `${n.namespace} (${n.address})`).join(", ")}; deleted at exit\n`);
   const self = fileURLToPath(import.meta.url);
   const passThrough = process.argv.slice(2).filter((a) => a !== "--inside");
   if (!passThrough.includes("--seed")) passThrough.push("--seed", String(args.seed));
@@ -123,9 +123,9 @@ async function main(): Promise<number> {
     child.once("exit", (c, sig) => resolve(c ?? (sig ? 128 : 1)));
     child.once("error", (err) => { process.stderr.write(`faults: cannot start the run inside ${plan.hub}: ${err.message}\n`); resolve(1); });
   });
+  // Quietly, so the summary stays the last line; only leftovers are worth a word (on stderr).
   const left = deleteNetns(plan);
-  if (left.length > 0) process.stdout.write(`faults: killed ${left.length} process(es) still in the namespaces: ${left.join(", ")}\n`);
-  process.stdout.write(`faults: namespaces ${plan.prefix}-* deleted\n`);
+  if (left.length > 0) process.stderr.write(`faults: killed ${left.length} process(es) still in the namespaces: ${left.join(", ")}\n`);
   return signalled ? 130 : code;
 }
 

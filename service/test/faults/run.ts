@@ -462,6 +462,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
     // requester's server), so each answer is attributed through $SRV.STATS: with no other query traffic, exactly one
     // instance's query counter moves per request. Every instance must answer every list page (whole state of every
     // aggregate) and a sample of gets.
+    say("comparing every instance's read side with a replay of the stream");
     const lastSeq = info.state.last_seq;
     const replayed = new Map<string, unknown>();
     for (const [id, rows] of byAggregate) replayed.set(id, replay(rows.map((e) => e.envelope as unknown as EventEnvelope)));
@@ -613,6 +614,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
   if (failed || failedChecks > 0 || opts.keepLogs) log(`logs (service and nats-server output, every command's outcome, the faults): ${logDir}`);
   else rmSync(logDir, { recursive: true, force: true });
   log(`reproduce: scripts/faults --seed ${opts.seed} --duration ${opts.durationS} --clients ${opts.clients}${opts.disableIdempotency ? " --disable-idempotency" : ""} (the schedule and the clients' choices repeat; timing does not)`);
+  log(`took ${Math.round((Date.now() - started) / 1000)} s`);
   log(`faults: ${passed} passed, ${failedChecks} failed, ${skipped} skipped`);
   return failed || failedChecks > 0 ? 1 : 0;
 }

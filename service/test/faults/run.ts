@@ -206,7 +206,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
         if (!s.running) return `${s.name} not running`;
         try {
           const res = await fetch(`http://${opts.slots[i]!.host}:${s.httpPort}/healthz`, { signal: AbortSignal.timeout(3000) });
-          if (!res.ok) return `${s.name} /healthz ${res.status}`;
+          if (!res.ok) return `${s.name} /healthz ${res.status}: ${(await res.text().catch(() => "")).trim().slice(0, 200)}`;
         } catch (err) { return `${s.name} /healthz: ${(err as Error).message}`; }
       }
       try {
@@ -221,6 +221,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
       } catch (err) { return `$SRV.PING: ${(err as Error).message}`; }
       return null;
     };
+    let lastUnhealthy = "";
     const waitRecovered = async (since: number): Promise<number | null> => {
       let why: string | null = "not checked";
       while (Date.now() - since < RECOVERY_DEADLINE_MS && !opts.signal.aborted) {
@@ -229,6 +230,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
         await sleep(500);
       }
       say(`  not recovered within ${RECOVERY_DEADLINE_MS / 1000} s: ${why}`);
+      lastUnhealthy = why ?? "";
       return null;
     };
 
@@ -323,6 +325,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
       }
       record.healedAt = Date.now();
       record.recoveredMs = await waitRecovered(record.healedAt);
+      if (record.recoveredMs === null) record.note = lastUnhealthy;
       faults.push(record);
       say(`  healed; cluster healthy again after ${record.recoveredMs === null ? "—" : `${record.recoveredMs} ms`}`);
     }

@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isDeepStrictEqual } from "node:util";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -148,6 +148,9 @@ export async function runSuite(opts: RunOptions): Promise<number> {
       return { host: s.host, bindHost: s.bindHost, wrap: s.wrap, port: s.port, httpPort: s.httpPort, clusterPort: s.clusterPort, extraConfig: `client_advertise: "${s.clientAdvertise}"` };
     });
     const servers = cluster.servers;
+    // Interrupted (SIGINT/SIGTERM exits at once), the servers' data directories still go.
+    const dataDirs = servers.map((s) => dirname(s.storeDir));
+    process.on("exit", () => { for (const d of dataDirs) rmSync(d, { recursive: true, force: true }); });
     say(`nats-server ${servers[0]!.version}: ${servers.map((s) => `${s.name} pid ${s.pid}`).join(", ")}`);
     // All three provision the stream and buckets at once, as three leaves booting together would. An instance that
     // dies doing so is a failed check; it is started once more so the rest of the run still tests something.

@@ -32,6 +32,11 @@
       # One module for NixOS and nix-darwin: it detects the platform itself.
       leafModule = ./modules/leaf.nix;
 
+      lib = {
+        # The cluster test on your own leaves, for your checks (docs/nix.md).
+        mkLeafClusterTest = import ./lib/mk-leaf-cluster-test.nix { inherit (self) leafModule; };
+      };
+
       nixosModules = {
         default = self.nixosModules.policy-service;
         policy-service = ./modules/nixos.nix;
@@ -70,7 +75,8 @@
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {
           packages = [
-            pkgs.nodejs_20
+            # nixpkgs' default Node (24 in 26.05), the one the package builds with.
+            pkgs.nodejs
             pkgs.nats-server
             pkgs.natscli
             pkgs.jq
@@ -82,6 +88,9 @@
         };
       });
 
-      formatter = forAllSystems (pkgs: pkgs.nixfmt-tree);
+      # `nix fmt`: nixfmt on every .nix file but the verbatim guide copies (as tests/nix/lint).
+      formatter = forAllSystems (
+        pkgs: pkgs.nixfmt-tree.override { settings.formatter.nixfmt.excludes = [ "tests/nix/examples/*" ]; }
+      );
     };
 }

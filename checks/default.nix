@@ -67,14 +67,21 @@ let
         }) (import file harness)
       ) files;
       report = builtins.unsafeDiscardStringContext (
-        lib.concatMapStrings (r: "${r.status} - ${r.name}${lib.optionalString (r.status != "ok") "\n    ${r.detail}"}\n") results
+        lib.concatMapStrings (
+          r: "${r.status} - ${r.name}${lib.optionalString (r.status != "ok") "\n    ${r.detail}"}\n"
+        ) results
       );
     in
-    pkgs.runCommand name { passAsFile = [ "report" ]; inherit report; } ''
-      cat "$reportPath"
-      if grep -q '^not ok' "$reportPath"; then exit 1; fi
-      cp "$reportPath" "$out"
-    '';
+    pkgs.runCommand name
+      {
+        passAsFile = [ "report" ];
+        inherit report;
+      }
+      ''
+        cat "$reportPath"
+        if grep -q '^not ok' "$reportPath"; then exit 1; fi
+        cp "$reportPath" "$out"
+      '';
 
   nixosModuleSystem = nixosSystem {
     modules = [
@@ -99,30 +106,43 @@ in
     ../tests/nix/cases/nixos-module.nix
     ../tests/nix/cases/seed-examples.nix
     ../tests/nix/cases/flake-outputs.nix
+    ../tests/nix/cases/secrets-not-in-store.nix
   ];
 
-  options-doc = pkgs.runCommand "options-doc-is-current" {
-    rendered = import ../tests/nix/lib/options-doc.nix {
-      inherit lib;
-      repo = self.outPath;
-    };
-    passAsFile = [ "rendered" ];
-  } ''
-    if ! diff <(cat "$renderedPath"; echo) ${../docs/options.md}; then
-      echo "docs/options.md is stale: run tests/nix/gen-options-doc" >&2
-      exit 1
-    fi
-    touch "$out"
-  '';
+  options-doc =
+    pkgs.runCommand "options-doc-is-current"
+      {
+        rendered = import ../tests/nix/lib/options-doc.nix {
+          inherit lib;
+          repo = self.outPath;
+        };
+        passAsFile = [ "rendered" ];
+      }
+      ''
+        if ! diff <(cat "$renderedPath"; echo) ${../docs/options.md}; then
+          echo "docs/options.md is stale: run tests/nix/gen-options-doc" >&2
+          exit 1
+        fi
+        touch "$out"
+      '';
 
-  # TODO(formatting): no nixfmt was available where these files were written, so they are
-  # hand-formatted in nixfmt (RFC 166) style but not yet machine-checked. Run `nix fmt`
-  # once, commit, then enable this check:
-  # formatting = pkgs.runCommand "nixfmt-check" { nativeBuildInputs = [ pkgs.nixfmt ]; } ''
-  #   cd ${self.outPath}
-  #   nixfmt --check $(find . -name '*.nix' -not -path './tests/nix/examples/*' -not -path '*/node_modules/*')
-  #   touch "$out"
-  # '';
+  # The lint of tests/nix/lint with nixpkgs' own tools: nixfmt (RFC 166) and deadnix on every
+  # .nix file except tests/nix/examples (verbatim copies of the deployment guide's blocks).
+  formatting =
+    pkgs.runCommand "nix-lint"
+      {
+        nativeBuildInputs = [
+          pkgs.nixfmt
+          pkgs.deadnix
+        ];
+      }
+      ''
+        cd ${self.outPath}
+        files=$(find . -name '*.nix' -not -path './tests/nix/examples/*' -not -path '*/node_modules/*' | sort)
+        nixfmt --check $files
+        deadnix --fail $files
+        touch "$out"
+      '';
 }
 // lib.optionalAttrs isLinux {
   # The generated unit files, written by the real NixOS systemd module.
@@ -140,14 +160,23 @@ in
     cp ${unitFile "nats.service"} "$out/nats.service"
   '';
 
-  # The three-node NixOS VM test (tests/cluster.nix, owned by the cluster test; needs KVM).
-  cluster = pkgs.testers.runNixOSTest ../tests/cluster.nix;
+  # The three-node NixOS VM tests, each one call of lib.mkLeafClusterTest (needs KVM):
+  # our example leaves, and leaves with TLS and authentication as a user's would be.
+  cluster = import ../tests/cluster.nix {
+    inherit pkgs;
+    inherit (self.lib) mkLeafClusterTest;
+  };
+  cluster-tls-auth = import ../tests/cluster/tls-auth.nix {
+    inherit pkgs;
+    inherit (self.lib) mkLeafClusterTest;
+  };
 }
 // lib.optionalAttrs isDarwin {
   # The darwin cases through nix-darwin's darwinSystem, and the built launchd plists.
   darwin-module = evalCases "darwin-module-eval" [
     ../tests/nix/cases/darwin-module.nix
     ../tests/nix/cases/seed-examples.nix
+    ../tests/nix/cases/secrets-not-in-store.nix
   ];
   darwin-system =
     (darwinSystem {

@@ -23,6 +23,8 @@ let
   logFile = "/var/log/policy-service.log";
   errorLogFile = "/var/log/policy-service.error.log";
   executable = lib.getExe cfg.package;
+  # services.nats comes from ./nats-darwin.nix (leafModule imports it; darwinModules.nats).
+  nats = config.services.nats or { enable = false; };
 in
 {
   _class = "darwin";
@@ -30,6 +32,13 @@ in
   imports = [ ./options.nix ];
 
   config = lib.mkIf cfg.enable {
+    # JetStream clustering needs a unique server_name per node; nats-darwin's default "nats"
+    # is the same on every leaf.
+    assertions = lib.optional (nats.enable && (nats.settings.cluster.routes or [ ]) != [ ]) {
+      assertion = nats.serverName != "nats";
+      message = ''services.nats has cluster routes but its server name is "nats", a default every leaf shares: JetStream clustering needs a unique name per node. Set services.nats.serverName to a name unique to this leaf.'';
+    };
+
     users.knownUsers = [ userName ];
     users.knownGroups = [ userName ];
     users.users.${userName} = {
@@ -54,6 +63,16 @@ in
       chown ${toString uid}:${toString gid} ${logFile} ${errorLogFile}
       chmod 0640 ${logFile} ${errorLogFile}
     '';
+
+    # `policy-service ctl status` for operators, with the daemon's environment; the
+    # credential files must be readable by whoever runs it (`sudo policy-service ctl status`).
+    environment.systemPackages = [
+      (import ./operator-command.nix {
+        inherit lib pkgs cfg;
+        environment = runtime.operatorEnvironment;
+        runsAs = "the launchd daemon org.nixos.policy-service (sudo launchctl print system/org.nixos.policy-service)";
+      })
+    ];
 
     launchd.daemons.policy-service = {
       # launchd cannot read an environment file: source it in a shell, then exec.

@@ -1,7 +1,9 @@
 # The service's environment, computed from services.policy-service for both platforms.
 # `secretPath name file` says where the service finds a secret at run time: on NixOS the
 # systemd credentials directory (`$CREDENTIALS_DIRECTORY/<name>`), on nix-darwin the configured file itself.
-# Returns { environment; secrets; }: secrets maps credential names to the configured files.
+# Returns { environment; operatorEnvironment; secrets; }: secrets maps credential names to the
+# configured files; operatorEnvironment is the same environment with every secret at its
+# configured file (for the operator command, ./operator-command.nix, which runs outside systemd).
 {
   lib,
   cfg,
@@ -44,23 +46,35 @@ let
   secrets = lib.mapAttrs (_: v: "${lib.elemAt v 1}") (
     lib.filterAttrs (_: v: lib.elemAt v 1 != null) secretFiles
   );
+  environmentWith =
+    secretPath:
+    {
+      NATS_URL = cfg.natsUrl;
+      STREAM_NAME = cfg.streamName;
+      LOG_LEVEL = cfg.logLevel;
+      SNAPSHOT_FREQUENCY = toString cfg.snapshotFrequency;
+      STREAM_REPLICAS = toString cfg.streamReplicas;
+      DUPLICATE_WINDOW = toString cfg.duplicateWindow;
+      AUDIT_ENABLED = lib.boolToString cfg.audit.enable;
+      AUDIT_STREAM_NAME = cfg.audit.streamName;
+      AUDIT_MAX_AGE_DAYS = toString cfg.audit.maxAgeDays;
+      NODE_ENV = "production";
+    }
+    // lib.optionalAttrs (cfg.natsUser != null) { NATS_USER = cfg.natsUser; }
+    # An IPv6 address is bracketed: METRICS_LISTEN is host:port.
+    // lib.optionalAttrs cfg.metrics.enable {
+      METRICS_LISTEN =
+        let
+          address = cfg.metrics.listenAddress;
+        in
+        "${if lib.hasInfix ":" address then "[${address}]" else address}:${toString cfg.metrics.port}";
+    }
+    // lib.mapAttrs' (
+      name: file: lib.nameValuePair (lib.head secretFiles.${name}) (secretPath name file)
+    ) secrets;
 in
 {
   inherit secrets;
-  environment = {
-    NATS_URL = cfg.natsUrl;
-    STREAM_NAME = cfg.streamName;
-    LOG_LEVEL = cfg.logLevel;
-    SNAPSHOT_FREQUENCY = toString cfg.snapshotFrequency;
-    STREAM_REPLICAS = toString cfg.streamReplicas;
-    DUPLICATE_WINDOW = toString cfg.duplicateWindow;
-    AUDIT_ENABLED = lib.boolToString cfg.audit.enable;
-    AUDIT_STREAM_NAME = cfg.audit.streamName;
-    AUDIT_MAX_AGE_DAYS = toString cfg.audit.maxAgeDays;
-    NODE_ENV = "production";
-  }
-  // lib.optionalAttrs (cfg.natsUser != null) { NATS_USER = cfg.natsUser; }
-  // lib.mapAttrs' (
-    name: file: lib.nameValuePair (lib.head secretFiles.${name}) (secretPath name file)
-  ) secrets;
+  environment = environmentWith secretPath;
+  operatorEnvironment = environmentWith (_name: file: file);
 }

@@ -107,12 +107,22 @@ in
       default = true;
       description = ''
         If true, validate the NATS config with `nats-server -t` at build time. Disable it when
-        the config includes other files or refers to files absent at build time.
+        the config includes other files or refers to files absent at build time. When the
+        config names a `*_file` (a TLS certificate or key) outside the Nix store, the leaf
+        modules default it to false: the build cannot read that file.
       '';
     };
   };
 
   config = lib.mkIf cfg.enable {
+    # As on NixOS (./nixos.nix): files outside the store cannot be read where the config is validated.
+    services.nats.validateConfig = lib.mkIf (
+      import ./nats-build-files.nix {
+        inherit lib;
+        inherit (cfg) settings;
+      } != [ ]
+    ) (lib.mkDefault false);
+
     services.nats.settings = {
       server_name = cfg.serverName;
       port = cfg.port;
@@ -144,7 +154,9 @@ in
       let
         owner =
           if cfg.user == defaultUser then
-            "${toString config.users.users.${defaultUser}.uid}:${toString config.users.users.${defaultUser}.gid}"
+            "${toString config.users.users.${defaultUser}.uid}:${
+              toString config.users.users.${defaultUser}.gid
+            }"
           else
             "${cfg.user}:${cfg.group}";
       in

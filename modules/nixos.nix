@@ -1,6 +1,7 @@
 # NixOS implementation of services.policy-service: a hardened systemd unit.
 {
   config,
+  options,
   lib,
   pkgs,
   ...
@@ -16,6 +17,18 @@ let
   # The local NATS server, when this machine runs one through services.nats.
   localNats = config.services.nats.enable or false;
   stateDirectory = "policy-service";
+  nats = config.services.nats;
+  clusterRoutes = nats.settings.cluster.routes or [ ];
+  # networking.hostName at NixOS' own default ("nixos", set on every machine that names none).
+  hostNameUnset = options.networking.hostName.highestPrio >= (lib.mkOptionDefault null).priority;
+  # Files the NATS configuration names outside the store: unreadable where validateConfig runs.
+  natsFilesOutsideStore = import ./nats-build-files.nix {
+    inherit lib;
+    inherit (nats) settings;
+  };
+  # A server name every leaf would share: nixpkgs' constant default, or the host name default.
+  sharedServerName =
+    nats.serverName == "nats" || (nats.serverName == config.networking.hostName && hostNameUnset);
 in
 {
   _class = "nixos";
@@ -109,6 +122,31 @@ in
     # same "nats" everywhere, and the seed's multi-leaf example sets none. An explicit
     # services.nats.serverName still wins.
     services.nats.serverName = lib.mkIf localNats (lib.mkDefault config.networking.hostName);
+    # nixpkgs validates nats.conf with `nats-server -t` inside the build sandbox; a TLS
+    # certificate or key outside the store is not there, so the build would fail (the guide's
+    # TLS example among them). Validation stays on for configurations it can check; an
+    # explicit services.nats.validateConfig still wins.
+    services.nats.validateConfig = lib.mkIf (localNats && natsFilesOutsideStore != [ ]) (
+      lib.mkDefault false
+    );
+
+    # `policy-service ctl status` for operators. The credential files are the configured
+    # originals (the unit gets copies through LoadCredential), usually readable by root only:
+    # `sudo policy-service ctl status`.
+    environment.systemPackages = [
+      (import ./operator-command.nix {
+        inherit lib pkgs cfg;
+        environment = runtime.operatorEnvironment;
+        runsAs = "the systemd unit policy-service.service (systemctl status policy-service)";
+      })
+    ];
+
+    # JetStream clustering needs a unique server_name per node; with a shared one it breaks
+    # without a clear message from NATS.
+    assertions = lib.optional (localNats && clusterRoutes != [ ]) {
+      assertion = !sharedServerName;
+      message = ''services.nats has cluster routes but its server name is "${nats.serverName}", a default every leaf shares${lib.optionalString hostNameUnset " (networking.hostName is not set)"}: JetStream clustering needs a unique name per node. Set networking.hostName (services.nats.serverName follows it) or services.nats.serverName to a name unique to this leaf.'';
+    };
 
     users.users = lib.mkIf (cfg.user == "policy-service") {
       policy-service = {

@@ -151,6 +151,35 @@ in
       '';
     };
 
+    metrics = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+        example = true;
+        description = ''
+          Whether to serve Prometheus metrics on `http://<listenAddress>:<port>/metrics` and readiness on
+          `/ready` (200 once the instance serves requests, 503 while it starts, is cut off from NATS or stops).
+          The metrics count commands, evaluations and queries by name and outcome code, with latency
+          histograms, conflict retries, idempotent replays, read-side lag and pending expiries.
+        '';
+      };
+      listenAddress = mkOption {
+        type = types.str;
+        default = "127.0.0.1";
+        example = "0.0.0.0";
+        description = ''
+          Address the metrics endpoint listens on. The default keeps it on loopback, for a Prometheus on the
+          same host; the endpoint has no authentication, so expose it further only on a trusted network.
+        '';
+      };
+      port = mkOption {
+        type = types.ints.between 1 65535;
+        default = 9464;
+        example = 9464;
+        description = "TCP port of the metrics endpoint (9464 is the port conventionally used by Prometheus client exporters).";
+      };
+    };
+
     audit = {
       enable = mkOption {
         type = types.bool;

@@ -1,11 +1,16 @@
 # policy-service built from service/package-lock.json with importNpmLock: every
 # dependency is fetched by the `resolved` URL and `integrity` hash the lock file records,
 # so there is no npmDepsHash to keep current.
+#
+# Node is nixpkgs' default `nodejs` (24 in nixpkgs 26.05), the same one buildNpmPackage
+# uses by default; Node 20 is end of life and nixpkgs 26.05 refuses it as insecure.
+# Override with `policy-service.override { nodejs = pkgs.nodejs_22; }` (the lowest Node
+# in package.json's engines).
 {
   lib,
   buildNpmPackage,
   importNpmLock,
-  nodejs_20,
+  nodejs,
   nats-server,
   natscli,
 }:
@@ -28,7 +33,7 @@ buildNpmPackage {
     ];
   };
 
-  nodejs = nodejs_20;
+  inherit nodejs;
   npmDeps = importNpmLock { npmRoot = ./.; };
   npmConfigHook = importNpmLock.npmConfigHook;
 

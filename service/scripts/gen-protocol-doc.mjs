@@ -20,13 +20,12 @@ const DIST = process.env.PROTOCOL_DOC_DIST || join(SERVICE_ROOT, "dist");
 const load = (path) => import(pathToFileURL(join(DIST, path)).href);
 
 /**
- * The clock of the generated event examples. It lies after the seed exemption's expires_at
- * (2026-02-08T10:00:00Z), as the integration test's real clock does, so the documented events are
- * exactly what a service stores today (a grant whose expiry has passed starts at its expiry).
+ * The clock of the generated event examples. Every date the examples carry that must lie ahead (an exemption's
+ * expires_at, an effective_until) is in 2099, so the story is accepted at this instant and by a real service today.
  */
 export const DOC_NOW = "2026-03-02T09:00:00Z";
-/** When the sweeper's exemption_expired example happens (any instant at or after expires_at). */
-export const DOC_EXPIRY_NOW = "2026-03-02T09:01:00Z";
+/** The sweeper's exemption_expired example happens this long after the exemption's expires_at (any delay ≥ 0 will do). */
+const EXPIRY_DELAY_MS = 60_000;
 
 /** Queries, sent after the command story (docs and the integration test share this list). */
 export const QUERY_EXAMPLES = [
@@ -170,7 +169,7 @@ const QUERY_FIELDS = {
 
 const ERROR_MEANINGS = {
   invalid_json: "The request body is not JSON.",
-  validation_failed: "The JSON does not match the command's schema (`details` lists each `{path, message}`).",
+  validation_failed: "The JSON does not match the command's schema, or asks for what can never hold (an exemption whose `expires_at` has passed). `message` names the field and what it needs in plain words; `details` lists each `{path, message}`.",
   not_found: "The aggregate (or a referenced one) does not exist.",
   already_exists: "A create command names an id that is already taken.",
   invalid_transition: "The command is not allowed in the aggregate's current state; nothing was written.",
@@ -274,9 +273,12 @@ function runStory(domain, examples) {
     });
   };
   for (const ex of examples) apply(ex.command, ex.payload, DOC_NOW, ex.title);
-  // The sweeper's internal command, at the seed exemption's expiry, so exemption_expired has an example.
-  const seedGrant = examples.find((ex) => ex.command === "grant_exemption" && ex.seed);
-  if (seedGrant) apply("expire_exemption", { exemption_id: seedGrant.payload.exemption_id }, DOC_EXPIRY_NOW, "expire_exemption");
+  // The sweeper's internal command, just after the first exemption's expiry, so exemption_expired has an example.
+  const grant = examples.find((ex) => ex.command === "grant_exemption");
+  if (grant) {
+    const expiredAt = new Date(Date.parse(grant.payload.expires_at) + EXPIRY_DELAY_MS).toISOString().replace(".000Z", "Z");
+    apply("expire_exemption", { exemption_id: grant.payload.exemption_id }, expiredAt, "expire_exemption");
+  }
   return events;
 }
 
@@ -659,15 +661,17 @@ export async function renderProtocolDoc() {
   push(
     "## Invalid requests",
     "",
-    "Each is sent by the integration test after the story above and answers with the code shown.",
+    "Each is sent by the integration test after the story above and answers with the code and `error.message` shown.",
     "",
-    "| Subject | Request | Code |",
-    "|---|---|---|",
+    "| Subject | Request | Code | Message |",
+    "|---|---|---|---|",
   );
   for (const ex of examples.INVALID_EXAMPLES) {
     const body = examples.exampleBody(ex);
     const shown = body.length > 140 ? `${body.slice(0, 137)}…` : body;
-    push(`| \`policy.commands.${ex.command}\` | ${cell(ex.title)}: \`${cell(shown)}\` | \`${ex.expect}\` |`);
+    const seed = ex.seed ? " (from the domain reference, verbatim)" : "";
+    const message = ex.message === undefined ? "" : cell(ex.message);
+    push(`| \`policy.commands.${ex.command}\` | ${cell(ex.title)}${seed}: \`${cell(shown)}\` | \`${ex.expect}\` | ${message} |`);
   }
   push("");
   return out.join("\n");

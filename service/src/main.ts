@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // policy-service: the command-line entry. `--version`, `--check-config`, `--help`, `ctl …`, or run the service.
-import { ConfigError, parseConfig, readCredentials, type Config } from "./app/config.js";
-import { createLogger } from "./app/logger.js";
+import { ConfigError, listenText, parseConfig, readCredentials, type Config } from "./app/config.js";
+import { componentLogger, createLogger } from "./app/logger.js";
 import { SHUTDOWN_TIMEOUT_MS, startRuntime, type Runtime } from "./app/runtime.js";
 import { StartupError } from "./adapters/nats/setup.js";
+import { CredentialError } from "./adapters/nats/connection.js";
 import { packageVersion } from "./app/version.js";
+import { Metrics, startMonitoringServer } from "./app/metrics.js";
 
 const HELP = `usage: policy-service [--version | --check-config | --help | ctl <command> …]
 
@@ -20,6 +22,7 @@ Environment (defaults in brackets):
   DUPLICATE_WINDOW    seconds, ≥ 120                [120]
   MAX_IN_FLIGHT       concurrent requests/instance  [64]
   AUDIT_ENABLED, AUDIT_STREAM_NAME [POLICY_AUDIT], AUDIT_MAX_AGE_DAYS [90]
+  METRICS_LISTEN      host:port of GET /metrics (Prometheus) and GET /ready   [off]
   Credentials (file paths; $CREDENTIALS_DIRECTORY/… allowed): NATS_CREDS_FILE, NATS_NKEY_SEED_FILE,
   NATS_USER + NATS_PASSWORD_FILE, NATS_TOKEN_FILE; TLS: NATS_CA_FILE, NATS_CERT_FILE + NATS_KEY_FILE.
 
@@ -67,10 +70,28 @@ async function runService(): Promise<void> {
   process.on("SIGINT", onSignal);
   process.on("unhandledRejection", (err) => logger.error({ err }, "unhandled rejection (bug; the service keeps running)"));
 
+  // Up before NATS is reached, so /ready answers 503 (not "connection refused") while the instance starts.
+  let metrics: Metrics | undefined;
+  if (config.metricsListen) {
+    metrics = new Metrics();
+    try {
+      await startMonitoringServer(config.metricsListen, metrics, componentLogger(logger, "metrics"));
+    } catch (err) {
+      const reason = `cannot listen on METRICS_LISTEN ${listenText(config.metricsListen)}: ${(err as Error).message}`;
+      logger.fatal({ err }, reason);
+      process.exit(1);
+    }
+  }
+
   try {
-    runtime = await startRuntime(config, logger, abort.signal);
+    runtime = await startRuntime(config, logger, abort.signal, metrics);
   } catch (err) {
     if (exiting) return;
+    if (err instanceof CredentialError) {
+      // The operator's to fix, like a configuration error: one line naming the variable, exit 2.
+      logger.fatal({ variable: err.variable }, `invalid configuration: ${err.message}`);
+      process.exit(2);
+    }
     if (err instanceof StartupError) logger.fatal({ reason: err.message }, err.message);
     else logger.fatal({ err }, "start-up failed");
     process.exit(1);
@@ -97,16 +118,21 @@ async function main(argv: string[]): Promise<void> {
       return;
     case "--check-config": {
       const config = configOrExit();
-      process.stdout.write(`configuration ok: stream ${config.streamName}, ${config.natsServers.length} NATS URL(s), replicas ${config.streamReplicas}\n`);
+      const metrics = config.metricsListen ? `metrics on ${listenText(config.metricsListen)}` : "metrics off";
+      process.stdout.write(`configuration ok: stream ${config.streamName}, ${config.natsServers.length} NATS URL(s), replicas ${config.streamReplicas}, ${metrics}\n`);
       return;
     }
     case "ctl": {
       const config = configOrExit();
       const { runCtl } = await import("./ctl/main.js");
-      const { connectionOptions } = await import("./adapters/nats/connection.js");
+      const { connectionOptions, permanentConnectFailure } = await import("./adapters/nats/connection.js");
       const { connect } = await import("@nats-io/transport-node");
       const code = await runCtl(rest, {
-        connect: () => connect({ ...connectionOptions(config, readCredentials(config), "policy-service-ctl"), maxReconnectAttempts: 0 }),
+        // A refused credential is reported like the service does: naming the variable to fix.
+        connect: () =>
+          connect({ ...connectionOptions(config, readCredentials(config), "policy-service-ctl"), maxReconnectAttempts: 0 }).catch((err: unknown) => {
+            throw permanentConnectFailure(err, config) ?? err;
+          }),
         streamName: config.streamName,
         auditStreamName: config.audit.streamName,
       });

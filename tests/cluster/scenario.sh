@@ -4,34 +4,59 @@
 #  SC2016: `$x` inside single quotes are jq variables passed to `holds`.)
 # (No shebang: tests/cluster.nix wraps this text with pkgs.writeShellApplication, which
 # adds its own; run-local runs it with `bash scenario.sh STEP`.)
-# The three-leaf cluster scenario: ONE source, run by two runners.
-#   - the NixOS VM test (tests/cluster.nix) installs it as `cluster-scenario` and types
-#     `leaf2.succeed("cluster-scenario step_lifecycle")`;
+# The cluster scenario (three to five leaves): ONE source, run by two runners.
+#   - the NixOS VM test (lib.mkLeafClusterTest, lib/leaf-cluster-test.nix) installs it as
+#     `cluster-scenario`, with the leaves' URLs and credentials, and types
+#     `cluster-scenario step_lifecycle` on a leaf;
 #   - tests/cluster/run-local runs `bash tests/cluster/scenario.sh step_lifecycle` against
 #     three nats-server processes on loopback.
 # Only the real `nats` CLI (natscli), `jq` and `curl` (monitoring endpoint) are used.
 #
 # Parameters (environment):
-#   LEAF1_URL LEAF2_URL LEAF3_URL                  client URLs   (default nats://leafN:4222)
-#   LEAF1_MONITOR LEAF2_MONITOR LEAF3_MONITOR      monitor URLs  (default http://leafN:8222)
-#   LEAF1_NAME LEAF2_NAME LEAF3_NAME               server_name of each leaf (default leafN)
-#   STREAM_NAME                                    (default POLICY_EVENTS)
-#   SCENARIO_WAIT                                  seconds a step waits for the cluster to converge (default 60)
+#   LEAF_COUNT                     number of leaves N, 3 to 5 (default 3); every leaf holds a replica
+#   LEAF<n>_URL                    client URL of leaf n = 1..N     (default nats://leaf<n>:4222)
+#   LEAF<n>_MONITOR                monitoring URL of leaf n        (default http://leaf<n>:8222)
+#   LEAF<n>_NAME                   server_name of leaf n           (default leaf<n>)
+#   STREAM_NAME                    (default POLICY_EVENTS)
+#   STREAM_REPLICAS                the stream's replicas (default LEAF_COUNT)
+#   SERVICE_USER                   the local unit's user, for step_unit_hardening (default policy-service)
+#   SCENARIO_WAIT                  seconds a step waits for the cluster to converge (default 60)
+#   SYS_NKEY                       the system user's NKey seed file, for step_server_info
+# Credentials: `nats` reads its own variables (NATS_USER, NATS_CREDS, NATS_NKEY, NATS_CA,
+# NATS_CERT, NATS_KEY, NATS_CONTEXT); a password is read from the file named by
+# SCENARIO_NATS_PASSWORD_FILE into NATS_PASSWORD, so it is in no argument list and no
+# script. curl (the monitoring endpoints) honours CURL_CA_BUNDLE for https.
 # Each step prints `# …` progress lines, exits 0 when every assertion holds and
 # non-zero (with `FAILED: <why>` on stderr) on the first one that does not.
 set -euo pipefail
 
-LEAF1_URL="${LEAF1_URL:-nats://leaf1:4222}"
-LEAF2_URL="${LEAF2_URL:-nats://leaf2:4222}"
-LEAF3_URL="${LEAF3_URL:-nats://leaf3:4222}"
-LEAF1_MONITOR="${LEAF1_MONITOR:-http://leaf1:8222}"
-LEAF2_MONITOR="${LEAF2_MONITOR:-http://leaf2:8222}"
-LEAF3_MONITOR="${LEAF3_MONITOR:-http://leaf3:8222}"
-LEAF1_NAME="${LEAF1_NAME:-leaf1}"
-LEAF2_NAME="${LEAF2_NAME:-leaf2}"
-LEAF3_NAME="${LEAF3_NAME:-leaf3}"
+LEAF_COUNT="${LEAF_COUNT:-3}"
+if ! [[ "$LEAF_COUNT" =~ ^[3-5]$ ]]; then
+  printf 'FAILED: LEAF_COUNT=%s: the scenario needs 3 to 5 leaves (a crash must leave a quorum; JetStream has at most 5 replicas)\n' "$LEAF_COUNT" >&2
+  exit 2
+fi
+LEAVES=()
+for ((n = 1; n <= LEAF_COUNT; n++)); do
+  LEAVES+=("$n")
+  url="LEAF${n}_URL" monitor="LEAF${n}_MONITOR" name="LEAF${n}_NAME"
+  printf -v "$url" '%s' "${!url:-nats://leaf$n:4222}"
+  printf -v "$monitor" '%s' "${!monitor:-http://leaf$n:8222}"
+  printf -v "$name" '%s' "${!name:-leaf$n}"
+done
+unset url monitor name
 STREAM_NAME="${STREAM_NAME:-POLICY_EVENTS}"
+STREAM_REPLICAS="${STREAM_REPLICAS:-$LEAF_COUNT}"
+if [[ "$STREAM_REPLICAS" != "$LEAF_COUNT" ]]; then
+  printf 'FAILED: STREAM_REPLICAS=%s but LEAF_COUNT=%s: the scenario checks every leaf'"'"'s own replica, so each leaf must hold one\n' "$STREAM_REPLICAS" "$LEAF_COUNT" >&2
+  exit 2
+fi
+SERVICE_USER="${SERVICE_USER:-policy-service}"
 SCENARIO_WAIT="${SCENARIO_WAIT:-60}"
+if [[ -n "${SCENARIO_NATS_PASSWORD_FILE:-}" ]]; then
+  [[ -r "$SCENARIO_NATS_PASSWORD_FILE" ]] || { printf 'FAILED: SCENARIO_NATS_PASSWORD_FILE=%s is not readable\n' "$SCENARIO_NATS_PASSWORD_FILE" >&2; exit 2; }
+  NATS_PASSWORD=$(<"$SCENARIO_NATS_PASSWORD_FILE")
+  export NATS_PASSWORD
+fi
 
 # Fixed identities: the seed's policy, plus ids of our own for the rest of the story.
 SEED_POLICY_ID="550e8400-e29b-41d4-a716-446655440000"
@@ -68,20 +93,14 @@ fail() {
 }
 
 leaf_url() { # leaf_url N
-  case "$1" in
-    1) printf '%s\n' "$LEAF1_URL" ;;
-    2) printf '%s\n' "$LEAF2_URL" ;;
-    3) printf '%s\n' "$LEAF3_URL" ;;
-    *) fail "no leaf $1" ;;
-  esac
+  ((${1:-0} >= 1 && ${1:-0} <= LEAF_COUNT)) || fail "no leaf $1"
+  local v="LEAF$1_URL"
+  printf '%s\n' "${!v}"
 }
 leaf_monitor() {
-  case "$1" in
-    1) printf '%s\n' "$LEAF1_MONITOR" ;;
-    2) printf '%s\n' "$LEAF2_MONITOR" ;;
-    3) printf '%s\n' "$LEAF3_MONITOR" ;;
-    *) fail "no leaf $1" ;;
-  esac
+  ((${1:-0} >= 1 && ${1:-0} <= LEAF_COUNT)) || fail "no leaf $1"
+  local v="LEAF$1_MONITOR"
+  printf '%s\n' "${!v}"
 }
 
 # nats_on N ARGS…: natscli against leaf N, with a bounded wait.
@@ -175,10 +194,15 @@ local_last_seq() {
 
 # Each server's own replica of the stream is at the same, non-zero last sequence.
 same_last_seq_everywhere() {
-  local a b c
-  a=$(local_last_seq 1) && b=$(local_last_seq 2) && c=$(local_last_seq 3) || return 1
-  echo "last_seq leaf1=$a leaf2=$b leaf3=$c"
-  [[ "$a" == "$b" && "$b" == "$c" && "$a" -gt 0 ]]
+  local n seq first="" same=1 report=()
+  for n in "${LEAVES[@]}"; do
+    seq=$(local_last_seq "$n") || return 1
+    report+=("leaf$n=$seq")
+    first=${first:-$seq}
+    [[ "$seq" == "$first" ]] || same=0
+  done
+  echo "last_seq ${report[*]}"
+  ((same)) && [[ "$first" -gt 0 ]]
 }
 
 # Stored event check: the last message on SUBJECT is an event of TYPE for ID.
@@ -193,44 +217,45 @@ expect_stored() {
 }
 
 # Predicates polled by `eventually` (functions, so pipefail and `holds` apply).
-meta_leader_known() { # N: leaf N's server knows the meta leader of a 3-server meta group
+meta_leader_known() { # N: leaf N's server knows the meta leader of a LEAF_COUNT-server meta group
   local jsz
   jsz=$(curl -fsS --max-time 5 "$(leaf_monitor "$1")/jsz") || return 1
   echo "leaf$1 /jsz meta_cluster: $(jq -c .meta_cluster <<<"$jsz")"
-  holds "$jsz" '(.meta_cluster.leader // "") != "" and .meta_cluster.cluster_size == 3'
+  holds "$jsz" '(.meta_cluster.leader // "") != "" and .meta_cluster.cluster_size == $n' --argjson n "$LEAF_COUNT"
 }
-replicas_current() { # N: through leaf N, the stream has a leader and 2 current, online followers
+replicas_current() { # N: through leaf N, the stream has a leader and STREAM_REPLICAS - 1 current, online followers
   local info
   info=$(stream_info_on "$1") || return 1
   echo "cluster: $(jq -c .cluster <<<"$info")"
-  holds "$info" '(.cluster.leader // "") != "" and ([.cluster.replicas[]? | select(.current and (.offline | not))] | length) == 2'
+  holds "$info" '(.cluster.leader // "") != "" and ([.cluster.replicas[]? | select(.current and (.offline | not))] | length) == $f' --argjson f "$((STREAM_REPLICAS - 1))"
 }
-three_instances_listed() { # N: `nats micro ls` through leaf N lists 3 policy-service instances
+all_instances_listed() { # N: `nats micro ls` through leaf N lists LEAF_COUNT policy-service instances
   local list
   list=$(nats_on "$1" micro ls --json) || return 1
   echo "instances via leaf$1: $(jq -c '[.[] | {name, id}]' <<<"$list")"
-  holds "$list" '[.[] | select(.name == "policy-service") | .id] | unique | length == 3'
+  holds "$list" '[.[] | select(.name == "policy-service") | .id] | unique | length == $n' --argjson n "$LEAF_COUNT"
 }
 
 # --- steps -------------------------------------------------------------------
 
-# 1. Every server answers, all three see the same JetStream meta leader and a
-#    meta group of three.
+# 1. Every server answers, all of them see the same JetStream meta leader and a
+#    meta group of LEAF_COUNT.
 step_cluster_up() {
   local n leader leaders=()
-  for n in 1 2 3; do
+  for n in "${LEAVES[@]}"; do
     eventually "$SCENARIO_WAIT" "leaf$n healthz ok (JetStream current)" \
       curl -fsS --max-time 5 "$(leaf_monitor "$n")/healthz"
-    eventually "$SCENARIO_WAIT" "leaf$n knows a JetStream meta leader of a 3-node meta group" meta_leader_known "$n"
+    eventually "$SCENARIO_WAIT" "leaf$n knows a JetStream meta leader of a $LEAF_COUNT-node meta group" meta_leader_known "$n"
     leader=$(curl -fsS --max-time 5 "$(leaf_monitor "$n")/jsz" | jq -r .meta_cluster.leader)
     leaders+=("$leader")
   done
-  [[ "${leaders[0]}" == "${leaders[1]}" && "${leaders[1]}" == "${leaders[2]}" ]] ||
-    fail "leaves disagree on the meta leader: ${leaders[*]}"
-  note "JetStream meta leader: ${leaders[0]} (agreed by all three)"
+  for leader in "${leaders[@]}"; do
+    [[ "$leader" == "${leaders[0]}" ]] || fail "leaves disagree on the meta leader: ${leaders[*]}"
+  done
+  note "JetStream meta leader: ${leaders[0]} (agreed by all $LEAF_COUNT)"
 }
 
-# 2. The service created POLICY_EVENTS: events.policy.>, file storage, ~1 year, R3.
+# 2. The service created POLICY_EVENTS: events.policy.>, file storage, ~1 year, R<STREAM_REPLICAS>.
 step_stream_info() {
   eventually "$SCENARIO_WAIT" "stream $STREAM_NAME exists" stream_info_on 2
   local info
@@ -242,9 +267,9 @@ step_stream_info() {
   # max_age is in nanoseconds; "about one year" = 360..366 days
   holds "$info" '.config.max_age >= 360*86400*1e9 and .config.max_age <= 366*86400*1e9' ||
     fail "max_age is $(jq .config.max_age <<<"$info") ns, want about one year"
-  holds "$info" '.config.num_replicas == 3' ||
-    fail "num_replicas is $(jq .config.num_replicas <<<"$info"), want 3"
-  eventually "$SCENARIO_WAIT" "stream has a leader and two current replicas" replicas_current 2
+  holds "$info" '.config.num_replicas == $r' --argjson r "$STREAM_REPLICAS" ||
+    fail "num_replicas is $(jq .config.num_replicas <<<"$info"), want $STREAM_REPLICAS"
+  eventually "$SCENARIO_WAIT" "stream has a leader and $((STREAM_REPLICAS - 1)) current replicas" replicas_current 2
   note "stream $STREAM_NAME: $(stream_info_on 2 | jq -c '{subjects: .config.subjects, storage: .config.storage, max_age_days: (.config.max_age / 86400e9), replicas: .config.num_replicas, leader: .cluster.leader, duplicate_window_s: (.config.duplicate_window / 1e9)}')"
 }
 
@@ -286,22 +311,41 @@ step_seed_create() {
   note "subscriber on events.policy.> received events.policy.$SEED_POLICY_ID.created"
 }
 
-# 4. Three instances of the micro service `policy-service`, seen from every leaf.
+# 4. One instance of the micro service `policy-service` per leaf, seen from every leaf.
 step_discovery() {
   local n
-  for n in 1 2 3; do
-    eventually "$SCENARIO_WAIT" "nats micro ls via leaf$n lists 3 policy-service instances" \
-      three_instances_listed "$n"
+  for n in "${LEAVES[@]}"; do
+    eventually "$SCENARIO_WAIT" "nats micro ls via leaf$n lists $LEAF_COUNT policy-service instances" \
+      all_instances_listed "$n"
   done
   local info
   info=$(nats_on 2 micro ls --json)
-  holds "$info" '[.[] | select(.name == "policy-service") | .endpoints[] | select(.subject == "policy.commands.create") | .queue_group] | length == 3 and all(. == "q")' ||
+  holds "$info" '[.[] | select(.name == "policy-service") | .endpoints[] | select(.subject == "policy.commands.create") | .queue_group] | length == $n and all(. == "q")' --argjson n "$LEAF_COUNT" ||
     fail "not every instance serves policy.commands.create in queue group q: $(jq -c '[.[] | {name, id, endpoints: [.endpoints[]? | .subject]}]' <<<"$info")"
   local pings
   pings=$(nats_on 3 req --raw --replies 0 --reply-timeout 1s '$SRV.PING.policy-service' '' 2>/dev/null || true)
-  holds "$(jq -s -c . <<<"$pings" 2>/dev/null)" '[.[] | select(.type == "io.nats.micro.v1.ping_response" and .name == "policy-service") | .id] | unique | length == 3' ||
-    fail "\$SRV.PING.policy-service did not get 3 distinct replies: $pings"
+  holds "$(jq -s -c . <<<"$pings" 2>/dev/null)" '[.[] | select(.type == "io.nats.micro.v1.ping_response" and .name == "policy-service") | .id] | unique | length == $n' --argjson n "$LEAF_COUNT" ||
+    fail "\$SRV.PING.policy-service did not get $LEAF_COUNT distinct replies: $pings"
   note "discovery: $(jq -c '[.[] | select(.name == "policy-service") | {id, version}]' <<<"$info")"
+}
+
+# 4b. The guide's troubleshooting commands `nats server ping` / `nats server info`, with the
+# system account of docs/leaf-node-deployment.md ("System account"): every server answers, and
+# each reports JetStream enabled (natscli prints a JetStream section only then).
+step_server_info() {
+  [[ -r "${SYS_NKEY:-}" ]] || fail "SYS_NKEY (the system user's NKey seed file) is not set or not readable: '${SYS_NKEY:-}'"
+  local pings n info names=()
+  pings=$(nats_on 2 --nkey "$SYS_NKEY" server ping "$LEAF_COUNT" 2>&1) || fail "nats server ping failed: $pings"
+  [[ $(grep -c 'rtt=' <<<"$pings") -eq "$LEAF_COUNT" ]] || fail "nats server ping: expected $LEAF_COUNT servers, got: $pings"
+  for n in "${LEAVES[@]}"; do
+    local name_var="LEAF${n}_NAME"
+    info=$(nats_on "$n" --nkey "$SYS_NKEY" server info "${!name_var}" 2>&1) || fail "nats server info ${!name_var} failed: $info"
+    if ! grep -q '^JetStream:' <<<"$info" || ! grep -q 'Storage Directory:' <<<"$info"; then
+      fail "nats server info ${!name_var}: no JetStream section (JetStream not enabled?): $info"
+    fi
+    names+=("${!name_var}")
+  done
+  note "nats server ping: $LEAF_COUNT servers; nats server info: JetStream enabled on ${names[*]}"
 }
 
 # 5. Full lifecycle, each command through a different leaf than the one before.
@@ -320,11 +364,11 @@ step_lifecycle() {
 
 # 6. Before the crash: move the stream's leader to leaf1, so that crashing leaf1 costs
 #    a leader election and the commands in step_after_crash have to ride it out.
-stream_leader_is() { # N NAME: through leaf N, the stream's leader is NAME and both followers are current
+stream_leader_is() { # N NAME: through leaf N, the stream's leader is NAME and every follower is current
   local info
   info=$(stream_info_on "$1") || return 1
   echo "cluster: $(jq -c .cluster <<<"$info")"
-  holds "$info" '.cluster.leader == $l and ([.cluster.replicas[]? | select(.current)] | length) == 2' --arg l "$2"
+  holds "$info" '.cluster.leader == $l and ([.cluster.replicas[]? | select(.current)] | length) == $f' --arg l "$2" --argjson f "$((STREAM_REPLICAS - 1))"
 }
 step_leader_to_leaf1() {
   local info leader="" first="" attempt
@@ -365,11 +409,11 @@ step_after_crash() {
 }
 
 # 6b. After leaf1 restarted: its replica catches up to the same last sequence as
-#     the other two, every replica is current, and commands through leaf1 work again.
+#     the others, every replica is current, and commands through leaf1 work again.
 step_caught_up() {
   eventually "$SCENARIO_WAIT" "leaf1 healthz ok again" curl -fsS --max-time 5 "$LEAF1_MONITOR/healthz"
   local expected
-  eventually "$SCENARIO_WAIT" "all three replicas hold the same last sequence" same_last_seq_everywhere
+  eventually "$SCENARIO_WAIT" "all $LEAF_COUNT replicas hold the same last sequence" same_last_seq_everywhere
   eventually "$SCENARIO_WAIT" "stream leader sees both followers current" replicas_current 1
   expected=$(stream_info_on 3 | jq .state.last_seq)
   note "every leaf's replica is at last_seq $(local_last_seq 1) (stream: $expected)"
@@ -391,11 +435,11 @@ step_unit_hardening() {
     fail "systemd-analyze security --threshold=20 $unit rejects the unit"
 
   user=$(systemctl show -p User --value "$unit")
-  [[ "$user" == "policy-service" ]] || fail "$unit runs as User='$user', want policy-service"
+  [[ "$user" == "$SERVICE_USER" ]] || fail "$unit runs as User='$user', want $SERVICE_USER"
   main_pid=$(systemctl show -p MainPID --value "$unit")
   [[ "$main_pid" =~ ^[1-9][0-9]*$ ]] || fail "$unit has no main process (MainPID=$main_pid)"
   process_user=$(ps -o user:64= -p "$main_pid" | tr -d ' ')  # wide column: a name over 8 characters would print as a number
-  [[ "$process_user" == "policy-service" ]] || fail "$unit's process $main_pid runs as '$process_user'"
+  [[ "$process_user" == "$SERVICE_USER" ]] || fail "$unit's process $main_pid runs as '$process_user'"
   note "$unit runs as $process_user (pid $main_pid); systemd restarted it $(systemctl show -p NRestarts --value "$unit") time(s) this boot"
 
   local pino_lines
@@ -409,13 +453,14 @@ case "${1:-}" in
   step_stream_info) step_stream_info ;;
   step_seed_create) step_seed_create ;;
   step_discovery) step_discovery ;;
+  step_server_info) step_server_info ;;
   step_lifecycle) step_lifecycle ;;
   step_leader_to_leaf1) step_leader_to_leaf1 ;;
   step_after_crash) step_after_crash ;;
   step_caught_up) step_caught_up ;;
   step_unit_hardening) step_unit_hardening ;;
   *)
-    echo "usage: cluster-scenario step_cluster_up|step_stream_info|step_seed_create|step_discovery|step_lifecycle|step_leader_to_leaf1|step_after_crash|step_caught_up|step_unit_hardening" >&2
+    echo "usage: cluster-scenario step_cluster_up|step_stream_info|step_seed_create|step_discovery|step_server_info|step_lifecycle|step_leader_to_leaf1|step_after_crash|step_caught_up|step_unit_hardening" >&2
     exit 2
     ;;
 esac

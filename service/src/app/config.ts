@@ -1,6 +1,7 @@
 // Configuration: one schema over the environment, parsed once at start-up.
 // Every problem is reported as ONE line naming the variable and what it accepts, so a
 // misconfigured unit fails loudly in journald/launchd logs instead of half-starting.
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 
@@ -20,6 +21,8 @@ export interface Config {
   duplicateWindowSeconds: number;
   maxInFlight: number;
   audit: { enabled: boolean; streamName: string; maxAgeDays: number };
+  /** The Prometheus /metrics and /ready HTTP endpoint (METRICS_LISTEN); null: off (the default). */
+  metricsListen: { host: string; port: number } | null;
   /** Paths only; contents are read by readCredentials() and never logged. */
   credentialFiles: {
     creds?: string | undefined;
@@ -107,6 +110,24 @@ function natsUrls(env: Env): string[] {
   return urls;
 }
 
+/** METRICS_LISTEN: "host:port" ("127.0.0.1:9464", "[::1]:9464"); empty or unset turns the endpoint off. */
+function listenAddress(env: Env, name: string): { host: string; port: number } | null {
+  const raw = (env[name] ?? "").trim();
+  if (raw === "") return null;
+  const expected = `expected host:port such as 127.0.0.1:9464 or [::1]:9464 (unset to turn metrics off), got ${shown(raw)}`;
+  const match = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(raw);
+  if (match === null) throw new ConfigError(name, expected);
+  const port = Number(match[2]);
+  if (port < 1 || port > 65535) throw new ConfigError(name, `port must be from 1 to 65535, got ${shown(raw)}`);
+  const host = match[1]!.startsWith("[") ? match[1]!.slice(1, -1) : match[1]!;
+  return { host, port };
+}
+
+/** host:port as METRICS_LISTEN writes it (an IPv6 address in brackets). */
+export function listenText(listen: { host: string; port: number }): string {
+  return `${listen.host.includes(":") ? `[${listen.host}]` : listen.host}:${listen.port}`;
+}
+
 /** Expands `$CREDENTIALS_DIRECTORY` / `${CREDENTIALS_DIRECTORY}` (systemd LoadCredential) at the start of a path. */
 function credentialPath(env: Env, name: string): string | undefined {
   const raw = env[name];
@@ -134,6 +155,7 @@ export function parseConfig(env: Env = process.env): Config {
     streamName: streamLikeName(env, "AUDIT_STREAM_NAME", "POLICY_AUDIT"),
     maxAgeDays: integer(env, "AUDIT_MAX_AGE_DAYS", 90, 1, 36_500),
   };
+  const metricsListen = listenAddress(env, "METRICS_LISTEN");
   if (audit.streamName === streamName) throw new ConfigError("AUDIT_STREAM_NAME", `must differ from STREAM_NAME (${streamName})`);
 
   const credentialFiles: Config["credentialFiles"] = {
@@ -166,6 +188,7 @@ export function parseConfig(env: Env = process.env): Config {
     duplicateWindowSeconds,
     maxInFlight,
     audit,
+    metricsListen,
     credentialFiles,
     snapshotBucket: `${streamName}_SNAPSHOTS`,
     commandsBucket: `${streamName}_COMMANDS`,
@@ -203,6 +226,26 @@ function readSecret(path: string, variable: string): Uint8Array {
   }
 }
 
+// TLS files are checked here because node's TLS layer otherwise ignores an unparsable CA file (the
+// server then fails verification against the system CAs) and reports a bad key as a connect error.
+function pemCertificate(content: Uint8Array, path: string, variable: string): void {
+  try {
+    new X509Certificate(content);
+  } catch {
+    throw new ConfigError(variable, `file ${path} is not a PEM certificate`);
+  }
+}
+
+function pemPrivateKey(content: Uint8Array, path: string, variable: string): void {
+  try {
+    createPrivateKey({ key: Buffer.from(content) });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const reason = code === "ERR_MISSING_PASSPHRASE" ? "is encrypted (the service takes an unencrypted key)" : "is not a PEM private key";
+    throw new ConfigError(variable, `file ${path} ${reason}`);
+  }
+}
+
 /** Reads every configured credential file (the contents are returned, never logged). */
 export function readCredentials(config: Config): Credentials {
   const files = config.credentialFiles;
@@ -217,10 +260,10 @@ export function readCredentials(config: Config): Credentials {
   if (files.token) out.token = trimmed(readSecret(files.token, FILE_VARS.token));
   if (files.ca || files.cert) {
     out.tls = {};
-    if (files.ca) { readSecret(files.ca, FILE_VARS.ca); out.tls.caFile = files.ca; }
+    if (files.ca) { pemCertificate(readSecret(files.ca, FILE_VARS.ca), files.ca, FILE_VARS.ca); out.tls.caFile = files.ca; }
     if (files.cert && files.key) {
-      readSecret(files.cert, FILE_VARS.cert);
-      readSecret(files.key, FILE_VARS.key);
+      pemCertificate(readSecret(files.cert, FILE_VARS.cert), files.cert, FILE_VARS.cert);
+      pemPrivateKey(readSecret(files.key, FILE_VARS.key), files.key, FILE_VARS.key);
       out.tls.certFile = files.cert;
       out.tls.keyFile = files.key;
     }

@@ -11,7 +11,7 @@ import { ADHOC_COMPOSITION, composeSet, type CompositionSpec, type SetMember } f
 import { CompiledPolicyCache } from "../domain/rules/compile.js";
 import type { HistoryCache, Projection } from "../adapters/nats/projection.js";
 import { auditTypeFor, type AuditSink } from "../adapters/nats/audit.js";
-import { validationError } from "./queries.js";
+import { parsePlain, validationError } from "./queries.js";
 import { DateTimeSchema, UuidSchema } from "../protocol/commands.js";
 
 export type EvaluationReply = { ok: true; result: Record<string, unknown> } | { ok: false; error: DomainError };
@@ -37,8 +37,8 @@ const CheckComplianceRequest = z
     ...common,
   })
   .refine((r) => (r.policy_set_id === undefined) !== (r.policy_ids === undefined), {
-    message: "give exactly one of policy_set_id or policy_ids",
-    path: ["policy_set_id"],
+    message: "needs exactly one of policy_set_id or policy_ids",
+    path: [],
   });
 
 function failure(code: DomainError["code"], message: string, details?: unknown): { ok: false; error: DomainError } {
@@ -77,7 +77,7 @@ export class Evaluation {
 
   async evaluate(payload: unknown): Promise<EvaluationReply> {
     const started = process.hrtime.bigint();
-    const parsed = EvaluateRequest.safeParse(payload);
+    const parsed = parsePlain(EvaluateRequest, payload);
     if (!parsed.success) return validationError(parsed.error);
     const request = parsed.data;
     const view = this.snapshot(request.at);
@@ -113,7 +113,7 @@ export class Evaluation {
 
   async checkCompliance(payload: unknown): Promise<EvaluationReply> {
     const started = process.hrtime.bigint();
-    const parsed = CheckComplianceRequest.safeParse(payload);
+    const parsed = parsePlain(CheckComplianceRequest, payload);
     if (!parsed.success) return validationError(parsed.error);
     const request = parsed.data;
     const view = this.snapshot(request.at);

@@ -1,6 +1,7 @@
 // Read side: get / list / history / applicable over the projection (current state) and the stream (history, as-of).
 import { z } from "zod";
 import { DateTimeSchema, UuidSchema } from "../protocol/commands.js";
+import { describeIssues, PLAIN } from "../domain/validationMessages.js";
 import type { AggregateState, DomainError, ExemptionState, PolicyState } from "../domain/index.js";
 import { isExemptionValidAt, policyInForceAt, replay } from "../domain/index.js";
 import { stateField, stateString, type HistoryCache, type Projection, type StoredEvent } from "../adapters/nats/projection.js";
@@ -36,15 +37,15 @@ const ApplicableQuery = z.strictObject({
   at: rfc3339.optional(),
 });
 
+/** `validation_failed` in plain words; `error` comes from a parse with PLAIN (see parsePlain). */
 export function validationError(error: z.ZodError): { ok: false; error: DomainError } {
-  return {
-    ok: false,
-    error: {
-      code: "validation_failed",
-      message: error.issues.map((i) => `${i.path.join(".") || "(payload)"}: ${i.message}`).join("; "),
-      details: error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
-    },
-  };
+  const details = describeIssues(error);
+  return { ok: false, error: { code: "validation_failed", message: details.map((d) => d.message).join("; "), details } };
+}
+
+/** safeParse with the plain-language messages every query and evaluation reply uses. */
+export function parsePlain<T extends z.ZodType>(schema: T, payload: unknown): z.ZodSafeParseResult<z.output<T>> {
+  return schema.safeParse(payload, PLAIN);
 }
 
 function notFound(id: string): { ok: false; error: DomainError } {
@@ -110,7 +111,7 @@ export class Queries {
 
   /** Current state (projection, falling back to the stream for a write the projection has not seen yet) or as of `at`. */
   async get(payload: unknown): Promise<QueryReply> {
-    const parsed = GetQuery.safeParse(payload);
+    const parsed = parsePlain(GetQuery, payload);
     if (!parsed.success) return validationError(parsed.error);
     const { id, at } = parsed.data;
     if (at !== undefined) {
@@ -125,14 +126,17 @@ export class Queries {
   }
 
   list(payload: unknown): QueryReply {
-    const parsed = ListQuery.safeParse(payload ?? {});
+    const parsed = parsePlain(ListQuery, payload ?? {});
     if (!parsed.success) return validationError(parsed.error);
     const q = parsed.data;
     const limit = q.limit ?? 100;
     let after: string | null = null;
     if (q.cursor !== undefined) {
       after = decodeCursor(q.cursor);
-      if (after === null) return { ok: false, error: { code: "validation_failed", message: "cursor: not a cursor returned by list" } };
+      if (after === null) {
+        const message = "cursor must be a next_cursor returned by list, passed back unchanged";
+        return { ok: false, error: { code: "validation_failed", message, details: [{ path: "cursor", message }] } };
+      }
     }
     const matches = (state: AggregateState): boolean => {
       if (q.aggregate_type && state.aggregate_type !== q.aggregate_type) return false;
@@ -162,7 +166,7 @@ export class Queries {
 
   /** The aggregate's events, read from the stream up to its last event (terminates, also for unknown ids). */
   async history(payload: unknown): Promise<QueryReply> {
-    const parsed = HistoryQuery.safeParse(payload);
+    const parsed = parsePlain(HistoryQuery, payload);
     if (!parsed.success) return validationError(parsed.error);
     const { id, from_version = 1, limit = 1000 } = parsed.data;
     const events: StoredEvent[] = await this.deps.history.history(id);
@@ -182,7 +186,7 @@ export class Queries {
 
   /** Active policies in force at `at` (optionally of one scope) and the exemptions valid then (optionally for one entity). */
   async applicable(payload: unknown): Promise<QueryReply> {
-    const parsed = ApplicableQuery.safeParse(payload ?? {});
+    const parsed = parsePlain(ApplicableQuery, payload ?? {});
     if (!parsed.success) return validationError(parsed.error);
     const { entity_id, scope, at } = parsed.data;
     const nowMs = (this.deps.now ?? Date.now)();

@@ -14,6 +14,7 @@ import { readCredentials, describeConfig, type Config } from "./config.js";
 import { componentLogger, type Logger } from "./logger.js";
 import { packageVersion } from "./version.js";
 import { startReadSide } from "./read-side.js";
+import type { Metrics } from "./metrics.js";
 
 export const SHUTDOWN_TIMEOUT_MS = 10_000;
 const JS_TIMEOUT_MS = 3000;
@@ -47,13 +48,14 @@ export function commandEndpoints(commands: CommandHandler): Record<string, Endpo
   return endpoints;
 }
 
-export async function startRuntime(config: Config, logger: Logger, signal?: AbortSignal): Promise<Runtime> {
+/** `metrics`, when monitoring is on (METRICS_LISTEN), counts every answered request and learns when the instance is ready. */
+export async function startRuntime(config: Config, logger: Logger, signal?: AbortSignal, metrics?: Metrics): Promise<Runtime> {
   const log = componentLogger(logger, "runtime");
   const credentials = readCredentials(config);
   const version = packageVersion();
   log.info({ version, config: describeConfig(config) }, "starting");
 
-  const nc = await connectWithRetry(connectionOptions(config, credentials, `policy-service@${hostname()}`), componentLogger(logger, "nats"), signal);
+  const nc = await connectWithRetry(connectionOptions(config, credentials, `policy-service@${hostname()}`), componentLogger(logger, "nats"), signal, config);
   watchStatus(nc, componentLogger(logger, "nats"));
   try {
     const server = checkServerVersion(nc.info?.version, config.streamReplicas);
@@ -80,6 +82,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
       logger: componentLogger(logger, "service"),
       // Instance-wide command counters (conflict retries, duplicates, unavailable…) on every command endpoint.
       statsData: (subject) => (subject.startsWith("policy.commands.") && !/\.(evaluate|check_compliance)$/.test(subject) ? { commands: { ...commands.counters } } : undefined),
+      ...(metrics ? { observe: metrics.observe } : {}),
     });
     service.addEndpoints("policy.commands", commandEndpoints(commands));
 
@@ -92,6 +95,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
         shuttingDown ??= (async () => {
           const deadline = Date.now() + SHUTDOWN_TIMEOUT_MS - 1000;
           log.info({ reason }, "shutting down: no new requests, finishing in-flight ones");
+          metrics?.setReady(false);
           await service.stop(Math.max(0, deadline - Date.now()));
           for (const hook of [...hooks].reverse()) {
             try { await hook(); } catch (err) { log.warn({ err }, "shutdown hook failed"); }
@@ -104,7 +108,9 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
       },
       closed: () => nc.closed().then(() => undefined),
     };
-    await startReadSide(runtime); // projection caught up, queries/evaluation endpoints, expiry sweeper, audit (READ)
+    const readSide = await startReadSide(runtime); // projection caught up, queries/evaluation endpoints, expiry sweeper, audit (READ)
+    metrics?.attach({ commandCounters: commands.counters, projection: readSide.projection, jsm, streamName: config.streamName, nc });
+    metrics?.setReady(true);
     log.info({ server_version: server.text, stream: config.streamName, replicas: config.streamReplicas, service_id: service.id }, "ready");
     return runtime;
   } catch (err) {

@@ -1,14 +1,16 @@
 // `policy-service ctl …`: an operator CLI for hosts without natscli. It connects exactly like the service
 // (same environment, credentials and TLS files), so whatever the service can reach, ctl can inspect.
-import type { NatsConnection } from "@nats-io/nats-core";
+import { RequestError, type NatsConnection } from "@nats-io/nats-core";
 import { DeliverPolicy, jetstream, jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
+import { PUBLIC_COMMANDS } from "../domain/index.js";
 
 export const CTL_USAGE = `usage: policy-service ctl <command> [options]
 
   send <name|subject> '<json>'   send a command or query and print the reply
                                  (create → policy.commands.create, get → policy.queries.get,
-                                  or a full subject such as policy.queries.list)
+                                  or a full subject such as policy.queries.list;
+                                  an unknown name lists the valid ones)
   events [--since <seq>] [--count <n>]
                                  follow events.policy.> (from <seq>, default: new events only)
   status                         event/audit streams and KV buckets, replicas and their currency, leaders,
@@ -20,7 +22,25 @@ options:
 Connection settings come from the same environment as the service (NATS_URL, NATS_CREDS_FILE, …).`;
 
 const QUERY_NAMES = new Set(["get", "list", "history", "applicable"]);
+/** Every name `send` accepts: policy.commands.<name> (the commands and the evaluation endpoints) and policy.queries.<name>. */
+export const SEND_TARGETS = {
+  commands: [...PUBLIC_COMMANDS, "evaluate", "check_compliance"] as readonly string[],
+  queries: [...QUERY_NAMES] as readonly string[],
+};
 const SERVICE_NAME = "policy-service";
+
+/** The valid names, for an unknown one (instead of NATS's "no responders"). */
+export function sendTargetsHelp(): string {
+  return `commands: ${SEND_TARGETS.commands.join(", ")}\nqueries:  ${SEND_TARGETS.queries.join(", ")}`;
+}
+
+/** The name `send` was given does not exist on the policy service (a bare name, or policy.commands|queries.<name>). */
+export function unknownSendTarget(target: string): boolean {
+  const subject = subjectFor(target);
+  const match = /^policy\.(commands|queries)\.([^.]+)$/.exec(subject);
+  if (match === null) return subject.startsWith("policy.commands.") || subject.startsWith("policy.queries.");
+  return !(match[1] === "commands" ? SEND_TARGETS.commands : SEND_TARGETS.queries).includes(match[2]!);
+}
 
 export interface CtlDeps {
   /** Connects with the service's configuration and credentials. */
@@ -90,6 +110,10 @@ export async function runCtl(argv: string[], deps: CtlDeps): Promise<number> {
     err(`send needs a command or subject and an optional JSON payload\n${CTL_USAGE}`);
     return 2;
   }
+  if (command === "send" && unknownSendTarget(options.positional[0]!)) {
+    err(`unknown command or query ${JSON.stringify(options.positional[0])} (subject ${subjectFor(options.positional[0]!)}); send one of:\n${sendTargetsHelp()}`);
+    return 2;
+  }
   let payloadText = "{}";
   if (command === "send") {
     payloadText = options.positional[1] ?? "{}";
@@ -128,7 +152,15 @@ async function send(
   out: (l: string) => void,
   err: (l: string) => void,
 ): Promise<number> {
-  const reply = await nc.request(subject, payload, { timeout: options.timeoutMs });
+  let reply;
+  try {
+    reply = await nc.request(subject, payload, { timeout: options.timeoutMs });
+  } catch (e) {
+    if (!(e instanceof RequestError && e.isNoResponders())) throw e;
+    err(`no service answers on ${subject}: is policy-service running and connected to this NATS (NATS_URL)? ` +
+      "`policy-service ctl status` lists the instances it can see.");
+    return 1;
+  }
   const text = reply.string();
   let body: unknown = text;
   try {

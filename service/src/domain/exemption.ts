@@ -86,6 +86,22 @@ export function evolveExemption(state: ExemptionState | undefined, event: EventE
 
 // ================================================================ Decide
 
+/**
+ * Why a grant's validity window is empty, in plain words, or undefined when it is not: an exemption whose
+ * expires_at is not after valid_from, or not after now, would never apply, so it is refused instead of stored
+ * (and immediately expired). `now` is the command's clock; the domain reads no clock of its own.
+ */
+export function expiryProblem(expiresAt: string, validFrom: string | undefined, now: string): string | undefined {
+  const expires = toMillis(expiresAt);
+  if (validFrom !== undefined && expires <= toMillis(validFrom)) {
+    return `expires_at must be after valid_from (expires_at ${expiresAt}, valid_from ${validFrom})`;
+  }
+  if (expires <= toMillis(now)) {
+    return `expires_at must be in the future (${expiresAt} has passed): an exemption that has already expired would never apply`;
+  }
+  return undefined;
+}
+
 type ExemptionCommand = CommandOf<"grant_exemption" | "revoke_exemption" | "expire_exemption">;
 
 export function decideExemption(
@@ -96,6 +112,8 @@ export function decideExemption(
 ): Decision {
   if (command.name === "grant_exemption") {
     const p = command.payload;
+    const refused = expiryProblem(p.expires_at, p.valid_from, now);
+    if (refused !== undefined) return reject("validation_failed", `grant_exemption: ${refused}`, [{ path: "expires_at", message: refused }]);
     if (state !== undefined) return reject("already_exists", `exemption ${p.exemption_id} already exists`);
     const policy = refs.get(p.policy_id);
     if (policy === undefined || policy.aggregate_type !== "Policy") {
@@ -108,10 +126,8 @@ export function decideExemption(
         status,
       });
     }
-    // An expires_at that has already passed is accepted (the domain reference's own example has one): such an
-    // exemption is never valid, and the expiry sweeper records its exemption_expired at once. Without an explicit
-    // valid_from the window starts now, or at expires_at when that is earlier, so valid_from <= expires_at holds.
-    const validFrom = p.valid_from ?? (toMillis(p.expires_at) < toMillis(now) ? p.expires_at : now);
+    // Without an explicit valid_from the window starts now (expiryProblem made sure expires_at lies after both).
+    const validFrom = p.valid_from ?? now;
     const data: ExemptionGrantedData = {
       policy_id: p.policy_id,
       entity_id: p.entity_id,

@@ -5,6 +5,7 @@ import { z } from "zod";
 import type { AggregateType, DomainError } from "../domain/types.js";
 import { parseDateTime } from "../domain/time.js";
 import { ExemptionConditionSchema, RuleIdSchema, RuleInputSchema } from "../domain/rules/schema.js";
+import { describeIssues, PLAIN, summarizeIssues, type IssueDetail } from "../domain/validationMessages.js";
 
 export const LIMITS = {
   name: 200,
@@ -122,13 +123,13 @@ const TagSchema = boundedLine(LIMITS.tag);
 const TagsSchema = z
   .array(TagSchema)
   .max(LIMITS.tags)
-  .refine((tags) => new Set(tags).size === tags.length, "tags must be unique");
+  .refine((tags) => new Set(tags).size === tags.length, "must not repeat");
 
-function uniqueIds<T extends z.ZodType<string>>(item: T, max: number, what: string) {
+function uniqueIds<T extends z.ZodType<string>>(item: T, max: number) {
   return z
     .array(item)
     .max(max)
-    .refine((ids) => new Set(ids).size === ids.length, `${what} must not repeat`);
+    .refine((ids) => new Set(ids).size === ids.length, "must not repeat");
 }
 
 const meta = {
@@ -148,7 +149,7 @@ function windowIsOrdered(
   const from = value.effective_from == null ? undefined : parseDateTime(value.effective_from);
   const until = value.effective_until == null ? undefined : parseDateTime(value.effective_until);
   if (from !== undefined && until !== undefined && until <= from) {
-    ctx.addIssue({ code: "custom", path: ["effective_until"], message: "effective_until must be after effective_from" });
+    ctx.addIssue({ code: "custom", path: ["effective_until"], message: "must be after effective_from" });
   }
 }
 
@@ -161,7 +162,7 @@ const PolicyRulesSchema = z
     const seen = new Set<string>();
     rules.forEach((rule, index) => {
       if (rule.rule_id === undefined) return;
-      if (seen.has(rule.rule_id)) ctx.addIssue({ code: "custom", path: [index, "rule_id"], message: "rule_id repeats" });
+      if (seen.has(rule.rule_id)) ctx.addIssue({ code: "custom", path: [index, "rule_id"], message: "must not repeat (another rule has this rule_id)" });
       seen.add(rule.rule_id);
     });
   });
@@ -207,7 +208,7 @@ const UpdateSchema = z
   })
   .superRefine((value, ctx) => {
     if (!UPDATABLE_FIELDS.some((field) => value[field] !== undefined)) {
-      ctx.addIssue({ code: "custom", path: [], message: `update needs at least one of: ${UPDATABLE_FIELDS.join(", ")}` });
+      ctx.addIssue({ code: "custom", path: [], message: `needs at least one of: ${UPDATABLE_FIELDS.join(", ")}` });
     }
     windowIsOrdered(value, ctx);
   });
@@ -254,7 +255,7 @@ const UpdateRuleSchema = z
   .strictObject({ policy_id: UuidSchema, rule_id: RuleIdSchema, rule: RuleInputSchema, ...meta })
   .superRefine((value, ctx) => {
     if (value.rule.rule_id !== undefined && value.rule.rule_id !== value.rule_id) {
-      ctx.addIssue({ code: "custom", path: ["rule", "rule_id"], message: "rule.rule_id must equal rule_id" });
+      ctx.addIssue({ code: "custom", path: ["rule", "rule_id"], message: "must equal rule_id" });
     }
   });
 
@@ -262,7 +263,7 @@ const RemoveRuleSchema = z.strictObject({ policy_id: UuidSchema, rule_id: RuleId
 
 const ReorderRulesSchema = z.strictObject({
   policy_id: UuidSchema,
-  rule_ids: uniqueIds(RuleIdSchema, LIMITS.rules, "rule_ids").min(1),
+  rule_ids: uniqueIds(RuleIdSchema, LIMITS.rules).min(1),
   ...meta,
 });
 
@@ -271,7 +272,7 @@ const CreateSetSchema = z
     policy_set_id: UuidSchema.optional(),
     name: NameSchema,
     description: TextSchema,
-    policies: uniqueIds(UuidSchema, LIMITS.setPolicies, "policies"),
+    policies: uniqueIds(UuidSchema, LIMITS.setPolicies),
     composition: CompositionSchema,
     conflict_resolution: z.enum(CONFLICT_RESOLUTIONS),
     ...meta,
@@ -281,7 +282,7 @@ const CreateSetSchema = z
       ctx.addIssue({
         code: "custom",
         path: ["composition", "AtLeast"],
-        message: `AtLeast ${value.composition.AtLeast} needs at least that many policies (the set has ${value.policies.length})`,
+        message: `must be at most the number of policies (AtLeast ${value.composition.AtLeast}, the set has ${value.policies.length})`,
       });
     }
   });
@@ -309,7 +310,7 @@ const GrantExemptionSchema = z
     const from = parseDateTime(value.valid_from);
     const until = parseDateTime(value.expires_at);
     if (from !== undefined && until !== undefined && until <= from) {
-      ctx.addIssue({ code: "custom", path: ["expires_at"], message: "expires_at must be after valid_from" });
+      ctx.addIssue({ code: "custom", path: ["expires_at"], message: "must be after valid_from" });
     }
   });
 
@@ -417,10 +418,7 @@ export interface CommandMeta {
 
 export type ParseResult = { ok: true; command: Command; meta: CommandMeta } | { ok: false; error: DomainError };
 
-export interface IssueDetail {
-  path: string;
-  message: string;
-}
+export type { IssueDetail } from "../domain/validationMessages.js";
 
 const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(["__proto__", "constructor", "prototype"]);
 
@@ -448,9 +446,8 @@ function hostileShape(value: unknown): IssueDetail | undefined {
   return walk(value, []);
 }
 
-export function issueDetails(error: z.ZodError): IssueDetail[] {
-  return error.issues.map((issue) => ({ path: issue.path.map(String).join("."), message: issue.message }));
-}
+/** Each issue in plain words, naming its field (src/domain/validationMessages.ts). */
+export const issueDetails = describeIssues;
 
 function validationFailed(message: string, details: IssueDetail[]): { ok: false; error: DomainError } {
   return { ok: false, error: { code: "validation_failed", message, details } };
@@ -463,19 +460,17 @@ function validationFailed(message: string, details: IssueDetail[]): { ok: false;
 export function parseCommand(name: CommandName, payload: unknown): ParseResult {
   const schema = Object.hasOwn(COMMAND_SCHEMAS, name) ? COMMAND_SCHEMAS[name] : undefined;
   if (schema === undefined) {
-    return validationFailed(`unknown command ${JSON.stringify(name)}`, [{ path: "", message: "unknown command" }]);
+    return validationFailed(`unknown command ${JSON.stringify(name)}`, [{ path: "", message: `unknown command; the commands are: ${COMMAND_NAMES.join(", ")}` }]);
   }
   if (payload === null || typeof payload !== "object" || Array.isArray(payload)) {
-    return validationFailed(`${name}: payload must be a JSON object`, [{ path: "", message: "expected a JSON object" }]);
+    return validationFailed(`${name}: payload must be a JSON object`, [{ path: "", message: "payload must be a JSON object" }]);
   }
   const hostile = hostileShape(payload);
   if (hostile !== undefined) return validationFailed(`${name}: ${hostile.message}`, [hostile]);
-  const result = schema.safeParse(payload);
+  const result = schema.safeParse(payload, PLAIN);
   if (!result.success) {
     const details = issueDetails(result.error);
-    const first = details[0];
-    const summary = first === undefined ? "invalid payload" : `${first.path || "payload"}: ${first.message}`;
-    return validationFailed(`${name}: ${summary}${details.length > 1 ? ` (and ${details.length - 1} more)` : ""}`, details);
+    return validationFailed(`${name}: ${summarizeIssues(details)}`, details);
   }
   const { command_id, correlation_id, ...fields } = result.data as Record<string, unknown> & {
     command_id?: string;
@@ -483,7 +478,7 @@ export function parseCommand(name: CommandName, payload: unknown): ParseResult {
   };
   const idField = COMMAND_ROUTES[name].idField;
   if (typeof fields[idField] !== "string") {
-    return validationFailed(`${name}: ${idField} is required`, [{ path: idField, message: "required" }]);
+    return validationFailed(`${name}: ${idField} is required`, [{ path: idField, message: `${idField} is required` }]);
   }
   return {
     ok: true,

@@ -1,6 +1,8 @@
 // Example payloads, exported as data: docs/protocol.md is generated from them, and tests send them to a
 // real service. VALID_EXAMPLES is one story, run in order against an empty stream; every public command
-// appears at least once and the seed's three payloads appear verbatim. INVALID_EXAMPLES run after it.
+// appears at least once and the seed's payloads appear verbatim (the domain reference's grant, whose expires_at
+// has passed, among the refused ones). INVALID_EXAMPLES run after it. Every date stays valid: future
+// instants are in 2099.
 import type { ErrorCode } from "../domain/types.js";
 import type { CommandName } from "./commands.js";
 import { deriveRuleId } from "../domain/ruleIds.js";
@@ -19,6 +21,10 @@ export interface InvalidExample {
   command: CommandName;
   title: string;
   expect: ErrorCode;
+  /** The reply's `error.message`, exactly (documented, and checked against the domain and a real service). */
+  message?: string;
+  /** Copied byte for byte from the deployment guide / domain reference. */
+  seed?: true;
   /** Sent as JSON.stringify(payload) unless `raw` is given. */
   payload?: Record<string, unknown>;
   /** Exact request body, for what a JS object cannot express (broken JSON, `__proto__` keys). */
@@ -47,6 +53,19 @@ const SEED_CREATE = {
   policy_type: "Retention",
   enforcement: "Mandatory",
   scope: "Organization",
+};
+
+/**
+ * The domain reference's grant_exemption payload. Its expires_at (2026-02-08) has passed, so the service refuses
+ * it (an exemption that would never apply); the story grants the same exemption with a later expires_at.
+ */
+const SEED_GRANT = {
+  exemption_id: "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+  policy_id: "550e8400-e29b-41d4-a716-446655440000",
+  entity_id: "6fa459ea-ee8a-3ca4-894e-db77e160355e",
+  reason: "Legacy system migration",
+  granted_by: "data-officer",
+  expires_at: "2026-02-08T10:00:00Z",
 };
 
 const retentionRule = {
@@ -176,17 +195,9 @@ export const VALID_EXAMPLES: readonly ValidExample[] = [
   { command: "add_to_set", title: "Add a policy to a set (appended at the end)", event: "added_to_set", payload: { policy_set_id: EXAMPLE_IDS.policySet, policy_id: Q } },
   {
     command: "grant_exemption",
-    title: "Grant an exemption on an Active policy (the domain reference's example; its expiry date may already have passed)",
-    seed: true,
+    title: "Grant an exemption on an Active policy (the domain reference's example, with an expires_at still ahead)",
     event: "exemption_granted",
-    payload: {
-      exemption_id: "7c9e6679-7425-40de-944b-e07fc1f90ae7",
-      policy_id: "550e8400-e29b-41d4-a716-446655440000",
-      entity_id: "6fa459ea-ee8a-3ca4-894e-db77e160355e",
-      reason: "Legacy system migration",
-      granted_by: "data-officer",
-      expires_at: "2026-02-08T10:00:00Z",
-    },
+    payload: { ...SEED_GRANT, expires_at: "2099-02-08T10:00:00Z" },
   },
   {
     command: "grant_exemption",
@@ -227,54 +238,62 @@ export const VALID_EXAMPLES: readonly ValidExample[] = [
 ];
 
 export const INVALID_EXAMPLES: readonly InvalidExample[] = [
-  { command: "create", title: "Body is not JSON", expect: "invalid_json", raw: '{"name": "Data Retention Policy",' },
-  { command: "create", title: "Body is JSON but not an object", expect: "validation_failed", raw: '["not", "an", "object"]' },
+  { command: "create", title: "Body is not JSON", expect: "invalid_json", message: "payload is not valid UTF-8 JSON", raw: '{"name": "Data Retention Policy",' },
+  { command: "create", title: "Body is JSON but not an object", expect: "validation_failed", message: "create: payload must be a JSON object", raw: '["not", "an", "object"]' },
   {
     command: "create",
     title: "Missing required fields",
     expect: "validation_failed",
+    message: "create: description is required (and 3 more)",
     payload: { name: "Incomplete" },
   },
   {
     command: "create",
     title: "Unknown field",
     expect: "validation_failed",
+    message: "create: payload has an unknown field priority; the fields are: policy_id, name, description, policy_type, enforcement, scope, rules, effective_from, effective_until, tags, owner, command_id, correlation_id",
     payload: { name: "X", description: "Y", policy_type: "Security", enforcement: "Advisory", scope: "Team", priority: 1 },
   },
   {
     command: "create",
     title: "Unknown enum value",
     expect: "validation_failed",
+    message: "create: policy_type must be one of Regulatory, Operational, Security, Privacy, Compliance, Governance, Safety, Quality, Environmental, Financial, HR, IT, Retention",
     payload: { name: "X", description: "Y", policy_type: "Astrology", enforcement: "Advisory", scope: "Team" },
   },
   {
     command: "approve",
     title: "Id that is not a UUID (subject wildcards must never reach a subject)",
     expect: "validation_failed",
+    message: "approve: policy_id must be a UUID (8-4-4-4-12 hex digits)",
     payload: { policy_id: "550e8400.*.>", approved_by: "compliance-officer" },
   },
   {
     command: "create",
     title: "Oversized name (more than 200 characters)",
     expect: "validation_failed",
+    message: "create: name must be at most 200 characters",
     payload: { name: "x".repeat(201), description: "Y", policy_type: "Security", enforcement: "Advisory", scope: "Team" },
   },
   {
     command: "create",
     title: "Prototype-polluting key",
     expect: "validation_failed",
+    message: 'create: key "__proto__" is not allowed',
     raw: '{"__proto__":{"admin":true},"name":"X","description":"Y","policy_type":"Security","enforcement":"Advisory","scope":"Team"}',
   },
   {
     command: "approve",
     title: "Invalid date (February 30th)",
     expect: "validation_failed",
+    message: "approve: approval_date must be an RFC 3339 date-time with offset, e.g. 2025-11-08T10:00:00Z",
     payload: { policy_id: EXAMPLE_IDS.secondPolicy, approved_by: "compliance-officer", approval_date: "2025-02-30T10:00:00Z" },
   },
   {
     command: "activate",
     title: "effective_until before effective_from",
     expect: "validation_failed",
+    message: "activate: effective_until must be after effective_from",
     payload: {
       policy_id: EXAMPLE_IDS.secondPolicy,
       activated_by: "compliance-officer",
@@ -286,6 +305,7 @@ export const INVALID_EXAMPLES: readonly InvalidExample[] = [
     command: "update",
     title: "Update without any field to change",
     expect: "validation_failed",
+    message: "update: payload needs at least one of: name, description, policy_type, enforcement, scope, effective_from, effective_until, tags, owner",
     payload: { policy_id: EXAMPLE_IDS.secondPolicy, updated_by: "compliance-officer" },
   },
   {
@@ -315,6 +335,28 @@ export const INVALID_EXAMPLES: readonly InvalidExample[] = [
       entity_id: "ledger-export",
       reason: "Quarter close",
       granted_by: "data-officer",
+      expires_at: "2099-01-01T00:00:00Z",
+    },
+  },
+  {
+    command: "grant_exemption",
+    title: "The domain reference's grant, whose expires_at has passed: an exemption that would never apply is refused",
+    seed: true,
+    expect: "validation_failed",
+    message: "grant_exemption: expires_at must be in the future (2026-02-08T10:00:00Z has passed): an exemption that has already expired would never apply",
+    payload: SEED_GRANT,
+  },
+  {
+    command: "grant_exemption",
+    title: "Exemption whose expires_at is not after its valid_from",
+    expect: "validation_failed",
+    message: "grant_exemption: expires_at must be after valid_from",
+    payload: {
+      policy_id: P,
+      entity_id: "ledger-export",
+      reason: "Quarter close",
+      granted_by: "data-officer",
+      valid_from: "2099-03-01T00:00:00Z",
       expires_at: "2099-01-01T00:00:00Z",
     },
   },

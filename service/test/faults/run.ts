@@ -11,7 +11,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import { replay, type EventEnvelope } from "../../src/domain/index.js";
-import { startCluster, startService, sleep, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
+import { SERVICE_MAIN, startCluster, startService, sleep, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
 import { readAllEvents, type StoredEventRow } from "../helpers/client.js";
 import { rng, type Rng } from "./rng.js";
 import { setLink, type NodeSlot } from "./topology.js";
@@ -139,7 +139,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
     LOG_LEVEL: "info",
     ...(opts.disableIdempotency ? { POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY: "1" } : {}),
   };
-  const startInstance = (i: number): ServiceProcess => startService({ ...serviceEnv, NATS_URL: opts.slots[i]!.localUrl }, [], { wrap: opts.slots[i]!.wrap });
+  const startInstance = (i: number): ServiceProcess => startService({ ...serviceEnv, NATS_URL: opts.slots[i]!.localUrl }, [], SERVICE_MAIN, { wrap: opts.slots[i]!.wrap });
 
   try {
     say(`starting 3 nats-servers (jetstream sync_interval: always) ${opts.slots[0]!.namespace ? `in network namespaces ${opts.slots.map((s) => `${s.namespace} (${s.host})`).join(", ")}` : "on 127.0.0.1"}`);

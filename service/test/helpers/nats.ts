@@ -421,12 +421,13 @@ function serviceEnv(env: Record<string, string | undefined>): NodeJS.ProcessEnv 
 
 /**
  * Starts `node dist/main.js` with `env` (plus PATH/HOME only), collecting its stdout log lines.
+ * `main`: another build's entry point (e.g. the previous release's, for the mixed-version test).
  * `wrap` is a command prefix that execs the service (e.g. ["ip", "netns", "exec", "ns1"]).
  */
-export function startService(env: Record<string, string | undefined>, args: string[] = [], opts: { wrap?: string[] } = {}): ServiceProcess {
-  if (!existsSync(SERVICE_MAIN)) throw new Error(`${SERVICE_MAIN} missing: run \`npm run build\` first`);
+export function startService(env: Record<string, string | undefined>, args: string[] = [], main: string = SERVICE_MAIN, opts: { wrap?: string[] } = {}): ServiceProcess {
+  if (!existsSync(main)) throw new Error(`${main} missing: run \`npm run build\` first`);
   const [cmd, ...prefix] = [...(opts.wrap ?? []), process.execPath];
-  const child = spawn(cmd!, [...prefix, SERVICE_MAIN, ...args], { cwd: SERVICE_ROOT, env: serviceEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(cmd!, [...prefix, main, ...args], { cwd: SERVICE_ROOT, env: serviceEnv(env), stdio: ["ignore", "pipe", "pipe"] });
   liveChildren.add(child);
   const lines: ServiceLogLine[] = [];
   const rawOutput: string[] = [];

@@ -110,6 +110,30 @@ describe("policy-service ctl", () => {
     assert.equal(line.event.data.name, "Followed");
   });
 
+  // Issue 13 item 10: `ctl send bogus` answered NATS's "no responders" instead of naming the valid commands.
+  test("send with an unknown command or query lists the valid ones (exit 2) and sends nothing", async () => {
+    for (const target of ["bogus", "policy.commands.bogus", "queries.bogus", "expire_exemption"]) {
+      const result = await ctl(["send", target, "{}"]);
+      assert.equal(result.code, 2, `${target}: ${result.stderr}`);
+      assert.match(result.stderr, new RegExp(`unknown command or query "${target.replace(/\./g, "\\.")}"`));
+      assert.match(result.stderr, /commands: create, update, approve, .*grant_exemption, revoke_exemption, evaluate, check_compliance/);
+      assert.match(result.stderr, /queries: +get, list, history, applicable/);
+      assert.doesNotMatch(result.stderr, /no responders/i);
+    }
+    // Every listed name is served: none of them answers "no responders".
+    for (const name of ["approve", "evaluate", "applicable"]) {
+      const result = await ctl(["send", name, "{}", "--json"]);
+      assert.ok(result.code === 0 || result.code === 1, `${name}: ${result.stderr}`);
+      assert.ok(JSON.parse(result.stdout).ok !== undefined, `${name} answered`);
+    }
+  });
+
+  test("send to a subject nobody serves says so in plain words (not NATS's \"no responders\")", async () => {
+    const result = await ctl(["send", "other.service.subject", "{}"]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /no service answers on other\.service\.subject: is policy-service running/);
+  });
+
   test("usage errors exit 2 with the usage text", async () => {
     const unknown = await ctl(["frobnicate"]);
     assert.equal(unknown.code, 2);

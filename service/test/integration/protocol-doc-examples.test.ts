@@ -147,12 +147,13 @@ describe("docs/protocol.md examples against a real service with the documented p
     }
   });
 
-  test("every invalid example answers the documented error code and header", async () => {
+  test("every invalid example answers the documented error code, header and message", async () => {
     for (const example of INVALID_EXAMPLES) {
       const { reply, status } = await request(`policy.commands.${example.command}`, exampleBody(example));
       assert.equal(reply.ok, false, `${example.title}: ${JSON.stringify(reply)}`);
       assert.equal(reply.error.code, example.expect, `${example.title}: ${JSON.stringify(reply.error)}`);
       assert.equal(status, String(ERROR_STATUS[example.expect]), `${example.title}: Nats-Service-Error-Code`);
+      if (example.message !== undefined) assert.equal(reply.error.message, example.message, `${example.title}: documented message`);
     }
   });
 

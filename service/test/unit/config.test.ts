@@ -4,7 +4,7 @@ import * as assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConfigError, describeConfig, parseConfig, readCredentials } from "../../src/app/config.js";
+import { ConfigError, describeConfig, listenText, parseConfig, readCredentials } from "../../src/app/config.js";
 
 test("defaults follow the seed", () => {
   const c = parseConfig({});
@@ -17,6 +17,16 @@ test("defaults follow the seed", () => {
   assert.equal(c.snapshotBucket, "POLICY_EVENTS_SNAPSHOTS");
   assert.equal(c.commandsBucket, "POLICY_EVENTS_COMMANDS");
   assert.deepEqual(c.audit, { enabled: true, streamName: "POLICY_AUDIT", maxAgeDays: 90 });
+  assert.equal(c.metricsListen, null, "metrics are off by default");
+});
+
+test("METRICS_LISTEN: host:port, IPv6 in brackets, empty is off", () => {
+  assert.deepEqual(parseConfig({ METRICS_LISTEN: "127.0.0.1:9464" }).metricsListen, { host: "127.0.0.1", port: 9464 });
+  assert.deepEqual(parseConfig({ METRICS_LISTEN: "[::1]:9464" }).metricsListen, { host: "::1", port: 9464 });
+  assert.deepEqual(parseConfig({ METRICS_LISTEN: " localhost:1 " }).metricsListen, { host: "localhost", port: 1 });
+  assert.equal(parseConfig({ METRICS_LISTEN: "" }).metricsListen, null);
+  assert.equal(listenText({ host: "::1", port: 9464 }), "[::1]:9464");
+  assert.equal(listenText({ host: "127.0.0.1", port: 9464 }), "127.0.0.1:9464");
 });
 
 test("values are parsed", () => {
@@ -45,6 +55,11 @@ const bad: [Record<string, string>, string, RegExp][] = [
   [{ NATS_URL: "not a url" }, "NATS_URL", /expected/],
   [{ NATS_URL: "nats://user:secret@host:4222" }, "NATS_URL", /must not contain credentials/],
   [{ AUDIT_ENABLED: "maybe" }, "AUDIT_ENABLED", /true\|false/],
+  [{ METRICS_LISTEN: "9464" }, "METRICS_LISTEN", /^METRICS_LISTEN: expected host:port such as 127\.0\.0\.1:9464 or \[::1\]:9464 \(unset to turn metrics off\), got "9464"$/],
+  [{ METRICS_LISTEN: "::1:9464" }, "METRICS_LISTEN", /expected host:port/],
+  [{ METRICS_LISTEN: "http://127.0.0.1:9464/metrics" }, "METRICS_LISTEN", /expected host:port/],
+  [{ METRICS_LISTEN: "127.0.0.1:70000" }, "METRICS_LISTEN", /port must be from 1 to 65535/],
+  [{ METRICS_LISTEN: "127.0.0.1:0" }, "METRICS_LISTEN", /port must be from 1 to 65535/],
   [{ NATS_PASSWORD_FILE: "/x" }, "NATS_USER", /must be set/],
   [{ NATS_USER: "u" }, "NATS_PASSWORD_FILE", /must be set/],
   [{ NATS_CERT_FILE: "/x" }, "NATS_KEY_FILE", /together/],

@@ -2,6 +2,8 @@
 import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import type { CommandName, ExemptionState, PolicySetState, PolicyState } from "../../src/domain/index.js";
+import { decide } from "../../src/domain/index.js";
+import { expiryProblem } from "../../src/domain/exemption.js";
 import { EventLog, NOW, POLICY_STATES, createPayload, givenPolicy, rule, uuid, type PolicyStatusName } from "./domainHarness.js";
 
 const P = uuid(1);
@@ -308,13 +310,48 @@ describe("PolicyExemption: every command in every state", () => {
       granted_by: "data-officer", granted_at: NOW, valid_from: NOW, expires_at: "2026-02-08T10:00:00Z", scope: "Global", conditions: [],
     });
   });
-  test("a grant whose expires_at already passed is accepted but never valid (valid_from = expires_at)", () => {
+  // Issue 13 item 8: an exemption that had already expired was accepted (ok:true, then at once Expired).
+  test("a grant whose expires_at has passed is refused with validation_failed, naming the field, and stores nothing", () => {
     const log = new EventLog();
     givenPolicy(log, P, "Active");
-    log.ok("grant_exemption", { ...grant, expires_at: "2025-12-01T00:00:00Z" }, ["exemption_granted"]);
-    const state = log.state(E) as ExemptionState;
-    assert.equal(state.valid_from, "2025-12-01T00:00:00Z");
-    log.ok("expire_exemption", expire, ["exemption_expired"]);
+    const { decision } = log.fails("grant_exemption", { ...grant, expires_at: "2025-12-01T00:00:00Z" }, "validation_failed");
+    assert.ok(!decision.ok);
+    assert.equal(
+      decision.error.message,
+      "grant_exemption: expires_at must be in the future (2025-12-01T00:00:00Z has passed): an exemption that has already expired would never apply",
+    );
+    assert.deepEqual(decision.error.details, [{ path: "expires_at", message: decision.error.message.replace("grant_exemption: ", "") }]);
+    assert.equal(log.state(E), undefined);
+  });
+  test("expires_at exactly now is refused (the window would be empty); one millisecond later is granted", () => {
+    const log = new EventLog();
+    givenPolicy(log, P, "Active");
+    log.fails("grant_exemption", { ...grant, expires_at: NOW }, "validation_failed");
+    const later = new Date(Date.parse(NOW) + 1).toISOString();
+    log.ok("grant_exemption", { ...grant, expires_at: later }, ["exemption_granted"]);
+    assert.equal((log.state(E) as ExemptionState).valid_from, NOW);
+  });
+  test("the clock is the command's now: the same grant is refused after expires_at and accepted before it", () => {
+    const log = new EventLog();
+    givenPolicy(log, P, "Active");
+    log.fails("grant_exemption", grant, "validation_failed", "2026-02-08T10:00:00.001Z");
+    log.ok("grant_exemption", grant, ["exemption_granted"], "2026-02-08T09:59:59.999Z");
+  });
+  test("an expired grant is refused before its policy or its id is looked at (validation comes first)", () => {
+    log0().fails("grant_exemption", { ...grant, expires_at: "2025-12-01T00:00:00Z" }, "validation_failed");
+    const log = given("Granted");
+    log.fails("grant_exemption", { ...grant, expires_at: "2025-12-01T00:00:00Z" }, "validation_failed");
+  });
+  test("decide itself refuses expires_at not after valid_from (the schema does too; the domain does not rely on it)", () => {
+    const log = new EventLog();
+    givenPolicy(log, P, "Active");
+    const command = { name: "grant_exemption" as const, payload: { ...grant, valid_from: "2099-03-01T00:00:00Z", expires_at: "2099-03-01T00:00:00Z" } };
+    const decision = decide(undefined, command, { now: NOW, refs: new Map([[P, log.state(P)]]) });
+    assert.ok(!decision.ok);
+    assert.equal(decision.error.code, "validation_failed");
+    assert.match(decision.error.message, /expires_at must be after valid_from/);
+    assert.equal(expiryProblem("2099-03-01T00:00:01Z", "2099-03-01T00:00:00Z", NOW), undefined);
+    assert.match(expiryProblem("2026-01-15T11:00:00Z", undefined, NOW) ?? "", /must be in the future/);
   });
 
   function log0(): EventLog {

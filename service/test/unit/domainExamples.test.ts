@@ -6,7 +6,7 @@ import { PUBLIC_COMMANDS, type CommandName } from "../../src/domain/index.js";
 import { EXAMPLE_IDS, INVALID_EXAMPLES, VALID_EXAMPLES, exampleBody } from "../../src/protocol/examples.js";
 import { EventLog } from "./domainHarness.js";
 
-// Later than the seed grant's expires_at, as it is in real life by now.
+// Later than the seed grant's expires_at (2026-02-08), as it is in real life by now: that grant is refused.
 const STORY_NOW = "2026-11-25T12:00:00Z";
 
 const SEED_BODIES = [
@@ -21,12 +21,12 @@ function sendBody(log: EventLog, command: CommandName, body: string) {
   try {
     payload = JSON.parse(body);
   } catch {
-    return { ok: false as const, code: "invalid_json", stored: 0 };
+    return { ok: false as const, code: "invalid_json", message: undefined, stored: 0 };
   }
   const result = log.send(command, payload as Record<string, unknown>, STORY_NOW);
   return result.decision.ok
     ? { ok: true as const, types: result.stored.map((e) => e.event_type), stored: result.stored.length }
-    : { ok: false as const, code: result.decision.error.code, stored: 0 };
+    : { ok: false as const, code: result.decision.error.code, message: result.decision.error.message, stored: 0 };
 }
 
 function runStory(log: EventLog): void {
@@ -42,9 +42,18 @@ describe("examples", () => {
     const covered = new Set(VALID_EXAMPLES.map((e) => e.command));
     for (const name of PUBLIC_COMMANDS) assert.ok(covered.has(name), `an example of ${name}`);
   });
-  test("the seed payloads appear verbatim", () => {
-    const seeds = VALID_EXAMPLES.filter((e) => e.seed).map(exampleBody);
+  test("the seed payloads appear verbatim (the grant, whose expires_at has passed, among the refused ones)", () => {
+    const seeds = [...VALID_EXAMPLES, ...INVALID_EXAMPLES].filter((e) => e.seed).map(exampleBody);
     assert.deepEqual(seeds, SEED_BODIES);
+    assert.deepEqual(INVALID_EXAMPLES.filter((e) => e.seed).map((e) => e.expect), ["validation_failed"]);
+  });
+  test("every date a valid example carries that must lie ahead stays valid (2099)", () => {
+    for (const example of VALID_EXAMPLES) {
+      for (const field of ["expires_at", "effective_until", "expected_resume_date"]) {
+        const value = example.payload[field];
+        if (typeof value === "string") assert.ok(value.startsWith("2099-"), `${example.title}: ${field} ${value}`);
+      }
+    }
   });
   test("the valid story runs in order against an empty log", () => {
     const log = new EventLog();
@@ -59,7 +68,11 @@ describe("examples", () => {
     for (const example of INVALID_EXAMPLES) {
       const outcome = sendBody(log, example.command, exampleBody(example));
       assert.equal(outcome.ok, false, `${example.title} should fail`);
-      if (!outcome.ok) assert.equal(outcome.code, example.expect, example.title);
+      if (!outcome.ok) {
+        assert.equal(outcome.code, example.expect, example.title);
+        // JSON decoding is the app's (its message is checked against a real service); the rest is the domain's.
+        if (example.expect === "validation_failed") assert.equal(outcome.message, example.message, `${example.title}: documented message`);
+      }
       codes.add(example.expect);
     }
     for (const code of ["invalid_json", "validation_failed", "not_found", "already_exists", "invalid_transition"]) {

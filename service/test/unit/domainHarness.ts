@@ -35,8 +35,9 @@ export class EventLog {
   /** Parses, loads, decides and appends like the command handler; returns what was stored. */
   send(name: CommandName, payload: Record<string, unknown>, now: string = NOW): SendResult {
     const route = COMMAND_ROUTES[name];
-    const body = { ...payload };
-    if (route.creates && body[route.idField] === undefined) body[route.idField] = uuid(++this.idCounter);
+    // Like the command handler: an id is injected only into a JSON object (an array stays what it is).
+    const body: Record<string, unknown> = Array.isArray(payload) ? payload : { ...payload };
+    if (!Array.isArray(body) && route.creates && body[route.idField] === undefined) body[route.idField] = uuid(++this.idCounter);
     const parsed = parseCommand(name, JSON.parse(JSON.stringify(body)));
     if (!parsed.ok) return { decision: { ok: false, error: parsed.error }, id: String(body[route.idField]), stored: [] };
     const id = (parsed.command.payload as unknown as Record<string, string>)[route.idField] as string;

@@ -8,6 +8,7 @@
   darwinSystem,
   check,
   defaultEnvironment,
+  operatorCommandOf,
   ...
 }:
 if darwinSystem == null then
@@ -46,6 +47,23 @@ else
         };
       }
     ];
+    withSecretFiles = eval [
+      flake.leafModule
+      {
+        services.policy-service = {
+          enable = true;
+          natsUser = "svc";
+          passwordFile = "/run/secrets/nats-password";
+          tls = {
+            caFile = "/etc/nats/ca.pem";
+            certFile = "/etc/nats/client.pem";
+            keyFile = "/run/secrets/client-key.pem";
+          };
+          environmentFile = "/run/secrets/policy-service.env";
+        };
+      }
+    ];
+    exe = "${package}/bin/policy-service";
     natsOnly = eval [
       flake.darwinModules.nats
       {
@@ -57,7 +75,6 @@ else
         };
       }
     ];
-    key = k: v: "<key>${k}</key>\n\t<${v}";
   in
   lib.mapAttrs' (
     name: module:
@@ -84,53 +101,76 @@ else
       WorkingDirectory = "/var/lib/policy-service";
       Umask = 63;
     };
-    "daemon: the same environment as on NixOS" = check.eq daemon.EnvironmentVariables defaultEnvironment;
-    "plist text: label, KeepAlive, RunAtLoad, log paths, program" = check.isTrue (lib.all (lib.flip lib.hasInfix plist) [
-      "<key>Label</key>\n\t<string>org.nixos.policy-service</string>"
-      "<key>KeepAlive</key>\n\t<true/>"
-      "<key>RunAtLoad</key>\n\t<true/>"
-      "<key>StandardOutPath</key>\n\t<string>/var/log/policy-service.log</string>"
-      "<key>StandardErrorPath</key>\n\t<string>/var/log/policy-service.error.log</string>"
-      "<key>UserName</key>\n\t<string>_policy-service</string>"
-      "exec ${package}/bin/policy-service</string>"
-      "<key>NATS_URL</key>\n\t\t<string>nats://localhost:4222</string>"
-    ]) "plist lacks an expected entry:\n${plist}";
-    "user: _policy-service with static ids, managed by nix-darwin" = check.eq {
-      inherit (basic.users.users._policy-service) uid gid shell;
-      gidOfGroup = basic.users.groups._policy-service.gid;
-      known = lib.elem "_policy-service" basic.users.knownUsers && lib.elem "_policy-service" basic.users.knownGroups;
-    } {
-      uid = 536;
-      gid = 536;
-      shell = "/usr/bin/false";
-      gidOfGroup = 536;
-      known = true;
-    };
-    "activation: preActivation creates the working directory and log files" = check.isTrue (lib.all (lib.flip lib.hasInfix basic.system.activationScripts.preActivation.text) [
-      "mkdir -p /var/lib/policy-service"
-      "chown 536:536 /var/lib/policy-service"
-      "touch /var/log/policy-service.log /var/log/policy-service.error.log"
-    ]) "preActivation lacks the directory setup";
+    "daemon: the same environment as on NixOS" =
+      check.eq daemon.EnvironmentVariables defaultEnvironment;
+    "plist text: label, KeepAlive, RunAtLoad, log paths, program" = check.isTrue (lib.all
+      (lib.flip lib.hasInfix plist)
+      [
+        "<key>Label</key>\n\t<string>org.nixos.policy-service</string>"
+        "<key>KeepAlive</key>\n\t<true/>"
+        "<key>RunAtLoad</key>\n\t<true/>"
+        "<key>StandardOutPath</key>\n\t<string>/var/log/policy-service.log</string>"
+        "<key>StandardErrorPath</key>\n\t<string>/var/log/policy-service.error.log</string>"
+        "<key>UserName</key>\n\t<string>_policy-service</string>"
+        "exec ${package}/bin/policy-service</string>"
+        "<key>NATS_URL</key>\n\t\t<string>nats://localhost:4222</string>"
+      ]
+    ) "plist lacks an expected entry:\n${plist}";
+    "user: _policy-service with static ids, managed by nix-darwin" =
+      check.eq
+        {
+          inherit (basic.users.users._policy-service) uid gid shell;
+          gidOfGroup = basic.users.groups._policy-service.gid;
+          known =
+            lib.elem "_policy-service" basic.users.knownUsers
+            && lib.elem "_policy-service" basic.users.knownGroups;
+        }
+        {
+          uid = 536;
+          gid = 536;
+          shell = "/usr/bin/false";
+          gidOfGroup = 536;
+          known = true;
+        };
+    "activation: preActivation creates the working directory and log files" = check.isTrue (lib.all
+      (lib.flip lib.hasInfix basic.system.activationScripts.preActivation.text)
+      [
+        "mkdir -p /var/lib/policy-service"
+        "chown 536:536 /var/lib/policy-service"
+        "touch /var/log/policy-service.log /var/log/policy-service.error.log"
+      ]
+    ) "preActivation lacks the directory setup";
     # nix-darwin runs only its fixed activation scripts: the text must reach /activate.
-    "activation: the script nix-darwin actually runs contains it" = check.contains basic.system.activationScripts.script.text "mkdir -p /var/lib/policy-service";
+    "activation: the script nix-darwin actually runs contains it" =
+      check.contains basic.system.activationScripts.script.text "mkdir -p /var/lib/policy-service";
     "environmentFile: sourced by a shell before exec; credentials passed as paths" = check.isTrue (
       let
         d = withEnvFile.launchd.daemons.policy-service;
       in
-      d.command == "/bin/sh -c 'set -a; . /etc/policy-service/env; set +a; exec ${package}/bin/policy-service'"
+      d.command
+      == "/bin/sh -c 'set -a; . /etc/policy-service/env; set +a; exec ${package}/bin/policy-service'"
       && d.environment.NATS_CREDS_FILE == "/etc/policy-service/nats.creds"
     ) "unexpected command/environment";
     "assertions hold" = check.noFailedAssertions basic;
-    "refused: snapshotFrequency = 0" = check.refused (plistOf (eval [
-      flake.leafModule
-      { services.policy-service = { enable = true; snapshotFrequency = 0; }; }
-    ]));
-    "darwinModules.nats: JSON settings with JetStream, server name and the serverConfig alias" = check.eq natsOnly.services.nats.settings {
-      server_name = "mac-1";
-      port = 4222;
-      jetstream.store_dir = "/var/lib/nats";
-      cluster.port = 6222;
-    };
+    "refused: snapshotFrequency = 0" = check.refused (
+      plistOf (eval [
+        flake.leafModule
+        {
+          services.policy-service = {
+            enable = true;
+            snapshotFrequency = 0;
+          };
+        }
+      ])
+    );
+    "darwinModules.nats: JSON settings with JetStream, server name and the serverConfig alias" =
+      check.eq natsOnly.services.nats.settings
+        {
+          server_name = "mac-1";
+          port = 4222;
+          jetstream.store_dir = "/var/lib/nats";
+          cluster.port = 6222;
+        };
     "darwinModules.nats: launchd daemon org.nixos.nats running nats-server -c <config>" = check.isTrue (
       let
         p = natsPlistOf natsOnly;
@@ -140,16 +180,83 @@ else
       && lib.hasInfix "<key>UserName</key>\n\t<string>_nats</string>" p
       && lib.hasInfix "<key>KeepAlive</key>\n\t<true/>" p
     ) "nats plist:\n${natsPlistOf natsOnly}";
-    "darwinModules.nats: no jetstream block when JetStream is off" = check.eq (eval [
-      flake.darwinModules.nats
-      { services.nats.enable = true; }
-    ]).services.nats.settings {
-      server_name = "nats";
-      port = 4222;
-    };
+    "darwinModules.nats: no jetstream block when JetStream is off" =
+      check.eq
+        (eval [
+          flake.darwinModules.nats
+          { services.nats.enable = true; }
+        ]).services.nats.settings
+        {
+          server_name = "nats";
+          port = 4222;
+        };
     "darwinModules.nats: data directory created on activation, _nats user" = check.isTrue (
       lib.hasInfix "mkdir -p /var/lib/nats" natsOnly.system.activationScripts.preActivation.text
       && natsOnly.users.users._nats.uid == 4222
       && lib.elem "_nats" natsOnly.users.knownUsers
     ) "missing data dir setup or user";
+    "operator command: `policy-service` on the system PATH with the daemon's environment, running the package" =
+      let
+        command = operatorCommandOf basic;
+      in
+      check.eq
+        {
+          exports = command.exports or null;
+          execsPackage = lib.hasInfix "exec ${exe} \"$@\"" (command.text or "");
+        }
+        {
+          exports = defaultEnvironment;
+          execsPackage = true;
+        };
+    "operator command: credential variables name the configured files, as the daemon's do; no secret" =
+      let
+        command = operatorCommandOf withSecretFiles;
+      in
+      check.eq
+        {
+          inherit (command) exports;
+          sameAsDaemon =
+            command.exports
+            == withSecretFiles.launchd.daemons.policy-service.serviceConfig.EnvironmentVariables;
+          sourcesEnvironmentFile = lib.hasInfix ". /run/secrets/policy-service.env" command.text;
+        }
+        {
+          exports = defaultEnvironment // {
+            NATS_USER = "svc";
+            NATS_PASSWORD_FILE = "/run/secrets/nats-password";
+            NATS_CA_FILE = "/etc/nats/ca.pem";
+            NATS_CERT_FILE = "/etc/nats/client.pem";
+            NATS_KEY_FILE = "/run/secrets/client-key.pem";
+          };
+          sameAsDaemon = true;
+          sourcesEnvironmentFile = true;
+        };
+    "server-name guard: routes with the default server name \"nats\" are refused; quiet with a unique one" =
+      let
+        clustered =
+          nats:
+          lib.filter (lib.hasInfix "JetStream clustering needs a unique name") (
+            check.failedAssertions (eval [
+              flake.leafModule
+              enabled
+              {
+                services.nats = {
+                  enable = true;
+                  jetstream = true;
+                  settings.cluster.routes = [ "nats://mac-2:6222" ];
+                }
+                // nats;
+              }
+            ])
+          );
+      in
+      check.eq
+        {
+          default = lib.length (clustered { });
+          unique = clustered { serverName = "mac-1"; };
+        }
+        {
+          default = 1;
+          unique = [ ];
+        };
   }

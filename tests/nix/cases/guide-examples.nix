@@ -28,7 +28,10 @@ let
   # The flake examples import ./hardware-configuration.nix; the seed examples ship one.
   hardware = toString examples + "/hardware-configuration.nix";
   fileOf =
-    n: text: builtins.toFile "guide-block-${toString n}.nix" (builtins.replaceStrings [ "./hardware-configuration.nix" ] [ hardware ] text);
+    n: text:
+    builtins.toFile "guide-block-${toString n}.nix" (
+      builtins.replaceStrings [ "./hardware-configuration.nix" ] [ hardware ] text
+    );
 
   kindOf =
     text:
@@ -57,7 +60,8 @@ let
     in
     builtins.deepSeq extra (failed == [ ] && warned == [ ]);
   nixosHealthy = config: healthy config config.systemd.services.policy-service.environment;
-  darwinHealthy = config: healthy config config.launchd.daemons.policy-service.serviceConfig.EnvironmentVariables;
+  darwinHealthy =
+    config: healthy config config.launchd.daemons.policy-service.serviceConfig.EnvironmentVariables;
   noDarwin = {
     skip = "no nix-darwin evaluation here (offline: set POLICY_SERVICE_NIX_DARWIN; flake checks: darwin systems only)";
   };
@@ -73,25 +77,37 @@ let
       let
         out = flakeOutputs file;
         nixosCases = lib.mapAttrs' (
-          name: system: lib.nameValuePair "${label}: nixosConfigurations.${name}" (check.isTrue (nixosHealthy system.config) "failed assertions or warnings")
+          name: system:
+          lib.nameValuePair "${label}: nixosConfigurations.${name}" (
+            check.isTrue (nixosHealthy system.config) "failed assertions or warnings"
+          )
         ) (out.nixosConfigurations or { });
         darwinCases = lib.mapAttrs' (
           name: system:
           lib.nameValuePair "${label}: darwinConfigurations.${name}" (
-            if darwinSystem == null then noDarwin else check.isTrue (darwinHealthy system.config) "failed assertions or warnings"
+            if darwinSystem == null then
+              noDarwin
+            else
+              check.isTrue (darwinHealthy system.config) "failed assertions or warnings"
           )
         ) (out.darwinConfigurations or { });
       in
       nixosCases // darwinCases
     else if kind == "direct-import" then
       {
-        "${label}: NixOS" = check.isTrue (nixosHealthy (nixos [ (directImport file) ])) "failed assertions or warnings";
+        "${label}: NixOS" = check.isTrue (nixosHealthy (nixos [
+          (directImport file)
+        ])) "failed assertions or warnings";
         "${label}: nix-darwin" =
-          if darwinSystem == null then noDarwin else check.isTrue (darwinHealthy (darwin [ (directImport file) ])) "failed assertions or warnings";
+          if darwinSystem == null then
+            noDarwin
+          else
+            check.isTrue (darwinHealthy (darwin [ (directImport file) ])) "failed assertions or warnings";
       }
     else if kind == "flake-fragment" then
       {
-        "${label}: pins a tag of the flake" = check.isTrue (lib.hasPrefix "github:thecowboyai/cim-domain-policy/v" (moduleBody file).inputs.cim-domain-policy.url) "not a tag pin";
+        "${label}: pins a tag of the flake" =
+          check.isTrue (lib.hasPrefix "github:thecowboyai/cim-domain-policy/v" (moduleBody file).inputs.cim-domain-policy.url) "not a tag pin";
       }
     else
       {
@@ -105,34 +121,39 @@ let
   perBlock = lib.foldl' (acc: c: acc // c) { } (lib.imap1 caseOf blocks);
 
   # The corrections the guide teaches, checked on its multi-leaf block (the one with leaf-1).
-  multiLeaf = lib.findFirst (b: lib.hasInfix ''serverName = "leaf-1"'' b && lib.hasInfix "streamReplicas = 3" b) null blocks;
-  leaf1 =
-    nixos [
-      flake.leafModule
-      (moduleBody (fileOf 0 multiLeaf))
-    ];
+  multiLeaf = lib.findFirst (
+    b: lib.hasInfix ''serverName = "leaf-1"'' b && lib.hasInfix "streamReplicas = 3" b
+  ) null blocks;
+  leaf1 = nixos [
+    flake.leafModule
+    (moduleBody (fileOf 0 multiLeaf))
+  ];
 in
 perBlock
 // {
-  "the guide has nix blocks of every kind" = check.eq (lib.unique (lib.sort lib.lessThan (map kindOf blocks))) [
-    "direct-import"
-    "flake"
-    "flake-fragment"
-    "module-body"
-  ];
+  "the guide has nix blocks of every kind" =
+    check.eq (lib.unique (lib.sort lib.lessThan (map kindOf blocks)))
+      [
+        "direct-import"
+        "flake"
+        "flake-fragment"
+        "module-body"
+      ];
   "multi-leaf block: cluster port, unique server name, sync always, three replicas" =
     if multiLeaf == null then
       check.isTrue false "no block with serverName = \"leaf-1\" and streamReplicas = 3"
     else
-      check.eq {
-        inherit (leaf1.services.nats.settings) server_name;
-        cluster_port = leaf1.services.nats.settings.cluster.port;
-        sync = leaf1.services.nats.settings.jetstream.sync_interval;
-        replicas = leaf1.systemd.services.policy-service.environment.STREAM_REPLICAS;
-      } {
-        server_name = "leaf-1";
-        cluster_port = 6222;
-        sync = "always";
-        replicas = "3";
-      };
+      check.eq
+        {
+          inherit (leaf1.services.nats.settings) server_name;
+          cluster_port = leaf1.services.nats.settings.cluster.port;
+          sync = leaf1.services.nats.settings.jetstream.sync_interval;
+          replicas = leaf1.systemd.services.policy-service.environment.STREAM_REPLICAS;
+        }
+        {
+          server_name = "leaf-1";
+          cluster_port = 6222;
+          sync = "always";
+          replicas = "3";
+        };
 }

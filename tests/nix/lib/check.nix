@@ -23,12 +23,16 @@ rec {
     let
       wrong = lib.filterAttrs (k: v: !(actual ? ${k}) || actual.${k} != v) expected;
     in
-    result (wrong == { }) "differs at ${show (lib.attrNames wrong)}: expected ${show wrong}, got ${
-      show (lib.filterAttrs (k: _: wrong ? ${k}) actual)
-    }";
+    result (wrong == { })
+      "differs at ${show (lib.attrNames wrong)}: expected ${show wrong}, got ${
+        show (lib.filterAttrs (k: _: wrong ? ${k}) actual)
+      }";
   isTrue = cond: detail: result cond detail;
-  contains = haystack: needle: result (lib.hasInfix needle haystack) "${show needle} not found in ${show haystack}";
-  lacks = haystack: needle: result (!lib.hasInfix needle haystack) "${show needle} unexpectedly found";
+  contains =
+    haystack: needle:
+    result (lib.hasInfix needle haystack) "${show needle} not found in ${show haystack}";
+  lacks =
+    haystack: needle: result (!lib.hasInfix needle haystack) "${show needle} unexpectedly found";
   # Evaluating `value` fully must fail (a refused configuration), and, when given, with a
   # message containing `pattern` is not checkable here (tryEval hides it): callers force
   # the narrowest value that only the bad setting can break.

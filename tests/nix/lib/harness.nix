@@ -70,7 +70,37 @@
       };
     } file;
   # A snippet `a.b = …;` is a module body.
-  moduleBodyExample = file: import (builtins.toFile "module-body.nix" "{\n${builtins.readFile file}\n}");
+  moduleBodyExample =
+    file: import (builtins.toFile "module-body.nix" "{\n${builtins.readFile file}\n}");
+  # The operator command services.policy-service puts on the system PATH (an
+  # environment.systemPackages entry named policy-service), as { text; exports; }:
+  # exports are the variables its `export NAME=value` lines set (values unquoted).
+  operatorCommandOf =
+    config:
+    let
+      command = lib.findFirst (
+        p: (p.name or "") == "policy-service"
+      ) null config.environment.systemPackages;
+      unquote =
+        v:
+        if lib.hasPrefix "'" v then
+          lib.replaceStrings [ "'\\''" ] [ "'" ] (lib.removePrefix "'" (lib.removeSuffix "'" v))
+        else
+          v;
+      exportLine = builtins.match "export ([A-Za-z_][A-Za-z0-9_]*)=(.*)";
+      exports = lib.listToAttrs (
+        map (m: lib.nameValuePair (lib.elemAt m 0) (unquote (lib.elemAt m 1))) (
+          lib.filter (m: m != null) (map exportLine (lib.splitString "\n" command.text))
+        )
+      );
+    in
+    if command == null then
+      null
+    else
+      {
+        inherit (command) text;
+        inherit exports;
+      };
   # The service's environment with every option at its default: the same on NixOS and nix-darwin.
   defaultEnvironment = {
     NATS_URL = "nats://localhost:4222";

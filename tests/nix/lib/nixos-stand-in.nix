@@ -1,6 +1,7 @@
 # Stand-in declarations for the parts of NixOS our modules touch, typed as NixOS types
 # them (nixpkgs nixos/modules/system/boot/systemd.nix + systemd-unit-options.nix,
 # config/users-groups.nix, tasks/network-interfaces.nix, services/networking/nats.nix).
+# Every assumption, with the real file it was checked against, is listed in ./README.md.
 # Used by ./eval-nixos.nix; the real NixOS module tree is not available offline.
 {
   config,
@@ -11,17 +12,26 @@
 let
   inherit (lib) mkOption types;
 
-  # systemd-lib's unitOption: a list of definitions concatenates, scalars must agree.
+  # nixos/lib/systemd-unit-options.nix's unitOption: when the first definition (after
+  # mkOverride filtering) is a list, every definition must be a list and they concatenate
+  # (a repeatable option such as ExecStartPre); a list among scalar definitions throws.
+  # Otherwise the scalars must agree (mergeEqualOption; a list among them conflicts).
+  # Like the real type it has no `check`: any value is a definition.
   unitOption = lib.mkOptionType {
     name = "systemd option";
-    check = x: builtins.any (f: f x) [ builtins.isBool builtins.isInt builtins.isString builtins.isList builtins.isPath lib.isStringLike ];
     merge =
       loc: defs:
       let
         defs' = lib.filterOverrides defs;
       in
-      if builtins.any (def: builtins.isList def.value) defs' then
-        lib.concatMap (def: lib.toList def.value) defs'
+      if builtins.isList (lib.head defs').value then
+        lib.concatMap (
+          def:
+          if builtins.isList def.value then
+            def.value
+          else
+            throw "The definitions for systemd unit options should be either all lists, representing repeatable options, or all non-lists, but for the option ${lib.showOption loc}, the definitions are a mix of list and non-list ${lib.options.showDefs defs'}"
+        ) defs'
       else
         lib.mergeEqualOption loc defs';
   };
@@ -33,11 +43,34 @@ let
   # systemd-lib's checkUnitConfig "Service" assertions on well-known keys.
   serviceConfigType = types.addCheck (types.attrsOf unitOption) (
     cfg:
-    (!(cfg ? Type) || builtins.elem cfg.Type [ "exec" "simple" "forking" "oneshot" "dbus" "notify" "notify-reload" "idle" ])
-    && (!(cfg ? Restart) || builtins.elem cfg.Restart [ "no" "on-success" "on-failure" "on-abnormal" "on-watchdog" "on-abort" "always" ])
+    (
+      !(cfg ? Type)
+      || builtins.elem cfg.Type [
+        "exec"
+        "simple"
+        "forking"
+        "oneshot"
+        "dbus"
+        "notify"
+        "notify-reload"
+        "idle"
+      ]
+    )
+    && (
+      !(cfg ? Restart)
+      || builtins.elem cfg.Restart [
+        "no"
+        "on-success"
+        "on-failure"
+        "on-abnormal"
+        "on-watchdog"
+        "on-abort"
+        "always"
+      ]
+    )
   );
   serviceModule =
-    { name, ... }:
+    { ... }:
     {
       options = {
         enable = mkOption {
@@ -64,11 +97,24 @@ let
         conflicts = unitList;
         upholds = unitList;
         environment = mkOption {
-          type = types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ]));
+          type = types.attrsOf (
+            types.nullOr (
+              types.oneOf [
+                types.str
+                types.path
+                types.package
+              ]
+            )
+          );
           default = { };
         };
         path = mkOption {
-          type = types.listOf (types.oneOf [ types.package types.str ]);
+          type = types.listOf (
+            types.oneOf [
+              types.package
+              types.str
+            ]
+          );
           default = [ ];
         };
         serviceConfig = mkOption {
@@ -175,7 +221,8 @@ let
       };
     };
 
-  # services.nats as nixpkgs declares and implements it (nix.md §1).
+  # services.nats as nixpkgs declares and implements it (nixos/modules/services/networking/nats.nix;
+  # ./README.md says which version was read).
   nats = config.services.nats;
   natsFormat = pkgs.formats.json { };
   natsConfigFile = natsFormat.generate "nats.conf" nats.settings;
@@ -332,14 +379,46 @@ in
             ExecReload = "${pkgs.coreutils}/bin/kill -HUP $MAINPID";
             KillMode = "mixed";
             KillSignal = "SIGUSR2";
-            SuccessExitStatus = [ "0" "SIGUSR2" ];
+            SuccessExitStatus = [
+              0
+              "SIGUSR2"
+            ];
             TimeoutStopSec = "150";
             Restart = "on-failure";
             User = nats.user;
             Group = nats.group;
+            LimitNOFILE = 800000;
+            ReadOnlyPaths = [ ];
             ReadWritePaths = [ nats.dataDir ];
-            ProtectSystem = "strict";
+            # Hardening, as nats.nix sets it.
+            CapabilityBoundingSet = "";
+            LockPersonality = true;
+            MemoryDenyWriteExecute = true;
+            NoNewPrivileges = true;
+            PrivateDevices = true;
             PrivateTmp = true;
+            PrivateUsers = true;
+            ProcSubset = "pid";
+            ProtectClock = true;
+            ProtectControlGroups = true;
+            ProtectHome = true;
+            ProtectHostname = true;
+            ProtectKernelLogs = true;
+            ProtectKernelModules = true;
+            ProtectKernelTunables = true;
+            ProtectProc = "invisible";
+            ProtectSystem = "strict";
+            RestrictAddressFamilies = [
+              "AF_INET"
+              "AF_INET6"
+            ];
+            RestrictNamespaces = true;
+            RestrictRealtime = true;
+            RestrictSUIDSGID = true;
+            SystemCallFilter = [
+              "@system-service"
+              "~@privileged"
+            ];
             UMask = "0077";
           }
         ];

@@ -3,7 +3,7 @@
 #
 #   import ./node-runtime.nix { lib; modules; }  ->
 #     { hostName; natsEnabled; natsSettings; policyServiceEnabled; serviceEnvironment;
-#       serviceCredentials; warnings; }
+#       serviceCredentials; operatorCommand; warnings; }
 #
 # natsSettings        config.services.nats.settings: write it with builtins.toJSON and run
 #                     `nats-server -c <file>` (store_dir etc. are the node's real paths:
@@ -12,6 +12,9 @@
 #                     NATS_*_FILE variables are `$CREDENTIALS_DIRECTORY/<name>` (literally;
 #                     the service expands it): set CREDENTIALS_DIRECTORY to a directory
 #                     holding the files serviceCredentials maps each <name> to.
+# operatorCommand     the text of the `policy-service` command the module puts on the
+#                     system PATH (environment.systemPackages): the service's environment
+#                     with the configured credential files, then `exec <package>/bin/policy-service "$@"`.
 # It throws, like a NixOS build would, when an assertion of the configuration fails.
 {
   lib,
@@ -42,5 +45,8 @@ else
     policyServiceEnabled = unit != null;
     serviceEnvironment = if unit == null then { } else unit.environment;
     serviceCredentials = credentials;
+    operatorCommand =
+      (lib.findFirst (p: (p.name or "") == "policy-service") { } config.environment.systemPackages).text
+        or null;
     inherit (config) warnings;
   }

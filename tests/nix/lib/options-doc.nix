@@ -49,7 +49,9 @@ let
     ''
     + lib.concatMapStrings (
       o:
-      "| [`${lib.removePrefix "services." o.name}`](#${anchor o.name}) | ${lib.replaceStrings [ "|" ] [ "\\|" ] o.type} | ${
+      "| [`${lib.removePrefix "services." o.name}`](#${anchor o.name}) | ${
+        lib.replaceStrings [ "|" ] [ "\\|" ] o.type
+      } | ${
         if o ? default then lib.replaceStrings [ "\n" "|" ] [ " " "\\|" ] (render o.default) else ""
       } |\n"
     ) options;

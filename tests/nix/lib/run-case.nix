@@ -12,12 +12,9 @@ let
   harness = import ./harness.nix { inherit lib repo nixDarwin; };
   results = import case harness;
 in
-lib.mapAttrsToList (
-  name: r:
-  {
-    inherit name;
-    ok = r.ok or false;
-    detail = r.detail or "";
-    skip = r.skip or null;
-  }
-) results
+lib.mapAttrsToList (name: r: {
+  inherit name;
+  ok = r.ok or false;
+  detail = r.detail or "";
+  skip = r.skip or null;
+}) results

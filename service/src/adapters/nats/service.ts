@@ -26,6 +26,8 @@ export interface MicroServiceOptions {
   logger: Logger;
   /** Extra `data` for an endpoint in `$SRV.STATS` (e.g. command counters); undefined → none. */
   statsData?: (subject: string) => unknown;
+  /** Called once per answered request: its subject, the reply's error code (null: ok) and seconds since it arrived. */
+  observe?: (subject: string, errorCode: string | null, seconds: number) => void;
 }
 
 class Semaphore {
@@ -87,8 +89,9 @@ export class MicroService {
 
   private async serve(subject: string, iter: QueuedIterator<ServiceMsg>, handler: EndpointHandler): Promise<void> {
     for await (const msg of iter) {
+      const received = performance.now();
       await this.slots.acquire();
-      const task = this.handle(subject, msg, handler).finally(() => {
+      const task = this.handle(subject, msg, handler, received).finally(() => {
         this.slots.release();
         this.inFlight.delete(task);
       });
@@ -96,7 +99,7 @@ export class MicroService {
     }
   }
 
-  private async handle(subject: string, msg: ServiceMsg, handler: EndpointHandler): Promise<void> {
+  private async handle(subject: string, msg: ServiceMsg, handler: EndpointHandler, received: number): Promise<void> {
     let result: HandlerResult;
     try {
       result = await handler(msg.data, msg);
@@ -115,6 +118,11 @@ export class MicroService {
       }
     } catch (err) {
       this.log.warn({ err, subject }, "could not send a reply");
+    }
+    try {
+      this.opts.observe?.(subject, result.error?.code ?? null, (performance.now() - received) / 1000);
+    } catch (err) {
+      this.log.warn({ err, subject }, "request observer failed");
     }
   }
 

@@ -120,7 +120,7 @@ export async function ensureBucket(nc: NatsConnection | JetStreamClient, jsm: Je
   const kvm = new Kvm(nc);
   const kv = await kvm.create(bucket, { replicas, history: 1, ttl: ttlMs, storage: "file" as never });
   const streamName = `KV_${bucket}`;
-  const info = await jsm.streams.info(streamName);
+  const info = await bucketStreamInfo(jsm, streamName);
   const update: Partial<StreamConfig> = {};
   if (info.config.num_replicas !== replicas) update.num_replicas = replicas;
   if (info.config.max_age !== nanos(ttlMs)) update.max_age = nanos(ttlMs);
@@ -129,6 +129,22 @@ export async function ensureBucket(nc: NatsConnection | JetStreamClient, jsm: Je
     logger.info({ bucket, changed: Object.keys(update) }, "KV bucket updated");
   }
   return kv;
+}
+
+/**
+ * The bucket's stream, just created or opened. When several instances start at once on a forming
+ * cluster, the stream's info can answer "stream not found" (10059) for a moment after the create
+ * succeeded (seen about one start in eight with three instances): ask again briefly before giving up.
+ */
+async function bucketStreamInfo(jsm: JetStreamManager, streamName: string): Promise<StreamInfo> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await jsm.streams.info(streamName);
+    } catch (err) {
+      if (!isApiError(err, 10059) || attempt >= 20) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100 + 50 * attempt));
+    }
+  }
 }
 
 export function commandsTtlMs(config: Config): number {

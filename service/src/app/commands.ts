@@ -21,6 +21,11 @@ export const MAX_PAYLOAD_BYTES = 64 * 1024;
 export const MAX_CONFLICT_RETRIES = 8;
 export const UNAVAILABLE_DEADLINE_MS = 10_000;
 const RECALL_DEADLINE_MS = 3000;
+/**
+ * Test-only: `1` makes a command_id worthless for deduplication (no idempotency record, no search for earlier
+ * events with it, a random Nats-Msg-Id), so the fault-injection suite can show that it detects duplicates.
+ */
+export const TEST_DISABLE_IDEMPOTENCY_ENV = "POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY";
 
 /** Domain outcomes that are a fact about the command, so a retry with the same command_id gets the same answer. */
 const REMEMBERED_FAILURES: ReadonlySet<ErrorCode> = new Set(["not_found", "already_exists", "invalid_transition", "not_applicable"]);
@@ -44,16 +49,23 @@ export interface CommandHandlerOptions {
   /** Whether several events can be appended atomically (server ≥ 2.12 and allow_atomic). */
   atomicBatches: boolean;
   clock?: () => Date;
+  /** Test-only (default: the POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY environment variable is `1`). */
+  disableIdempotency?: boolean;
 }
 
 export class CommandHandler {
   private readonly opts: CommandHandlerOptions;
   private readonly log: Logger;
+  private readonly idempotency: boolean;
   readonly counters = { executed: 0, conflicts: 0, conflictRetries: 0, duplicates: 0, replayedReplies: 0, unavailable: 0, internal: 0 };
 
   constructor(opts: CommandHandlerOptions) {
     this.opts = opts;
     this.log = opts.logger;
+    this.idempotency = !(opts.disableIdempotency ?? process.env[TEST_DISABLE_IDEMPOTENCY_ENV] === "1");
+    if (!this.idempotency) {
+      this.log.warn({ [TEST_DISABLE_IDEMPOTENCY_ENV]: "1" }, "TEST ONLY: command_id deduplication is OFF; retried commands will be stored twice. Never set this in production");
+    }
   }
 
   /**
@@ -101,25 +113,27 @@ export class CommandHandler {
     const { command, meta } = parsed;
     const deadline = Date.now() + UNAVAILABLE_DEADLINE_MS;
     // Hashed only after validation (bounded depth and size); the hash covers the payload as sent, before id injection.
-    const payloadHash = meta.command_id ? sha256(canonicalJson(original)) : "";
+    // Test-only switch: the command_id stays in the envelopes (so duplicates are visible) but dedupes nothing.
+    const dedupeId = this.idempotency ? meta.command_id : null;
+    const payloadHash = dedupeId ? sha256(canonicalJson(original)) : "";
 
-    if (meta.command_id) {
+    if (dedupeId) {
       // The record is one layer of three (see docs/concurrency.md): if the bucket does not answer soon, go on.
-      const remembered = await this.recall(meta.command_id, Math.min(deadline, Date.now() + RECALL_DEADLINE_MS)).catch((err: unknown) => {
-        this.log.warn({ err, command_id: meta.command_id }, "idempotency record not readable; relying on the stream's checks");
+      const remembered = await this.recall(dedupeId, Math.min(deadline, Date.now() + RECALL_DEADLINE_MS)).catch((err: unknown) => {
+        this.log.warn({ err, command_id: dedupeId }, "idempotency record not readable; relying on the stream's checks");
         return null;
       });
       if (remembered) {
         this.counters.replayedReplies++;
         if (remembered.payload_sha256 !== payloadHash) {
-          return failure("conflict", `command_id ${meta.command_id} was already used for a different payload`);
+          return failure("conflict", `command_id ${dedupeId} was already used for a different payload`);
         }
         return remembered.reply;
       }
     }
-    const { reply, afterReply } = await this.decideAndAppend(command, meta, now, deadline);
-    if (meta.command_id && (reply.ok || REMEMBERED_FAILURES.has(reply.error.code))) {
-      await this.remember(meta.command_id, { payload_sha256: payloadHash, reply });
+    const { reply, afterReply } = await this.decideAndAppend(command, meta, dedupeId, now, deadline);
+    if (dedupeId && (reply.ok || REMEMBERED_FAILURES.has(reply.error.code))) {
+      await this.remember(dedupeId, { payload_sha256: payloadHash, reply });
     }
     // The snapshot comes after the idempotency record: a snapshot that hides this command's event from a
     // later load never exists without the record that answers a retry.
@@ -128,7 +142,7 @@ export class CommandHandler {
   }
 
   private async decideAndAppend(
-    command: Command, meta: { command_id: string | null; correlation_id: string | null }, nowOverride: string | undefined, deadline: number,
+    command: Command, meta: { command_id: string | null; correlation_id: string | null }, dedupeId: string | null, nowOverride: string | undefined, deadline: number,
   ): Promise<{ reply: Reply; afterReply?: () => void }> {
     const { store } = this.opts;
     const aggregateId = aggregateIdOf(command);
@@ -148,7 +162,7 @@ export class CommandHandler {
       // Already applied? Another instance (a retry with the same command_id racing the first attempt) or our own
       // earlier publish may have stored this command. Newer servers answer such a duplicate with "wrong last
       // sequence" instead of a duplicate ack, so look for it before deciding again.
-      const mine = recent.filter((e) => (meta.command_id !== null && e.envelope.command_id === meta.command_id) || attemptedEventIds.has(e.envelope.event_id));
+      const mine = recent.filter((e) => (dedupeId !== null && e.envelope.command_id === dedupeId) || attemptedEventIds.has(e.envelope.event_id));
       if (mine.length > 0) {
         this.counters.duplicates++;
         return { reply: replyFrom(mine) };
@@ -178,7 +192,7 @@ export class CommandHandler {
       // The expected sequence is part of the id: a re-send of the same write deduplicates, while a re-decision after a
       // lost race uses a fresh id (nats-server 2.11 keeps an id rejected by the sequence check "in process" on
       // clustered streams, blocking it for the duplicate window).
-      const toAppend = envelopes.map((envelope, i) => ({ envelope, msgId: meta.command_id ? `${meta.command_id}:${i}:${loaded.lastSeq}` : envelope.event_id }));
+      const toAppend = envelopes.map((envelope, i) => ({ envelope, msgId: dedupeId ? `${dedupeId}:${i}:${loaded.lastSeq}` : envelope.event_id }));
       for (const e of envelopes) attemptedEventIds.add(e.event_id);
       let acks: PubAck[];
       try {

@@ -17,6 +17,10 @@
  *
  *   runService(args, env) → { code, stdout, stderr } for one-shot invocations (--version, --check-config).
  *
+ * Network namespaces (the fault-injection suite): `host`/`bindHost`/`wrap` (e.g. ["ip", "netns", "exec", "ns1"])
+ * place a server in a namespace the test created; startCluster's `placement` does it per node; startService's
+ * `{ wrap }` runs the service there. `ip netns exec` execs the command, so the PID stays the process's own.
+ *
  * The nats-server binary comes from NATS_SERVER_BIN, else PATH, else the cache of `scripts/ensure-tools`.
  * Anything older than 2.11 is refused (Debian's 2.9.10 breaks the concurrency guarantees) with the install hint.
  * Every process started here is also SIGKILLed when the test process exits, so a failing test leaves nothing behind.
@@ -115,7 +119,18 @@ export interface StartServerOptions {
   syncAlways?: boolean;
   /** Client port (default: a free one), e.g. to start a server where a service already waits. */
   port?: number;
+  /** Monitoring port (default: a free one). */
+  httpPort?: number;
+  /** Address clients, routes and the monitor use (default 127.0.0.1). */
+  host?: string;
+  /** Address the client and monitoring listeners bind (default: host; routes listen on host), e.g. 0.0.0.0 inside a network namespace the test created. */
+  bindHost?: string;
+  /** Command prefix that execs the server (e.g. ["ip", "netns", "exec", "ns1"]). */
+  wrap?: string[];
 }
+
+/** Where node `i` of startCluster runs (default: loopback, free ports, no wrapper). */
+export interface NodePlacement { host: string; bindHost?: string; wrap?: string[]; port?: number; httpPort?: number; clusterPort?: number; extraConfig?: string }
 
 export interface NatsServer {
   readonly name: string;
@@ -145,16 +160,20 @@ interface ServerSpec {
   port: number;
   httpPort: number;
   clusterPort: number | null;
-  routes: number[];
+  /** host:port of every route. */
+  routes: string[];
   extraConfig: string;
   syncAlways: boolean;
+  host: string;
+  bindHost: string;
+  wrap: string[];
 }
 
 function serverConfig(spec: ServerSpec): string {
   const lines = [
     `server_name: ${spec.name}`,
-    `listen: 127.0.0.1:${spec.port}`,
-    `http: 127.0.0.1:${spec.httpPort}`,
+    `listen: ${spec.bindHost}:${spec.port}`,
+    `http: ${spec.bindHost}:${spec.httpPort}`,
     `jetstream {`,
     `  store_dir: "${join(spec.dir, "data")}"`,
     ...(spec.syncAlways ? ["  sync_interval: always"] : []),
@@ -164,9 +183,9 @@ function serverConfig(spec: ServerSpec): string {
     lines.push(
       `cluster {`,
       `  name: policy-test-cluster`,
-      `  listen: 127.0.0.1:${spec.clusterPort}`,
+      `  listen: ${spec.host}:${spec.clusterPort}`,
       `  routes: [`,
-      ...spec.routes.map((p) => `    nats-route://127.0.0.1:${p}`),
+      ...spec.routes.map((r) => `    nats-route://${r}`),
       `  ]`,
       `}`,
     );
@@ -175,8 +194,8 @@ function serverConfig(spec: ServerSpec): string {
   return lines.join("\n") + "\n";
 }
 
-async function httpJson<T>(port: number, path: string, timeoutMs = 2000): Promise<T> {
-  const res = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(timeoutMs) });
+async function httpJson<T>(host: string, port: number, path: string, timeoutMs = 2000): Promise<T> {
+  const res = await fetch(`http://${host}:${port}${path}`, { signal: AbortSignal.timeout(timeoutMs) });
   return (await res.json()) as T;
 }
 
@@ -194,7 +213,7 @@ class ServerProcess implements NatsServer {
   private readonly spec: ServerSpec;
   constructor(spec: ServerSpec) { this.spec = spec; }
   get name() { return this.spec.name; }
-  get url() { return `nats://127.0.0.1:${this.spec.port}`; }
+  get url() { return `nats://${this.spec.host}:${this.spec.port}`; }
   get port() { return this.spec.port; }
   get httpPort() { return this.spec.httpPort; }
   get clusterPort() { return this.spec.clusterPort; }
@@ -208,7 +227,8 @@ class ServerProcess implements NatsServer {
   async spawn(waitHealthy: boolean): Promise<void> {
     const confPath = join(this.spec.dir, "server.conf");
     writeFileSync(confPath, serverConfig(this.spec));
-    const child = spawn(this.spec.bin, ["-c", confPath], { stdio: ["ignore", "pipe", "pipe"] });
+    const [cmd, ...args] = [...this.spec.wrap, this.spec.bin, "-c", confPath];
+    const child = spawn(cmd!, args, { stdio: ["ignore", "pipe", "pipe"] });
     this.child = child;
     liveChildren.add(child);
     child.once("exit", () => liveChildren.delete(child));
@@ -224,7 +244,7 @@ class ServerProcess implements NatsServer {
     while (Date.now() < deadline) {
       if (!this.running) throw new Error(`nats-server ${this.name} exited: ${this.tail()}`);
       try {
-        const res = await fetch(`http://127.0.0.1:${this.spec.httpPort}${path}`, { signal: AbortSignal.timeout(1000) });
+        const res = await fetch(`http://${this.spec.host}:${this.spec.httpPort}${path}`, { signal: AbortSignal.timeout(1000) });
         if (res.ok) return;
       } catch { /* not up yet */ }
       await sleep(50);
@@ -232,7 +252,7 @@ class ServerProcess implements NatsServer {
     throw new Error(`nats-server ${this.name} not healthy after ${timeoutMs} ms: ${this.tail()}`);
   }
 
-  monitor<T = any>(path: string): Promise<T> { return httpJson<T>(this.spec.httpPort, path); }
+  monitor<T = any>(path: string): Promise<T> { return httpJson<T>(this.spec.host, this.spec.httpPort, path); }
 
   private async signal(sig: NodeJS.Signals, graceMs: number): Promise<void> {
     const child = this.child;
@@ -255,7 +275,7 @@ class ServerProcess implements NatsServer {
   }
 }
 
-async function makeSpec(opts: StartServerOptions, clusterPort: number | null, routes: number[]): Promise<ServerSpec> {
+async function makeSpec(opts: StartServerOptions, clusterPort: number | null, routes: string[]): Promise<ServerSpec> {
   const resolved = opts.bin ? { path: opts.bin, version: "unknown" } : resolveNatsServer();
   const dir = mkdtempSync(join(tmpdir(), "policy-nats-"));
   return {
@@ -264,11 +284,14 @@ async function makeSpec(opts: StartServerOptions, clusterPort: number | null, ro
     name: opts.name ?? `n-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
     dir,
     port: opts.port ?? (await freePort()),
-    httpPort: await freePort(),
+    httpPort: opts.httpPort ?? (await freePort()),
     clusterPort,
     routes,
     extraConfig: opts.extraConfig ?? "",
     syncAlways: opts.syncAlways ?? false,
+    host: opts.host ?? "127.0.0.1",
+    bindHost: opts.bindHost ?? opts.host ?? "127.0.0.1",
+    wrap: opts.wrap ?? [],
   };
 }
 
@@ -296,14 +319,22 @@ export interface NatsCluster {
   stop(): Promise<void>;
 }
 
-/** `n` nodes routed on loopback (nats.md §4), unique server_name, waits for a JetStream meta leader. */
-export async function startCluster(n = 3, opts: Omit<StartServerOptions, "name"> = {}): Promise<NatsCluster> {
-  const clusterPorts: number[] = [];
-  for (let i = 0; i < n; i++) clusterPorts.push(await freePort());
+/**
+ * `n` nodes routed on loopback (nats.md §4), unique server_name, waits for a JetStream meta leader.
+ * `placement(i)` puts node i elsewhere (an address and wrapper of a network namespace the test created).
+ */
+export async function startCluster(n = 3, opts: Omit<StartServerOptions, "name"> = {}, placement?: (i: number) => NodePlacement): Promise<NatsCluster> {
+  const places: NodePlacement[] = [];
+  for (let i = 0; i < n; i++) {
+    const p = placement?.(i) ?? { host: "127.0.0.1" };
+    places.push({ ...p, clusterPort: p.clusterPort ?? (await freePort()) });
+  }
+  const routes = places.map((p) => `${p.host}:${p.clusterPort}`);
   const servers: ServerProcess[] = [];
   const tag = Math.random().toString(36).slice(2, 6);
   for (let i = 0; i < n; i++) {
-    servers.push(new ServerProcess(await makeSpec({ ...opts, name: `n${i + 1}-${tag}` }, clusterPorts[i]!, clusterPorts)));
+    const { clusterPort, ...place } = places[i]!;
+    servers.push(new ServerProcess(await makeSpec({ ...opts, ...place, name: `n${i + 1}-${tag}` }, clusterPort!, routes)));
   }
   try {
     await Promise.all(servers.map((s) => s.spawn(false)));
@@ -391,10 +422,12 @@ function serviceEnv(env: Record<string, string | undefined>): NodeJS.ProcessEnv 
 /**
  * Starts `node dist/main.js` with `env` (plus PATH/HOME only), collecting its stdout log lines.
  * `main`: another build's entry point (e.g. the previous release's, for the mixed-version test).
+ * `wrap` is a command prefix that execs the service (e.g. ["ip", "netns", "exec", "ns1"]).
  */
-export function startService(env: Record<string, string | undefined>, args: string[] = [], main: string = SERVICE_MAIN): ServiceProcess {
+export function startService(env: Record<string, string | undefined>, args: string[] = [], main: string = SERVICE_MAIN, opts: { wrap?: string[] } = {}): ServiceProcess {
   if (!existsSync(main)) throw new Error(`${main} missing: run \`npm run build\` first`);
-  const child = spawn(process.execPath, [main, ...args], { cwd: SERVICE_ROOT, env: serviceEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+  const [cmd, ...prefix] = [...(opts.wrap ?? []), process.execPath];
+  const child = spawn(cmd!, [...prefix, main, ...args], { cwd: SERVICE_ROOT, env: serviceEnv(env), stdio: ["ignore", "pipe", "pipe"] });
   liveChildren.add(child);
   const lines: ServiceLogLine[] = [];
   const rawOutput: string[] = [];

@@ -27,6 +27,10 @@ let
     in
     {
       inherit (node) hostName warnings;
+      # The operator's `policy-service` command on the leaf's PATH, and the package executable it
+      # runs (run-local puts this checkout's build in its place).
+      operatorCommand = node.operatorCommand;
+      packageExe = lib.getExe cluster.nodes.${name}.services.policy-service.package;
       nats = node.natsSettings;
       environment = node.serviceEnvironment;
       credentials = node.serviceCredentials;

@@ -5,6 +5,8 @@ import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg 
 import { evolve, replay, type AggregateState, type EventEnvelope } from "../../domain/index.js";
 
 export const EVENT_SUBJECT_FILTER = "events.policy.>";
+/** Pull expiry of the projection's consumer; heartbeats are half of it (see start()). */
+export const PROJECTION_PULL_EXPIRES_MS = 5000;
 
 export interface ProjectionLogger {
   info(obj: object, msg?: string): void;
@@ -70,7 +72,10 @@ export class Projection {
       filter_subjects: EVENT_SUBJECT_FILTER,
       deliver_policy: DeliverPolicy.All,
     });
-    const messages = await consumer.consume();
+    // The ordered consumer lives on one server. When that server dies the client notices only by
+    // missed heartbeats (two in a row), then recreates the consumer: with the default 30 s pull
+    // expiry that is 30 s of a stale read side after a node crash; 5 s keeps it to about 5 s.
+    const messages = await consumer.consume({ expires: PROJECTION_PULL_EXPIRES_MS });
     this.iterator = messages;
     this.loop = (async () => {
       for await (const msg of messages) {

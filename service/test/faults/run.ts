@@ -11,7 +11,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import { replay, type EventEnvelope } from "../../src/domain/index.js";
-import { SERVICE_MAIN, startCluster, startService, sleep, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
+import { SERVICE_MAIN, onLines, startCluster, startService, sleep, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
 import { readAllEvents, type StoredEventRow } from "../helpers/client.js";
 import { rng, type Rng } from "./rng.js";
 import { setLink, type NodeSlot } from "./topology.js";
@@ -72,25 +72,17 @@ function startWorker(cfg: WorkerConfig, wrap: string[]): Worker {
   const child = spawn(cmd!, [...prefix, script], { stdio: ["pipe", "pipe", "pipe"] });
   const reports: CommandReport[] = [];
   const stderr: string[] = [];
-  let pending = "";
   let markReady: () => void = () => undefined;
   let markDone: () => void = () => undefined;
   const ready = new Promise<void>((resolve) => { markReady = resolve; });
   const done = new Promise<void>((resolve) => { markDone = resolve; });
-  child.stdout!.on("data", (chunk: Buffer) => {
-    pending += chunk.toString();
-    let nl: number;
-    while ((nl = pending.indexOf("\n")) >= 0) {
-      const line = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-      if (!line.trim()) continue;
-      try {
-        const msg = JSON.parse(line) as { t: string } & CommandReport;
-        if (msg.t === "cmd") reports.push(msg);
-        else if (msg.t === "ready") markReady();
-        else if (msg.t === "done") markDone();
-      } catch { stderr.push(line); }
-    }
+  onLines(child.stdout!, (line) => {
+    try {
+      const msg = JSON.parse(line) as { t: string } & CommandReport;
+      if (msg.t === "cmd") reports.push(msg);
+      else if (msg.t === "ready") markReady();
+      else if (msg.t === "done") markDone();
+    } catch { stderr.push(line); }
   });
   child.stderr!.on("data", (chunk: Buffer) => { stderr.push(chunk.toString()); });
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => { markDone(); markReady(); resolve(code); }));

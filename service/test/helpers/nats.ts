@@ -28,6 +28,8 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync, existsSync, accessSync, constants } from "node:fs";
 import { createServer } from "node:net";
+import { createInterface } from "node:readline";
+import type { Readable } from "node:stream";
 import { tmpdir, homedir } from "node:os";
 import { join, delimiter } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -47,6 +49,13 @@ process.on("exit", () => {
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Calls `onLine` with each non-blank line a child process writes (one JSON log line, one report, …). */
+export function onLines(stream: Readable, onLine: (line: string) => void): void {
+  createInterface({ input: stream, crlfDelay: Infinity }).on("line", (line) => {
+    if (line.trim()) onLine(line);
+  });
 }
 
 /** A free TCP port on 127.0.0.1 (bound then released; collisions are unlikely, not impossible). */
@@ -432,16 +441,8 @@ export function startService(env: Record<string, string | undefined>, args: stri
   const lines: ServiceLogLine[] = [];
   const rawOutput: string[] = [];
   const waiters = new Set<() => void>();
-  let pending = "";
-  child.stdout!.on("data", (chunk: Buffer) => {
-    pending += chunk.toString();
-    let nl: number;
-    while ((nl = pending.indexOf("\n")) >= 0) {
-      const line = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-      if (!line.trim()) continue;
-      try { lines.push(JSON.parse(line) as ServiceLogLine); } catch { rawOutput.push(line); }
-    }
+  onLines(child.stdout!, (line) => {
+    try { lines.push(JSON.parse(line) as ServiceLogLine); } catch { rawOutput.push(line); }
     for (const w of waiters) w();
   });
   child.stderr!.on("data", (chunk: Buffer) => { rawOutput.push(chunk.toString()); });

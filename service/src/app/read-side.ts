@@ -3,7 +3,7 @@
 import type { ErrorCode } from "../domain/index.js";
 import { AuditPublisher, disabledAudit, ensureAuditStream, type AuditSink } from "../adapters/nats/audit.js";
 import { ExpirySweeper } from "../adapters/nats/expiry.js";
-import { HistoryCache, Projection } from "../adapters/nats/projection.js";
+import { HistoryCache, type Projection } from "../adapters/nats/projection.js";
 import type { EndpointHandler, HandlerResult } from "../adapters/nats/service.js";
 import { Evaluation } from "./evaluation.js";
 import { componentLogger } from "./logger.js";
@@ -46,9 +46,7 @@ export interface ReadSide {
 
 /** Starts the read side on a runtime, waits for the projection to catch up, registers the endpoints. */
 export async function startReadSide(runtime: Runtime): Promise<ReadSide> {
-  const { config, logger, js, jsm } = runtime;
-  const projection = new Projection({ js, jsm, streamName: config.streamName, logger: componentLogger(logger, "projection") });
-  await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer");
+  const { config, logger, js, jsm, projection } = runtime;
   await projection.ready();
   const history = new HistoryCache({ js, jsm, streamName: config.streamName, projection });
 

@@ -103,6 +103,8 @@ export class CommandHandler {
   private readonly idempotent: boolean;
   /** Event ids of appends in flight → the sequence the projection saw them at (a publish whose ack was lost). */
   private readonly watchedEventIds = new Map<string, number>();
+  /** Per aggregate: the settling of the last command queued on it (see oneAtATime). */
+  private readonly aggregateQueues = new Map<string, Promise<void>>();
   /** Commands that lost a race, waiting for the projection to apply the aggregate's next event. */
   private readonly aggregateWaiters = new Map<string, Set<{ afterSeq: number; resolve: (ok: boolean) => void }>>();
   readonly counters = { executed: 0, conflicts: 0, conflictRetries: 0, duplicates: 0, replayedReplies: 0, unavailable: 0, internal: 0, streamLoads: 0 };
@@ -186,7 +188,9 @@ export class CommandHandler {
         return remembered.reply;
       }
     }
-    const { reply, afterReply } = await this.decideAndAppend(command, commandId, meta, payloadHash, now, deadline);
+    // One command per aggregate at a time on this instance: the next one decides against the state the previous one
+    // left (its event is in the projection before it lets go), instead of losing an append race to it.
+    const { reply, afterReply } = await this.oneAtATime(aggregateIdOf(command), () => this.decideAndAppend(command, commandId, meta, payloadHash, now, deadline));
     if (commandId && (reply.ok || REMEMBERED_FAILURES.has(reply.error.code)) && !reply.recorded) {
       await this.remember(commandId, { payload_sha256: payloadHash, reply: withoutMark(reply) });
     }
@@ -299,6 +303,17 @@ export class CommandHandler {
     }
     this.counters.conflicts++;
     return { reply: failure("conflict", `aggregate ${aggregateId} kept changing; gave up after ${MAX_CONFLICT_RETRIES + 1} attempts (retry with the same command_id)`) };
+  }
+
+  private oneAtATime<T>(aggregateId: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.aggregateQueues.get(aggregateId);
+    const run = previous ? previous.then(fn) : fn();
+    const settled = run.then(() => undefined, () => undefined);
+    this.aggregateQueues.set(aggregateId, settled);
+    void settled.then(() => {
+      if (this.aggregateQueues.get(aggregateId) === settled) this.aggregateQueues.delete(aggregateId);
+    });
+    return run;
   }
 
   /** The aggregate as this instance knows it: from the projection once it has caught up, else from the stream. */

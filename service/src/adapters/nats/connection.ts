@@ -15,6 +15,9 @@ export function connectionOptions(config: Config, credentials: Credentials, name
     reconnectJitter: 500,
     pingInterval: 10_000,
     timeout: 5000,
+    // No stack trace captured per request (an Error object per publish and reply: ~8% of a command's CPU, measured
+    // with --cpu-prof); errors still carry their own stack.
+    noAsyncTraces: true,
   };
   if (credentials.creds) opts.authenticator = credsAuthenticator(credentials.creds);
   else if (credentials.nkeySeed) opts.authenticator = nkeyAuthenticator(credentials.nkeySeed);

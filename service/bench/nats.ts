@@ -34,6 +34,8 @@ interface PhaseResult {
   ceiling?: string;
   ratio?: number;
   p50Ratio?: number;
+  /** Messages the service sent to NATS per operation, its reply included (nats-server /connz): its round trips. */
+  serviceMsgsPerOp?: number;
   /** Hot-aggregate updates: lost append races per executed command on the service ($SRV.STATS). */
   conflictRetryRate?: number;
   conflicts?: number;
@@ -43,8 +45,10 @@ const args = process.argv.slice(2);
 const flag = (name: string) => args.includes(name);
 const option = (name: string) => (args.indexOf(name) >= 0 ? args[args.indexOf(name) + 1] : undefined);
 const quick = flag("--quick");
-const seconds = Number(option("--seconds") ?? (quick ? 1.2 : 4)) || 4;
-const warmupMs = quick ? 300 : 700;
+/** Measured seconds per phase and in-flight level, in `rounds` interleaved slices. */
+const seconds = Number(option("--seconds") ?? (quick ? 1.5 : 5)) || 5;
+const rounds = quick ? 3 : 5;
+const warmupMs = quick ? 200 : 500;
 const jsonFile = option("--json");
 const syncAlways = flag("--sync-always");
 const only = option("--only");
@@ -63,13 +67,12 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-/** Keeps `inFlight` operations running for `seconds` after a warm-up; latency per op measured by the client. */
-async function phase(topology: string, name: string, inFlight: number, op: () => Promise<boolean>): Promise<PhaseResult | null> {
-  if (!wanted(name)) return null;
-  const warmupEnd = Date.now() + warmupMs;
-  const end = warmupEnd + seconds * 1000;
-  const latencies: number[] = [];
-  let errors = 0;
+interface Accumulator { latencies: number[]; errors: number; seconds: number }
+
+/** Keeps `inFlight` operations running for `ms`; adds what it measured (latency per op, by the client) to `acc`. */
+async function slice(inFlight: number, ms: number, op: () => Promise<boolean>, acc: Accumulator | null): Promise<void> {
+  const started = Date.now();
+  const end = started + ms;
   const worker = async () => {
     while (Date.now() < end) {
       const t0 = process.hrtime.bigint();
@@ -79,20 +82,22 @@ async function phase(topology: string, name: string, inFlight: number, op: () =>
       } catch {
         ok = false;
       }
-      if (Date.now() >= warmupEnd) {
-        if (ok) latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
-        else errors++;
-      }
+      if (!acc) continue;
+      if (ok) acc.latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      else acc.errors++;
     }
   };
   await Promise.all(Array.from({ length: inFlight }, worker));
-  const elapsed = (Date.now() - warmupEnd) / 1000;
-  latencies.sort((a, b) => a - b);
+  if (acc) acc.seconds += (Date.now() - started) / 1000;
+}
+
+function summarise(topology: string, name: string, inFlight: number, acc: Accumulator): PhaseResult {
+  const latencies = acc.latencies.sort((x, y) => x - y);
   const result: PhaseResult = {
-    topology, name, inFlight, ops: latencies.length, errors, seconds: elapsed,
-    reqPerSec: latencies.length / elapsed, p50ms: percentile(latencies, 50), p99ms: percentile(latencies, 99),
+    topology, name, inFlight, ops: latencies.length, errors: acc.errors, seconds: acc.seconds,
+    reqPerSec: latencies.length / acc.seconds, p50ms: percentile(latencies, 50), p99ms: percentile(latencies, 99),
   };
-  process.stderr.write(`  ${topology} ${name} @${inFlight}: ${result.reqPerSec.toFixed(0)}/s p50 ${result.p50ms.toFixed(3)} ms${errors ? ` errors ${errors}` : ""}\n`);
+  process.stderr.write(`  ${topology} ${name} @${inFlight}: ${result.reqPerSec.toFixed(0)}/s p50 ${result.p50ms.toFixed(3)} ms${acc.errors ? ` errors ${acc.errors}` : ""}\n`);
   return result;
 }
 
@@ -190,6 +195,12 @@ async function commandCounters(nc: NatsConnection): Promise<{ executed: number; 
   return sum;
 }
 
+/** Messages the service's connection has sent to this server (its client connection, by name). */
+async function serviceSentMsgs(server: NatsServer): Promise<number> {
+  const connz = await server.monitor<{ connections?: { name?: string; in_msgs: number }[] }>("/connz?limit=1024");
+  return (connz.connections ?? []).filter((c) => c.name?.startsWith("policy-service@")).reduce((sum, c) => sum + c.in_msgs, 0);
+}
+
 function rssMiB(pid: number): number | null {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
@@ -215,84 +226,102 @@ const RULES = [
   ] } },
 ];
 
-/** Every phase on one topology. `urls[0]` is where the client, the helpers and the service connect. */
-async function runTopology(topology: string, url: string, replicas: number, results: PhaseResult[], memory: Record<string, number | null>): Promise<void> {
+interface Phase {
+  name: string;
+  op: () => Promise<boolean>;
+  /** Lost append races per executed command are counted for this phase ($SRV.STATS deltas). */
+  countConflicts?: boolean;
+  inFlight?: number[];
+}
+
+/**
+ * Every phase on one topology. All helpers and the service run at once (idle when not measured), and the phases are
+ * measured in interleaved slices (round after round, every phase once per round), so that the load of a shared machine
+ * changing over time weighs on the ceilings and on the service alike: the ratios within a run are what count.
+ */
+async function runTopology(topology: string, server: NatsServer, replicas: number, results: PhaseResult[], memory: Record<string, number | null>): Promise<void> {
+  const url = server.url;
   const nc = await connect({ servers: url });
-  const push = (r: PhaseResult | null) => { if (r) results.push(r); return r; };
+  const stops: (() => Promise<void>)[] = [];
   try {
     const jsm = await jetstreamManager(nc);
     const js = jetstream(nc);
     const streamSettings = { storage: "file" as never, num_replicas: replicas };
-
-    const echo = await startResponder("echo", url);
-    for (const n of IN_FLIGHT) push(await phase(topology, "raw echo", n, async () => { await nc.request("bench.echo", PAYLOAD_600, { timeout: 10_000 }); return true; }));
-    await echo.stop();
-
     await jsm.streams.add({ name: "BENCH_PUB", subjects: ["bench.pub.>"], ...streamSettings });
-    for (const n of IN_FLIGHT) push(await phase(topology, "raw JetStream publish", n, async () => { await js.publish("bench.pub.x", PAYLOAD_600, { timeout: 10_000 }); return true; }));
-    await jsm.streams.delete("BENCH_PUB");
-
     await jsm.streams.add({ name: "BENCH_MIN", subjects: ["bench.min.>"], ...streamSettings });
-    const minimal = await startResponder("minimal", url);
-    for (const n of IN_FLIGHT) {
-      push(await phase(topology, "minimal command", n, async () => (await nc.request("bench.minimal", PAYLOAD_600, { timeout: 10_000 })).json<{ ok: boolean }>().ok));
-    }
-    await minimal.stop();
-    await jsm.streams.delete("BENCH_MIN");
-
+    stops.push((await startResponder("echo", url)).stop);
+    stops.push((await startResponder("minimal", url)).stop);
     const service = await startBenchService(nc, { NATS_URL: url, STREAM_REPLICAS: String(replicas) });
-    try {
-      for (const n of IN_FLIGHT) push(await phase(topology, "create", n, async () => (await request(nc, "policy.commands.create", POLICY)).ok === true));
+    stops.push(service.stop);
 
-      const MANY = 1000;
-      const many: string[] = [];
-      for (let i = 0; i < MANY; i += 50) {
-        const batch = await Promise.all(Array.from({ length: 50 }, () => okRequest(nc, "policy.commands.create", POLICY)));
-        many.push(...batch.map((r) => r.aggregate_id as string));
-      }
-      let counter = 0;
-      for (const n of IN_FLIGHT) {
-        push(await phase(topology, `update (${MANY} aggregates)`, n, async () => {
-          const i = counter++;
-          return (await request(nc, "policy.commands.update", { policy_id: many[i % MANY], updated_by: "bench", name: `n${i}` })).ok === true;
-        }));
-      }
-      for (const n of IN_FLIGHT) {
-        push(await phase(topology, `update with command_id (${MANY} aggregates)`, n, async () => {
-          const i = counter++;
-          return (await request(nc, "policy.commands.update", { policy_id: many[i % MANY], updated_by: "bench", name: `n${i}`, command_id: randomUUID() })).ok === true;
-        }));
-      }
-      const HOT = 4;
-      for (const n of IN_FLIGHT.filter((x) => x > 1)) {
-        const before = await commandCounters(nc);
-        const r = push(await phase(topology, `update (${HOT} hot aggregates)`, n, async () => {
-          const i = counter++;
-          return (await request(nc, "policy.commands.update", { policy_id: many[i % HOT], updated_by: "bench", name: `n${i}` })).ok === true;
-        }));
-        const after = await commandCounters(nc);
-        if (!r) continue;
-        const executed = after.executed - before.executed;
-        r.conflictRetryRate = executed > 0 ? (after.conflictRetries - before.conflictRetries) / executed : 0;
-        r.conflicts = after.conflicts - before.conflicts;
-      }
-
-      const policy = await okRequest(nc, "policy.commands.create", { ...POLICY, rules: RULES });
-      const policyId = policy.aggregate_id as string;
-      await okRequest(nc, "policy.commands.approve", { policy_id: policyId, approved_by: "bench" });
-      await okRequest(nc, "policy.commands.activate", { policy_id: policyId, activated_by: "bench" });
-      const evaluateBody = JSON.stringify({
-        policy_id: policyId,
-        context: { data: { retention_days: 2600, region: "eu-west-1", encryption: { enabled: true, algorithm: "AES-256-GCM" } } },
-      });
-      for (const n of IN_FLIGHT) {
-        push(await phase(topology, "evaluate (3 rules, audit on)", n, async () => (await nc.request("policy.commands.evaluate", evaluateBody, { timeout: 10_000 })).json<{ ok: boolean }>().ok === true));
-      }
-      memory[`${topology} service RSS after the phases (MiB)`] = rssMiB(service.pid);
-    } finally {
-      await service.stop();
+    const MANY = 1000;
+    const HOT = 4;
+    const many: string[] = [];
+    for (let i = 0; i < MANY; i += 50) {
+      const batch = await Promise.all(Array.from({ length: 50 }, () => okRequest(nc, "policy.commands.create", POLICY)));
+      many.push(...batch.map((r) => r.aggregate_id as string));
     }
+    const policy = await okRequest(nc, "policy.commands.create", { ...POLICY, rules: RULES });
+    const policyId = policy.aggregate_id as string;
+    await okRequest(nc, "policy.commands.approve", { policy_id: policyId, approved_by: "bench" });
+    await okRequest(nc, "policy.commands.activate", { policy_id: policyId, activated_by: "bench" });
+    const evaluateBody = JSON.stringify({
+      policy_id: policyId,
+      context: { data: { retention_days: 2600, region: "eu-west-1", encryption: { enabled: true, algorithm: "AES-256-GCM" } } },
+    });
+    let counter = 0;
+    const update = (ids: string[], count: number, withCommandId: boolean) => async () => {
+      const i = counter++;
+      const body = { policy_id: ids[i % count], updated_by: "bench", name: `n${i}`, ...(withCommandId ? { command_id: randomUUID() } : {}) };
+      return (await request(nc, "policy.commands.update", body)).ok === true;
+    };
+    const phases: Phase[] = [
+      { name: "raw echo", op: async () => { await nc.request("bench.echo", PAYLOAD_600, { timeout: 10_000 }); return true; } },
+      { name: "raw JetStream publish", op: async () => { await js.publish("bench.pub.x", PAYLOAD_600, { timeout: 10_000 }); return true; } },
+      { name: "minimal command", op: async () => (await nc.request("bench.minimal", PAYLOAD_600, { timeout: 10_000 })).json<{ ok: boolean }>().ok },
+      { name: "create", op: async () => (await request(nc, "policy.commands.create", POLICY)).ok === true },
+      { name: `update (${MANY} aggregates)`, op: update(many, MANY, false) },
+      { name: `update with command_id (${MANY} aggregates)`, op: update(many, MANY, true) },
+      { name: `update (${HOT} hot aggregates)`, op: update(many, HOT, false), countConflicts: true, inFlight: IN_FLIGHT.filter((n) => n > 1) },
+      { name: "evaluate (3 rules, audit on)", op: async () => (await nc.request("policy.commands.evaluate", evaluateBody, { timeout: 10_000 })).json<{ ok: boolean }>().ok === true },
+    ].filter((p) => wanted(p.name));
+
+    for (const n of IN_FLIGHT) {
+      const active = phases.filter((p) => (p.inFlight ?? IN_FLIGHT).includes(n));
+      const acc = new Map(active.map((p) => [p.name, { latencies: [], errors: 0, seconds: 0 } as Accumulator]));
+      const conflicts = new Map(active.map((p) => [p.name, { executed: 0, conflictRetries: 0, conflicts: 0 }]));
+      const sent = new Map(active.map((p) => [p.name, 0]));
+      for (const p of active) await slice(n, warmupMs, p.op, null);
+      for (let round = 0; round < rounds; round++) {
+        for (const p of active) {
+          const before = p.countConflicts ? await commandCounters(nc) : null;
+          const sentBefore = await serviceSentMsgs(server);
+          await slice(n, (seconds * 1000) / rounds, p.op, acc.get(p.name)!);
+          // Drain: replies still in flight when the slice ended are counted with it.
+          sent.set(p.name, sent.get(p.name)! + (await serviceSentMsgs(server)) - sentBefore);
+          if (before) {
+            const after = await commandCounters(nc);
+            const c = conflicts.get(p.name)!;
+            c.executed += after.executed - before.executed;
+            c.conflictRetries += after.conflictRetries - before.conflictRetries;
+            c.conflicts += after.conflicts - before.conflicts;
+          }
+        }
+      }
+      for (const p of active) {
+        const r = summarise(topology, p.name, n, acc.get(p.name)!);
+        if (!p.name.startsWith("raw") && !p.name.startsWith("minimal")) r.serviceMsgsPerOp = sent.get(p.name)! / Math.max(1, r.ops + r.errors);
+        if (p.countConflicts) {
+          const c = conflicts.get(p.name)!;
+          r.conflictRetryRate = c.executed > 0 ? c.conflictRetries / c.executed : 0;
+          r.conflicts = c.conflicts;
+        }
+        results.push(r);
+      }
+    }
+    memory[`${topology} service RSS after the phases (MiB)`] = rssMiB(service.pid);
   } finally {
+    for (const stop of stops.reverse()) await stop().catch(() => undefined);
     await nc.close().catch(() => undefined);
   }
 }
@@ -310,10 +339,11 @@ function addRatios(results: PhaseResult[]): void {
 }
 
 function printTable(results: PhaseResult[], header: string): void {
-  const cols = ["topology", "phase", "in flight", "req/s", "p50 ms", "p99 ms", "errors", "vs ceiling", "× req/s", "× p50", "retries/cmd"];
+  const cols = ["topology", "phase", "in flight", "req/s", "p50 ms", "p99 ms", "errors", "vs ceiling", "× req/s", "× p50", "msgs/op", "retries/cmd"];
   const rows = results.map((r) => [
     r.topology, r.name, String(r.inFlight), r.reqPerSec.toFixed(0), r.p50ms.toFixed(3), r.p99ms.toFixed(3), String(r.errors),
     r.ceiling ?? "", r.ratio !== undefined ? r.ratio.toFixed(2) : "", r.p50Ratio !== undefined ? r.p50Ratio.toFixed(2) : "",
+    r.serviceMsgsPerOp !== undefined ? r.serviceMsgsPerOp.toFixed(2) : "",
     r.conflictRetryRate !== undefined ? `${r.conflictRetryRate.toFixed(2)}${r.conflicts ? ` (${r.conflicts} conflict)` : ""}` : "",
   ]);
   const widths = cols.map((c, i) => Math.max(c.length, ...rows.map((row) => row[i]!.length)));
@@ -333,7 +363,7 @@ async function main(): Promise<void> {
     const server: NatsServer = await startNatsServer({ syncAlways });
     version = server.version;
     try {
-      await runTopology("R1 (1 node)", server.url, 1, results, memory);
+      await runTopology("R1 (1 node)", server, 1, results, memory);
     } finally {
       await server.stop();
     }
@@ -342,7 +372,7 @@ async function main(): Promise<void> {
     const cluster = await startCluster(3, { syncAlways });
     version = cluster.servers[0]!.version;
     try {
-      await runTopology("R3 (3 nodes)", cluster.servers[0]!.url, 3, results, memory);
+      await runTopology("R3 (3 nodes)", cluster.servers[0]!, 3, results, memory);
     } finally {
       await cluster.stop();
     }
@@ -354,12 +384,12 @@ async function main(): Promise<void> {
   };
   const settings = {
     nats_server: version, storage: "file", sync_interval: syncAlways ? "always" : "server default (2 min)",
-    payload_bytes_ceilings: PAYLOAD_600.length, seconds_per_phase: seconds, warmup_ms: warmupMs, quick,
+    payload_bytes_ceilings: PAYLOAD_600.length, seconds_per_phase: seconds, interleaved_rounds: rounds, warmup_ms_per_phase: warmupMs, quick,
     service_main: serviceMain,
     service: "one instance, default configuration (LOG_LEVEL=info, audit on, MAX_IN_FLIGHT=64), on the client's node",
   };
   const header = `policy-service benchmark — nats-server ${version}, file storage, sync_interval ${settings.sync_interval}, ` +
-    `${seconds} s per phase after ${warmupMs} ms warm-up, Node ${process.version}, ${machine.cpus} × ${machine.cpu_model}, ` +
+    `${seconds} s per phase in ${rounds} interleaved slices after ${warmupMs} ms warm-up, Node ${process.version}, ${machine.cpus} × ${machine.cpu_model}, ` +
     `load average ${machine.load_average_at_end.join(" ")}, ${((Date.now() - started) / 1000).toFixed(0)} s in all`;
   printTable(results, header);
   for (const [k, v] of Object.entries(memory)) console.log(`${k}: ${v === null ? "n/a" : v.toFixed(0)}`);

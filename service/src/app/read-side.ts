@@ -13,7 +13,20 @@ import type { Runtime } from "./runtime.js";
 
 const MAX_REQUEST_BYTES = 256 * 1024;
 
-type Reply = { ok: true } | { ok: false; error: { code: ErrorCode | string; message: string } };
+type Reply = { ok: true } | { ok: false; error: { code: ErrorCode | string; message: string; details?: unknown } };
+
+export const LOADING_RETRY_AFTER_MS = 1000;
+
+function stillLoading(appliedSeq: number): Reply {
+  return {
+    ok: false,
+    error: {
+      code: "unavailable",
+      message: `this instance is still loading its read model (at stream sequence ${appliedSeq}); retry in about ${LOADING_RETRY_AFTER_MS / 1000} s`,
+      details: { retry_after_ms: LOADING_RETRY_AFTER_MS, applied_seq: appliedSeq },
+    },
+  };
+}
 
 /** Decodes the JSON body (an empty body is `{}`), runs `handle`, and maps failures onto the service error headers. */
 export function jsonEndpoint(handle: (payload: unknown) => Promise<Reply> | Reply): EndpointHandler {
@@ -47,7 +60,6 @@ export interface ReadSide {
 /** Starts the read side on a runtime, waits for the projection to catch up, registers the endpoints. */
 export async function startReadSide(runtime: Runtime): Promise<ReadSide> {
   const { config, logger, js, jsm, projection } = runtime;
-  await projection.ready();
   const history = new HistoryCache({ js, jsm, streamName: config.streamName, projection });
 
   let audit: AuditSink = disabledAudit;
@@ -59,16 +71,21 @@ export async function startReadSide(runtime: Runtime): Promise<ReadSide> {
 
   const queries = new Queries({ projection, history });
   const evaluation = new Evaluation({ projection, history, audit });
+  // Registered at once, before the projection has caught up: until then a query gets a coded `unavailable` with a
+  // retry hint (never NATS "no responders", never an answer from a half-built read model).
+  const whileLoading = (handle: (payload: unknown) => Promise<Reply> | Reply) => (payload: unknown): Promise<Reply> | Reply =>
+    projection.caughtUp ? handle(payload) : stillLoading(projection.lastSeq);
   runtime.service.addEndpoints("policy.queries", {
-    get: jsonEndpoint((p) => queries.get(p)),
-    list: jsonEndpoint((p) => queries.list(p)),
-    history: jsonEndpoint((p) => queries.history(p)),
-    applicable: jsonEndpoint((p) => queries.applicable(p)),
+    get: jsonEndpoint(whileLoading((p) => queries.get(p))),
+    list: jsonEndpoint(whileLoading((p) => queries.list(p))),
+    history: jsonEndpoint(whileLoading((p) => queries.history(p))),
+    applicable: jsonEndpoint(whileLoading((p) => queries.applicable(p))),
   });
   runtime.service.addEndpoints("policy.commands", {
-    evaluate: jsonEndpoint((p) => evaluation.evaluate(p)),
-    check_compliance: jsonEndpoint((p) => evaluation.checkCompliance(p)),
+    evaluate: jsonEndpoint(whileLoading((p) => evaluation.evaluate(p))),
+    check_compliance: jsonEndpoint(whileLoading((p) => evaluation.checkCompliance(p))),
   });
+  await projection.ready();
 
   const sweeper = new ExpirySweeper({ projection, commands: runtime.commands, logger: componentLogger(logger, "expiry") });
   sweeper.start();

@@ -6,7 +6,7 @@ import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
 import type { QueuedIterator } from "@nats-io/nats-core";
 import type { Logger } from "../../app/logger.js";
 import { statusOf } from "../../app/replies.js";
-import { batchedWrite } from "./write-batch.js";
+import { batchedWrite, requestEnded, requestStarted } from "./write-batch.js";
 
 export const SERVICE_NAME = "policy-service";
 export const QUEUE_GROUP = "q";
@@ -89,7 +89,9 @@ export class MicroService {
   private async serve(subject: string, iter: QueuedIterator<ServiceMsg>, handler: EndpointHandler): Promise<void> {
     for await (const msg of iter) {
       await this.slots.acquire();
+      requestStarted();
       const task = this.handle(subject, msg, handler).finally(() => {
+        requestEnded();
         this.slots.release();
         this.inFlight.delete(task);
       });

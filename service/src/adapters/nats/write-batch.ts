@@ -6,6 +6,15 @@
 
 const pending: (() => void)[] = [];
 let scheduled = false;
+/** Requests being handled by this process (see MicroService); alone, a write goes out at once: nothing to gather. */
+let active = 0;
+
+export function requestStarted(): void {
+  active++;
+}
+export function requestEnded(): void {
+  active--;
+}
 
 function flush(): void {
   scheduled = false;
@@ -15,6 +24,10 @@ function flush(): void {
 
 /** Runs `write` (which must not throw) at the end of this turn, together with the other writes of the turn. */
 export function batchedWrite(write: () => void): void {
+  if (active <= 1 && !scheduled) {
+    write();
+    return;
+  }
   pending.push(write);
   if (!scheduled) {
     scheduled = true;

@@ -11,6 +11,7 @@
 //
 // Run from the repository root:  scripts/bench [--quick] [--json FILE] [--seconds N] [--sync-always] [--only r1|r3]
 //                                              [--service PATH/main.js]  (another build, for before/after figures)
+//                        scripts/bench --memory [N]   (memory after N creates, default 100,000, and a restart against them)
 // (or from service/: npm run bench -- …). Not part of the test suite; performance claims come only from here.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -354,7 +355,83 @@ function printTable(results: PhaseResult[], header: string): void {
   for (const row of rows) console.log(line(row));
 }
 
+/**
+ * `--memory N`: resident memory of one instance after N creates through it (R1), then a restart against that stream:
+ * how long until it serves a command, until a query gets any answer (a coded `unavailable` counts), until a query
+ * gets data, and its memory then. Timed from the spawn of the new process.
+ */
+async function memoryAndStartup(count: number): Promise<void> {
+  const server = await startNatsServer({ syncAlways });
+  const nc = await connect({ servers: server.url });
+  let service: { pid: number; stop(): Promise<void> } | undefined;
+  try {
+    service = await startBenchService(nc, { NATS_URL: server.url });
+    const t0 = Date.now();
+    let next = 0;
+    let failed = 0;
+    await Promise.all(Array.from({ length: 64 }, async () => {
+      while (next < count) {
+        next++;
+        if ((await request(nc, "policy.commands.create", POLICY).catch(() => ({ ok: false }))).ok !== true) failed++;
+      }
+    }));
+    const createSeconds = (Date.now() - t0) / 1000;
+    const rssLoaded = rssMiB(service.pid);
+    await sleep(2000);
+    const rssSettled = rssMiB(service.pid);
+    await service.stop();
+    service = undefined;
+    const events = (await (await jetstreamManager(nc)).streams.info("POLICY_EVENTS")).state.messages;
+
+    const spawnedAt = Date.now();
+    const child = spawn(process.execPath, [serviceMain], {
+      cwd: SERVICE_ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, LOG_LEVEL: "info", NATS_URL: server.url }, stdio: ["ignore", "ignore", "inherit"],
+    });
+    process.once("exit", () => child.kill("SIGKILL"));
+    service = { pid: child.pid ?? -1, stop: () => killChild(child) };
+    let commandAt = 0;
+    let queryAnswerAt = 0;
+    let queryDataAt = 0;
+    let noResponders = 0;
+    let unavailable = 0;
+    while ((!commandAt || !queryDataAt) && Date.now() - spawnedAt < 120_000) {
+      const probes: Promise<void>[] = [];
+      if (!commandAt) {
+        probes.push(request(nc, "policy.commands.create", POLICY).then((r) => { if (r.ok === true && !commandAt) commandAt = Date.now(); }, () => undefined));
+      }
+      probes.push(nc.request("policy.queries.list", JSON.stringify({ aggregate_type: "Policy", limit: 1 }), { timeout: 1000 }).then((m) => {
+        const r = m.json<{ ok?: boolean; error?: { code?: string } }>();
+        if (!queryAnswerAt) queryAnswerAt = Date.now();
+        if (r.ok === true && !queryDataAt) queryDataAt = Date.now();
+        if (r.error?.code === "unavailable") unavailable++;
+      }, (err: unknown) => { if (/no responders/i.test(String(err))) noResponders++; }));
+      await Promise.all(probes);
+      await sleep(20);
+    }
+    await sleep(1000);
+    const figures = {
+      policies_created: count - failed, create_seconds: +createSeconds.toFixed(1), events_in_stream: events,
+      rss_mib_after_creates: rssLoaded, rss_mib_2s_later: rssSettled,
+      restart_ms_to_first_command: commandAt ? commandAt - spawnedAt : null,
+      restart_ms_to_first_query_answer: queryAnswerAt ? queryAnswerAt - spawnedAt : null,
+      restart_ms_to_query_data: queryDataAt ? queryDataAt - spawnedAt : null,
+      query_probes_no_responders: noResponders, query_probes_unavailable: unavailable,
+      rss_mib_after_restart: rssMiB(service.pid),
+    };
+    for (const [k, v] of Object.entries(figures)) console.log(`${k}: ${v}`);
+    if (jsonFile) writeFileSync(jsonFile, JSON.stringify({ date: new Date().toISOString(), node: process.version, nats_server: server.version, ...figures }, null, 2) + "\n");
+  } finally {
+    await service?.stop();
+    await nc.close().catch(() => undefined);
+    await server.stop();
+  }
+}
+
 async function main(): Promise<void> {
+  if (option("--memory")) {
+    await memoryAndStartup(Number(option("--memory")) || 100_000);
+    return;
+  }
   const results: PhaseResult[] = [];
   const memory: Record<string, number | null> = {};
   const started = Date.now();

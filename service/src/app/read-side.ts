@@ -2,14 +2,16 @@
 // query endpoints (policy.queries.*) and evaluation endpoints (policy.commands.evaluate|check_compliance).
 import type { ErrorCode } from "../domain/index.js";
 import { AuditPublisher, disabledAudit, ensureAuditStream, type AuditSink } from "../adapters/nats/audit.js";
-import { ExpirySweeper } from "../adapters/nats/expiry.js";
+import { ExpirySweeper, type CommandExecutor } from "../adapters/nats/expiry.js";
 import { HistoryCache, type Projection } from "../adapters/nats/projection.js";
-import type { EndpointHandler, HandlerResult } from "../adapters/nats/service.js";
+import type { EndpointHandler, HandlerResult, MicroService } from "../adapters/nats/service.js";
 import { Evaluation } from "./evaluation.js";
 import { componentLogger } from "./logger.js";
 import { Queries } from "./queries.js";
 import { untilProvisioned } from "./transient.js";
-import type { Runtime } from "./runtime.js";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import type { Config } from "./config.js";
+import type { Logger } from "./logger.js";
 
 const MAX_REQUEST_BYTES = 256 * 1024;
 
@@ -57,8 +59,21 @@ export interface ReadSide {
   stop(): Promise<void>;
 }
 
-/** Starts the read side on a runtime, waits for the projection to catch up, registers the endpoints. */
-export async function startReadSide(runtime: Runtime): Promise<ReadSide> {
+/** What the read side needs from the instance that runs it (runtime.ts hands it over; the read side never imports it). */
+export interface ReadSideHost {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly projection: Projection;
+  readonly service: Pick<MicroService, "addEndpoints" | "id">;
+  /** Runs the expiry sweeper's `expire_exemption` commands. */
+  readonly commands: CommandExecutor;
+  onShutdown(fn: () => Promise<void> | void): void;
+}
+
+/** Starts the read side on a running instance: registers the endpoints, waits for the projection to catch up. */
+export async function startReadSide(runtime: ReadSideHost): Promise<ReadSide> {
   const { config, logger, js, jsm, projection } = runtime;
   const history = new HistoryCache({ js, jsm, streamName: config.streamName, projection });
 

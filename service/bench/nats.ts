@@ -60,7 +60,8 @@ const cpuProfDir = option("--cpu-prof");
 /** Only the phases whose name starts with one of these (comma separated), e.g. `--phases create,minimal`. */
 const phaseFilter = option("--phases")?.split(",");
 const wanted = (name: string) => !phaseFilter || phaseFilter.some((p) => name.startsWith(p));
-const IN_FLIGHT = [1, 16, 64];
+/** Requests in flight per phase (`--in-flight 1,64` to measure only some). */
+const IN_FLIGHT = (option("--in-flight") ?? "1,16,64").split(",").map(Number).filter((n) => n > 0);
 const PAYLOAD_600 = JSON.stringify({ pad: "x".repeat(580) });
 
 function percentile(sorted: number[], p: number): number {

@@ -60,7 +60,7 @@ async function concurrencyScenario(bin: string | undefined, label: string): Prom
   const clients: NatsConnection[] = [];
   try {
     // Snapshots every 10 versions (issue 11's setting): retries then meet snapshots that cover their first attempt's
-    // event, the path that stored commands twice on 0.9.0 (this scenario failed there in 1 of 3 runs so configured).
+    // event, the path that stored commands twice on 0.9.0 (exactly-once.test.ts reproduces it deterministically).
     services = await startInstances(cluster, { SNAPSHOT_FREQUENCY: "10" });
     for (const s of cluster.servers) clients.push(await connect({ servers: s.url, maxReconnectAttempts: -1, reconnectTimeWait: 250 }));
     const admin = await connect({ servers: cluster.urls.split(","), maxReconnectAttempts: -1, reconnectTimeWait: 250 });

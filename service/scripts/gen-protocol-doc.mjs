@@ -282,7 +282,7 @@ function runStory(domain, examples) {
 
 /** The events docs/protocol.md shows, in story order: [{ envelope, msgId }]. */
 export async function documentedStory() {
-  const commands = await load("protocol/commands.js");
+  const commands = await load("domain/commands.js");
   const examples = await load("protocol/examples.js");
   const domain = await load("domain/index.js");
   return runStory({ ...domain, COMMAND_ROUTES: commands.COMMAND_ROUTES }, examples.VALID_EXAMPLES);
@@ -295,7 +295,7 @@ export async function documentedStory() {
  * in the service. Random ids, the wall clock and timings are then replaced by fixed illustrative values.
  */
 export async function documentedAuditMessage() {
-  const commands = await load("protocol/commands.js");
+  const commands = await load("domain/commands.js");
   const examples = await load("protocol/examples.js");
   const domain = await load("domain/index.js");
   const { Evaluation } = await load("app/evaluation.js");
@@ -359,10 +359,10 @@ export async function documentedAuditMessage() {
 // ------------------------------------------------------------------ render
 
 export async function renderProtocolDoc() {
-  const commands = await load("protocol/commands.js");
+  const commands = await load("domain/commands.js");
   const examples = await load("protocol/examples.js");
   const domain = await load("domain/index.js");
-  const replies = await load("app/replies.js");
+  const replies = await load("support/replies.js");
   const handler = await load("app/commands.js");
   const pkg = JSON.parse(readFileSync(join(SERVICE_ROOT, "package.json"), "utf8"));
 

@@ -15,11 +15,11 @@ import {
 } from "../domain/index.js";
 import { ConcurrencyError, aggregateSubject, type EventStore, type StoredEvent } from "../adapters/nats/event-store.js";
 import type { Projection } from "../adapters/nats/projection.js";
-import { backoffDelay, sleep } from "./backoff.js";
-import { isTransient } from "./transient.js";
-import { uuidV5, uuidv7 } from "./ids.js";
-import type { Logger } from "./logger.js";
-import { failure, type Reply, type SuccessReply } from "./replies.js";
+import { backoffDelay, sleep } from "../support/backoff.js";
+import { isTransient } from "../support/transient.js";
+import { uuidV5, uuidv7 } from "../support/ids.js";
+import type { Logger } from "../support/logger.js";
+import { failure, type Reply, type SuccessReply } from "../support/replies.js";
 
 export const MAX_PAYLOAD_BYTES = 64 * 1024;
 export const MAX_CONFLICT_RETRIES = 8;
@@ -60,7 +60,7 @@ class UnavailableError extends Error {
   }
 }
 
-export { isTransient } from "./transient.js";
+export { isTransient } from "../support/transient.js";
 
 interface IdempotencyRecord { payload_sha256: string; reply: Reply }
 

@@ -1,6 +1,6 @@
 // Read side: get / list / history / applicable over the projection (current state) and the stream (history, as-of).
 import { z } from "zod";
-import { DateTimeSchema, UuidSchema } from "../protocol/commands.js";
+import { DateTimeSchema, UuidSchema } from "../domain/commands.js";
 import type { AggregateState, DomainError, ExemptionState, PolicyState } from "../domain/index.js";
 import { isExemptionValidAt, policyInForceAt, replay } from "../domain/index.js";
 import { stateField, stateString, type HistoryCache, type Projection, type StoredEvent } from "../adapters/nats/projection.js";

@@ -6,12 +6,12 @@ import { ExpirySweeper, type CommandExecutor } from "../adapters/nats/expiry.js"
 import { HistoryCache, type Projection } from "../adapters/nats/projection.js";
 import type { EndpointHandler, HandlerResult, MicroService } from "../adapters/nats/service.js";
 import { Evaluation } from "./evaluation.js";
-import { componentLogger } from "./logger.js";
+import { componentLogger } from "../support/logger.js";
 import { Queries } from "./queries.js";
-import { untilProvisioned } from "./transient.js";
+import { untilProvisioned } from "../support/transient.js";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
-import type { Config } from "./config.js";
-import type { Logger } from "./logger.js";
+import type { Config } from "../support/config.js";
+import type { Logger } from "../support/logger.js";
 
 const MAX_REQUEST_BYTES = 256 * 1024;
 

@@ -10,9 +10,9 @@ import { MicroService, type EndpointHandler } from "../adapters/nats/service.js"
 import { atLeast, checkServerVersion, commandsTtlMs, ensureBucket, ensureEventStream, type ServerVersion } from "../adapters/nats/setup.js";
 import { Projection } from "../adapters/nats/projection.js";
 import { CommandHandler, idempotencyDisabledByEnv } from "./commands.js";
-import { untilProvisioned } from "./transient.js";
-import { readCredentials, describeConfig, type Config } from "./config.js";
-import { componentLogger, type Logger } from "./logger.js";
+import { untilProvisioned } from "../support/transient.js";
+import { readCredentials, describeConfig, type Config } from "../support/config.js";
+import { componentLogger, type Logger } from "../support/logger.js";
 import { packageVersion } from "./version.js";
 import { startReadSide } from "./read-side.js";
 

@@ -2,7 +2,7 @@
 // real service. VALID_EXAMPLES is one story, run in order against an empty stream; every public command
 // appears at least once and the seed's three payloads appear verbatim. INVALID_EXAMPLES run after it.
 import type { ErrorCode } from "../domain/types.js";
-import type { CommandName } from "./commands.js";
+import type { CommandName } from "../domain/commands.js";
 import { deriveRuleId } from "../domain/ruleIds.js";
 
 export interface ValidExample {

@@ -10,7 +10,7 @@ import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import { decide, evolve, parseCommand, type AggregateState, type EventEnvelope } from "../../src/domain/index.js";
 import { EventStore } from "../../src/adapters/nats/event-store.js";
-import type { Logger } from "../../src/app/logger.js";
+import type { Logger } from "../../src/support/logger.js";
 import { serverBinFromEnv, sleep, startCluster, startNatsServer, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
 import { call, policyBody, readAllEvents, streamInfo, type Json } from "../helpers/client.js";
 

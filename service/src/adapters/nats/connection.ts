@@ -1,10 +1,10 @@
 // Connecting to NATS: waits (forever, with capped backoff) while the server is not up yet, logging why,
-// then reconnects forever. Credentials come from files read at start (see app/config.ts).
+// then reconnects forever. Credentials come from files read at start (see support/config.ts).
 import { connect, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import { credsAuthenticator, nkeyAuthenticator } from "@nats-io/nats-core";
-import type { Config, Credentials } from "../../app/config.js";
-import type { Logger } from "../../app/logger.js";
-import { backoffDelay, sleep } from "../../app/backoff.js";
+import type { Config, Credentials } from "../../support/config.js";
+import type { Logger } from "../../support/logger.js";
+import { backoffDelay, sleep } from "../../support/backoff.js";
 
 export function connectionOptions(config: Config, credentials: Credentials, name: string): ConnectionOptions {
   const opts: ConnectionOptions = {

@@ -10,8 +10,8 @@ import type { KV } from "@nats-io/kv";
 import { headers, type MsgHdrs } from "@nats-io/nats-core";
 import { z } from "zod";
 import { evolve, type AggregateState, type EventEnvelope } from "../../domain/index.js";
-import type { Logger } from "../../app/logger.js";
-import { sleep } from "../../app/backoff.js";
+import type { Logger } from "../../support/logger.js";
+import { sleep } from "../../support/backoff.js";
 import { batchedRequest } from "./write-batch.js";
 
 // Snapshots carry the domain's schema version: one of another shape is ignored (full replay).

@@ -3,7 +3,7 @@
 // the command carries a command_id derived from the exemption id (the same Nats-Msg-Id on every instance), the
 // append is guarded by the aggregate's expected last sequence, and the domain emits `exemption_expired` only while the
 // exemption is still Granted. Racing instances therefore lose with a duplicate ack, a conflict or invalid_transition.
-import { uuidV5 } from "../../app/ids.js";
+import { uuidV5 } from "../../support/ids.js";
 import type { AggregateState } from "../../domain/index.js";
 import { stateString, type Projection, type ProjectionLogger } from "./projection.js";
 

@@ -4,8 +4,8 @@
 import { headers, type NatsConnection } from "@nats-io/nats-core";
 import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
 import type { QueuedIterator } from "@nats-io/nats-core";
-import type { Logger } from "../../app/logger.js";
-import { statusOf } from "../../app/replies.js";
+import type { Logger } from "../../support/logger.js";
+import { statusOf } from "../../support/replies.js";
 import { batchedWrite, requestEnded, requestStarted } from "./write-batch.js";
 
 export const SERVICE_NAME = "policy-service";

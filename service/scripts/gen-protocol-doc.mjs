@@ -284,7 +284,7 @@ function runStory(domain, examples) {
 
 /** The events docs/protocol.md shows, in story order: [{ envelope, msgId }]. */
 export async function documentedStory() {
-  const commands = await load("protocol/commands.js");
+  const commands = await load("domain/commands.js");
   const examples = await load("protocol/examples.js");
   const domain = await load("domain/index.js");
   return runStory({ ...domain, COMMAND_ROUTES: commands.COMMAND_ROUTES }, examples.VALID_EXAMPLES);
@@ -297,7 +297,7 @@ export async function documentedStory() {
  * in the service. Random ids, the wall clock and timings are then replaced by fixed illustrative values.
  */
 export async function documentedAuditMessage() {
-  const commands = await load("protocol/commands.js");
+  const commands = await load("domain/commands.js");
   const examples = await load("protocol/examples.js");
   const domain = await load("domain/index.js");
   const { Evaluation } = await load("app/evaluation.js");
@@ -361,10 +361,10 @@ export async function documentedAuditMessage() {
 // ------------------------------------------------------------------ render
 
 export async function renderProtocolDoc() {
-  const commands = await load("protocol/commands.js");
+  const commands = await load("domain/commands.js");
   const examples = await load("protocol/examples.js");
   const domain = await load("domain/index.js");
-  const replies = await load("app/replies.js");
+  const replies = await load("support/replies.js");
   const handler = await load("app/commands.js");
   const pkg = JSON.parse(readFileSync(join(SERVICE_ROOT, "package.json"), "utf8"));
 
@@ -457,14 +457,15 @@ export async function renderProtocolDoc() {
     "",
     "Every command also accepts two optional fields, returned in the stored events:",
     "",
-    "- `command_id` (UUID): idempotency key. Re-sending a command with the same `command_id` writes nothing",
-    "  new and answers like the first time (also a first `not_found`, `already_exists`, `invalid_transition`",
-    "  or `not_applicable`); the events' `Nats-Msg-Id` is `<command_id>:<index>:<expected sequence>`, so",
-    "  JetStream's duplicate window also drops a re-sent write (see docs/concurrency.md). Set it whenever you may retry (timeouts, `unavailable`).",
+    "- `command_id` (UUID): idempotency key. Re-sending a command with the same `command_id`, to any instance,",
+    "  writes nothing new and answers like the first time (also a first `not_found`, `already_exists`,",
+    "  `invalid_transition` or `not_applicable`) for 10 × `DUPLICATE_WINDOW` (default 20 minutes) after the first",
+    "  attempt (see docs/concurrency.md). Set it whenever you may retry (timeouts, `unavailable`).",
     "- `correlation_id` (string, ≤ 128 characters): your own tracing id.",
     "",
     "A create command (`create`, `create_set`, `grant_exemption`) may omit its id field; the service then",
-    "assigns a UUIDv7 and returns it as `aggregate_id`.",
+    "assigns one and returns it as `aggregate_id`: a UUIDv7, or, when the command carries a `command_id`, a",
+    "UUIDv5 derived from the command name and `command_id`, so that every retry addresses the same aggregate.",
     "",
     "## Commands",
     "",

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // policy-service: the command-line entry. `--version`, `--check-config`, `--help`, `ctl …`, or run the service.
-import { ConfigError, listenText, parseConfig, readCredentials, type Config } from "./app/config.js";
-import { componentLogger, createLogger } from "./app/logger.js";
+import { ConfigError, listenText, parseConfig, readCredentials, type Config } from "./support/config.js";
+import { componentLogger, createLogger } from "./support/logger.js";
 import { SHUTDOWN_TIMEOUT_MS, startRuntime, type Runtime } from "./app/runtime.js";
 import { StartupError } from "./adapters/nats/setup.js";
 import { CredentialError } from "./adapters/nats/connection.js";

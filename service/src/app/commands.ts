@@ -1,8 +1,11 @@
 // The command pipeline: bytes in, one reply out, whatever happens.
-//   parse → (idempotency lookup) → load aggregate + referenced aggregates → decide → append with the
-//   per-aggregate expectation → (snapshot) → remember the reply under command_id.
-// Lost races are retried (bounded, jittered); JetStream hiccups (leader election) are retried until a
-// deadline; a duplicate publish means the command already happened and its original outcome is returned.
+//   parse → (idempotency: the projection's command-id index, then the COMMANDS bucket for remembered refusals)
+//   → decide against the state this instance already holds (its projection) → ONE acknowledged publish with the
+//   aggregate's expected last sequence → reply once the projection has applied it.
+// The server's expected-sequence check is the safety net of the optimistic state: a lost race (or a projection that
+// was behind) waits for the projection to catch up and decides again (bounded, jittered). JetStream hiccups
+// (leader election) are retried until a deadline. The argument that a command_id is stored at most once is in
+// docs/concurrency.md ("Idempotency").
 import { createHash } from "node:crypto";
 import type { PubAck } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
@@ -11,21 +14,41 @@ import {
   type AggregateState, type Command, type CommandName, type EventEnvelope, type ErrorCode,
 } from "../domain/index.js";
 import { ConcurrencyError, aggregateSubject, type EventStore, type StoredEvent } from "../adapters/nats/event-store.js";
-import { backoffDelay, sleep } from "./backoff.js";
-import { isTransient } from "./transient.js";
-import { uuidv7 } from "./ids.js";
-import type { Logger } from "./logger.js";
-import { failure, type Reply, type SuccessReply } from "./replies.js";
+import type { Projection } from "../adapters/nats/projection.js";
+import { backoffDelay, sleep } from "../support/backoff.js";
+import { isTransient } from "../support/transient.js";
+import { uuidV5, uuidv7 } from "../support/ids.js";
+import type { Logger } from "../support/logger.js";
+import { failure, type Reply, type SuccessReply } from "../support/replies.js";
 
 export const MAX_PAYLOAD_BYTES = 64 * 1024;
 export const MAX_CONFLICT_RETRIES = 8;
 export const UNAVAILABLE_DEADLINE_MS = 10_000;
 const RECALL_DEADLINE_MS = 3000;
+/** How long a command waits for its own projection to reach a sequence before it reads the stream instead. */
+const PROJECTION_WAIT_MS = 2000;
+
 /**
- * Test-only: `1` makes a command_id worthless for deduplication (no idempotency record, no search for earlier
- * events with it, a random Nats-Msg-Id), so the fault-injection suite can show that it detects duplicates.
+ * Test-only: `POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY=1` means a command_id is not used for deduplication at all
+ * (no recall of the idempotency record, no look for earlier events with that command_id, a random Nats-Msg-Id, a
+ * random generated id). The fault-injection suite uses it to show that it detects duplicates. Never in production.
  */
-export const TEST_DISABLE_IDEMPOTENCY_ENV = "POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY";
+export const DISABLE_IDEMPOTENCY_ENV = "POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY";
+export function idempotencyDisabledByEnv(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env[DISABLE_IDEMPOTENCY_ENV] === "1";
+}
+
+/** Fixed namespace for ids derived from a command_id (a random UUID chosen once for this purpose). */
+const DERIVED_ID_NAMESPACE = "3b8f6c1e-5d2a-4f7b-9a1c-7e4d2b6a8f30";
+
+/**
+ * The id a create without an id gets: derived from its command_id (so every retry, on any instance, addresses the
+ * same aggregate and the server's expected-sequence-0 check makes it stored once), else a fresh UUIDv7.
+ */
+export function generatedAggregateId(name: CommandName, commandId: unknown, idempotent: boolean): string {
+  if (idempotent && typeof commandId === "string" && commandId !== "") return uuidV5(`${name}:${commandId.toLowerCase()}`, DERIVED_ID_NAMESPACE);
+  return uuidv7();
+}
 
 /** Domain outcomes that are a fact about the command, so a retry with the same command_id gets the same answer. */
 const REMEMBERED_FAILURES: ReadonlySet<ErrorCode> = new Set(["not_found", "already_exists", "invalid_transition", "not_applicable"]);
@@ -37,9 +60,12 @@ class UnavailableError extends Error {
   }
 }
 
-export { isTransient } from "./transient.js";
+export { isTransient } from "../support/transient.js";
 
 interface IdempotencyRecord { payload_sha256: string; reply: Reply }
+
+/** The slice of the projection the command path uses (every instance runs one for its read side). */
+export type CommandProjection = Pick<Projection, "caughtUp" | "lastSeq" | "get" | "commandSeqs" | "waitForSeq" | "onEvent">;
 
 export interface CommandHandlerOptions {
   store: EventStore;
@@ -48,24 +74,55 @@ export interface CommandHandlerOptions {
   logger: Logger;
   /** Whether several events can be appended atomically (server ≥ 2.12 and allow_atomic). */
   atomicBatches: boolean;
+  /**
+   * This instance's projection: the state commands decide against and the command-id index. Without one (unit
+   * tests), every command loads its aggregate from the stream.
+   */
+  projection?: CommandProjection;
+  /** Test-only switch, see DISABLE_IDEMPOTENCY_ENV. */
+  idempotencyDisabled?: boolean;
   clock?: () => Date;
-  /** Test-only (default: the POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY environment variable is `1`). */
-  disableIdempotency?: boolean;
+}
+
+/** The state a decision is made against, and the expectation that goes with it. */
+interface Current {
+  state: AggregateState | undefined;
+  /** Stream sequence of the aggregate's last event in that state (0 = none): the append's expectation. */
+  lastSeq: number;
+  version: number;
+  /** "memory": the projection; "stream": loaded from the stream (snapshot + events). */
+  source: "memory" | "stream";
+  /** For "stream": the events read after the snapshot (all of them when snapshotSeq is 0). */
+  tail: StoredEvent[];
+  snapshotSeq: number;
 }
 
 export class CommandHandler {
   private readonly opts: CommandHandlerOptions;
   private readonly log: Logger;
-  private readonly idempotency: boolean;
-  readonly counters = { executed: 0, conflicts: 0, conflictRetries: 0, duplicates: 0, replayedReplies: 0, unavailable: 0, internal: 0 };
+  private readonly idempotent: boolean;
+  /** Event ids of appends in flight → the sequence the projection saw them at (a publish whose ack was lost). */
+  private readonly watchedEventIds = new Map<string, number>();
+  /** Per aggregate: the settling of the last command queued on it (see oneAtATime). */
+  private readonly aggregateQueues = new Map<string, Promise<void>>();
+  /** Commands that lost a race, waiting for the projection to apply the aggregate's next event. */
+  private readonly aggregateWaiters = new Map<string, Set<{ afterSeq: number; resolve: (ok: boolean) => void }>>();
+  readonly counters = { executed: 0, conflicts: 0, conflictRetries: 0, duplicates: 0, replayedReplies: 0, unavailable: 0, internal: 0, streamLoads: 0 };
 
   constructor(opts: CommandHandlerOptions) {
     this.opts = opts;
     this.log = opts.logger;
-    this.idempotency = !(opts.disableIdempotency ?? process.env[TEST_DISABLE_IDEMPOTENCY_ENV] === "1");
-    if (!this.idempotency) {
-      this.log.warn({ [TEST_DISABLE_IDEMPOTENCY_ENV]: "1" }, "TEST ONLY: command_id deduplication is OFF; retried commands will be stored twice. Never set this in production");
+    this.idempotent = !opts.idempotencyDisabled;
+    if (!this.idempotent) {
+      this.log.error({ env: DISABLE_IDEMPOTENCY_ENV }, `${DISABLE_IDEMPOTENCY_ENV}=1: command_id is NOT used for deduplication; retried commands can be stored twice (test-only switch, never in production)`);
     }
+    opts.projection?.onEvent((_state, event, seq) => {
+      if (this.watchedEventIds.has(event.event_id)) this.watchedEventIds.set(event.event_id, seq);
+      const waiters = this.aggregateWaiters.get(event.aggregate_id);
+      if (waiters) {
+        for (const waiter of waiters) if (seq > waiter.afterSeq) waiter.resolve(true);
+      }
+    });
   }
 
   /**
@@ -106,133 +163,272 @@ export class CommandHandler {
     const route = COMMAND_ROUTES[name];
     const original = payload;
     if (route.creates && isPlainObject(payload) && !Object.hasOwn(payload, route.idField)) {
-      payload = { ...payload, [route.idField]: uuidv7() };
+      payload = { ...payload, [route.idField]: generatedAggregateId(name, payload.command_id, this.idempotent) };
     }
     const parsed = parseCommand(name, payload);
     if (!parsed.ok) return { ok: false, error: parsed.error };
     const { command, meta } = parsed;
     const deadline = Date.now() + UNAVAILABLE_DEADLINE_MS;
+    const commandId = this.idempotent ? meta.command_id : null;
     // Hashed only after validation (bounded depth and size); the hash covers the payload as sent, before id injection.
-    // Test-only switch: the command_id stays in the envelopes (so duplicates are visible) but dedupes nothing.
-    const dedupeId = this.idempotency ? meta.command_id : null;
-    const payloadHash = dedupeId ? sha256(canonicalJson(original)) : "";
+    const payloadHash = commandId ? sha256(canonicalJson(original)) : "";
 
-    if (dedupeId) {
-      // The record is one layer of three (see docs/concurrency.md): if the bucket does not answer soon, go on.
-      const remembered = await this.recall(dedupeId, Math.min(deadline, Date.now() + RECALL_DEADLINE_MS)).catch((err: unknown) => {
-        this.log.warn({ err, command_id: dedupeId }, "idempotency record not readable; relying on the stream's checks");
+    if (commandId) {
+      // Remembered refusals (and, for a payload check, replies) live in the bucket. It is one layer of several (see
+      // docs/concurrency.md): if the bucket does not answer soon, go on; the event check below still holds.
+      const remembered = await this.recall(commandId, Math.min(deadline, Date.now() + RECALL_DEADLINE_MS)).catch((err: unknown) => {
+        this.log.warn({ err, command_id: commandId }, "idempotency record not readable; relying on the stream's checks");
         return null;
       });
       if (remembered) {
         this.counters.replayedReplies++;
         if (remembered.payload_sha256 !== payloadHash) {
-          return failure("conflict", `command_id ${dedupeId} was already used for a different payload`);
+          return failure("conflict", `command_id ${commandId} was already used for a different payload`);
         }
         return remembered.reply;
       }
     }
-    const { reply, afterReply } = await this.decideAndAppend(command, meta, dedupeId, now, deadline);
-    if (dedupeId && (reply.ok || REMEMBERED_FAILURES.has(reply.error.code))) {
-      await this.remember(dedupeId, { payload_sha256: payloadHash, reply });
+    // One command per aggregate at a time on this instance: the next one decides against the state the previous one
+    // left (its event is in the projection before it lets go), instead of losing an append race to it.
+    const { reply, afterReply } = await this.oneAtATime(aggregateIdOf(command), () => this.decideAndAppend(command, commandId, meta, payloadHash, now, deadline));
+    if (commandId && (reply.ok || REMEMBERED_FAILURES.has(reply.error.code)) && !reply.recorded) {
+      await this.remember(commandId, { payload_sha256: payloadHash, reply: withoutMark(reply) });
     }
-    // The snapshot comes after the idempotency record: a snapshot that hides this command's event from a
-    // later load never exists without the record that answers a retry.
     afterReply?.();
-    return reply;
+    return withoutMark(reply);
   }
 
   private async decideAndAppend(
-    command: Command, meta: { command_id: string | null; correlation_id: string | null }, dedupeId: string | null, nowOverride: string | undefined, deadline: number,
-  ): Promise<{ reply: Reply; afterReply?: () => void }> {
+    command: Command, commandId: string | null, meta: { command_id: string | null; correlation_id: string | null }, payloadHash: string,
+    nowOverride: string | undefined, deadline: number,
+  ): Promise<{ reply: Reply & { recorded?: true }; afterReply?: () => void }> {
     const { store } = this.opts;
     const aggregateId = aggregateIdOf(command);
     const route = COMMAND_ROUTES[command.name];
     // Event ids this execution has tried to publish: a publish that timed out may still have landed.
-    const attemptedEventIds = new Set<string>();
+    const attemptedEventIds: string[] = [];
+    let fromStream = false;
     let previousLastSeq: number | null = null;
-    for (let attempt = 0; attempt <= MAX_CONFLICT_RETRIES; attempt++) {
-      const loaded = await this.retryTransient(() => store.load(aggregateId), deadline);
-      // After a lost race, whatever beat us has seq > previousLastSeq; read it even if a snapshot now covers it.
-      let recent = loaded.tail;
-      if (previousLastSeq !== null && loaded.snapshotSeq > previousLastSeq) {
-        const from = previousLastSeq + 1;
-        const covered = await this.retryTransient(() => store.readEvents(aggregateId, from, loaded.snapshotSeq), deadline);
-        recent = [...covered, ...loaded.tail];
-      }
-      // Already applied? Another instance (a retry with the same command_id racing the first attempt) or our own
-      // earlier publish may have stored this command. Newer servers answer such a duplicate with "wrong last
-      // sequence" instead of a duplicate ack, so look for it before deciding again.
-      const mine = recent.filter((e) => (dedupeId !== null && e.envelope.command_id === dedupeId) || attemptedEventIds.has(e.envelope.event_id));
-      if (mine.length > 0) {
-        this.counters.duplicates++;
-        return { reply: replyFrom(mine) };
-      }
-      const refs = new Map<string, AggregateState | undefined>();
-      for (const refId of referencedIds(command)) {
-        if (refs.has(refId)) continue;
-        refs.set(refId, refId === aggregateId ? loaded.state : (await this.retryTransient(() => store.load(refId), deadline)).state);
-      }
-      const now = nowOverride ?? (this.opts.clock ?? (() => new Date()))().toISOString();
-      const decision = decide(loaded.state, command, { now, refs });
-      if (!decision.ok) return { reply: { ok: false, error: decision.error } };
-      if (decision.events.length === 0) return { reply: { ok: true, aggregate_id: aggregateId, version: loaded.version, events: [] } };
+    try {
+      for (let attempt = 0; attempt <= MAX_CONFLICT_RETRIES; attempt++) {
+        const current = await this.current(aggregateId, fromStream, deadline);
+        // Was this command stored already (a retry, elsewhere or here; a publish whose ack was lost)? The check covers
+        // every event of the aggregate at seq ≤ current.lastSeq, which is exactly what the append's expectation pins.
+        const mine = await this.storedBefore(aggregateId, commandId, attemptedEventIds, current, previousLastSeq, deadline);
+        if (mine === "elsewhere") {
+          return { reply: { ...failure("conflict", `command_id ${commandId} was already used for a command on another aggregate`), recorded: true } };
+        }
+        if (mine) {
+          this.counters.duplicates++;
+          return { reply: { ...replyFrom(mine), recorded: true } };
+        }
+        // Aggregates the decision only reads are not guarded by the append: make sure they are as fresh as a load.
+        const refIds = [...new Set(referencedIds(command))].filter((id) => id !== aggregateId);
+        const refsFromStream = current.source === "stream" || (refIds.length > 0 && !(await this.fresh(refIds, deadline)));
+        const refs = new Map<string, AggregateState | undefined>([[aggregateId, current.state]]);
+        for (const refId of refIds) refs.set(refId, await this.referenced(refId, refsFromStream, deadline));
+        const now = nowOverride ?? (this.opts.clock ?? (() => new Date()))().toISOString();
+        const decision = decide(current.state, command, { now, refs });
+        if (!decision.ok || decision.events.length === 0) {
+          // A refusal (or a no-op) writes nothing, so no expectation checks it: confirm that the state it was decided
+          // against is the aggregate's latest, else decide again.
+          if (current.source === "memory") {
+            if (!(await this.fresh([aggregateId], deadline))) fromStream = true;
+            else if ((this.opts.projection!.get(aggregateId)?.seq ?? 0) !== current.lastSeq) continue;
+            if (fromStream) continue;
+          }
+          if (!decision.ok) return { reply: { ok: false, error: decision.error } };
+          return { reply: { ok: true, aggregate_id: aggregateId, version: current.version, events: [] } };
+        }
 
-      const envelopes: EventEnvelope[] = decision.events.map((e, i) => ({
-        event_id: uuidv7(),
-        event_type: e.event_type,
-        aggregate_type: route.aggregateType,
-        aggregate_id: aggregateId,
-        version: loaded.version + i + 1,
-        occurred_at: now,
-        command_id: meta.command_id,
-        correlation_id: meta.correlation_id,
-        causation_id: meta.command_id,
-        data: e.data,
-      }));
-      // The expected sequence is part of the id: a re-send of the same write deduplicates, while a re-decision after a
-      // lost race uses a fresh id (nats-server 2.11 keeps an id rejected by the sequence check "in process" on
-      // clustered streams, blocking it for the duplicate window).
-      const toAppend = envelopes.map((envelope, i) => ({ envelope, msgId: dedupeId ? `${dedupeId}:${i}:${loaded.lastSeq}` : envelope.event_id }));
-      for (const e of envelopes) attemptedEventIds.add(e.event_id);
-      let acks: PubAck[];
-      try {
-        // The same envelopes (same Nats-Msg-Id) are re-sent on a timeout, so a write that did land is deduplicated.
-        acks = await this.retryTransient(() => store.append(aggregateId, loaded.lastSeq, toAppend, this.opts.atomicBatches), deadline);
-      } catch (err) {
-        if (!(err instanceof ConcurrencyError)) throw err;
-        this.counters.conflictRetries++;
-        this.log.debug({ aggregate_id: aggregateId, command: command.name, expected_seq: loaded.lastSeq, attempt }, "lost an append race; reloading");
-        previousLastSeq ??= loaded.lastSeq;
-        await sleep(backoffDelay(attempt, { initialMs: 5, maxMs: 250 }));
-        continue;
+        const envelopes: EventEnvelope[] = decision.events.map((e, i) => ({
+          event_id: uuidv7(),
+          event_type: e.event_type,
+          aggregate_type: route.aggregateType,
+          aggregate_id: aggregateId,
+          version: current.version + i + 1,
+          occurred_at: now,
+          // The client's command_id, also when the test-only switch ignores it for deduplication.
+          command_id: meta.command_id,
+          correlation_id: meta.correlation_id,
+          causation_id: meta.command_id,
+          data: e.data,
+        }));
+        // The expected sequence is part of the id: a re-send of the same write deduplicates, while a re-decision after a
+        // lost race uses a fresh id (nats-server 2.11 keeps an id rejected by the sequence check "in process" on
+        // clustered streams, blocking it for the duplicate window). Exactly-once does not rest on it (see docs).
+        const toAppend = envelopes.map((envelope, i) => ({ envelope, msgId: commandId ? `${commandId}:${i}:${current.lastSeq}` : envelope.event_id }));
+        for (const e of envelopes) {
+          attemptedEventIds.push(e.event_id);
+          this.watchedEventIds.set(e.event_id, 0);
+        }
+        let acks: PubAck[];
+        try {
+          // The same envelopes (same Nats-Msg-Id) are re-sent on a timeout, so a write that did land is deduplicated.
+          acks = await this.retryTransient(() => store.append(aggregateId, current.lastSeq, toAppend, this.opts.atomicBatches), deadline);
+        } catch (err) {
+          if (!(err instanceof ConcurrencyError)) throw err;
+          this.counters.conflictRetries++;
+          this.log.debug({ aggregate_id: aggregateId, command: command.name, expected_seq: current.lastSeq, source: current.source, attempt }, "lost an append race; catching up");
+          previousLastSeq ??= current.lastSeq;
+          if (current.source === "memory") fromStream = !(await this.catchUp(aggregateId, current.lastSeq, deadline));
+          if (attempt > 0) await sleep(backoffDelay(attempt - 1, { initialMs: 5, maxMs: 250 }));
+          continue;
+        }
+        if (acks.some((a) => a.duplicate)) {
+          this.counters.duplicates++;
+          return { reply: await this.originalReply(acks, deadline) };
+        }
+        const lastAckSeq = acks[acks.length - 1]!.seq;
+        let state = current.state;
+        for (const e of envelopes) state = evolve(state, e);
+        const reply: SuccessReply = {
+          ok: true,
+          aggregate_id: aggregateId,
+          version: envelopes[envelopes.length - 1]!.version,
+          events: envelopes.map((e, i) => ({ type: e.event_type, subject: aggregateSubject(aggregateId, e.event_type), seq: acks[i]!.seq })),
+        };
+        // Before the reply, concurrently: the idempotency record (with the payload hash, so a reuse of the command_id
+        // for another payload is told apart) and this instance's projection applying the event (read-your-writes
+        // here, and the next command on this aggregate decides against it).
+        const projection = this.opts.projection;
+        await Promise.all([
+          commandId ? this.remember(commandId, { payload_sha256: payloadHash, reply }) : undefined,
+          projection?.caughtUp ? projection.waitForSeq(lastAckSeq, PROJECTION_WAIT_MS) : undefined,
+        ]);
+        return { reply: { ...reply, recorded: true }, afterReply: () => store.maybeSnapshot(aggregateId, current.version, state, lastAckSeq) };
       }
-      if (acks.some((a) => a.duplicate)) {
-        this.counters.duplicates++;
-        return { reply: await this.originalReply(acks, deadline) };
-      }
-      let state = loaded.state;
-      for (const e of envelopes) state = evolve(state, e);
-      const lastAckSeq = acks[acks.length - 1]!.seq;
-      const reply: SuccessReply = {
-        ok: true,
-        aggregate_id: aggregateId,
-        version: envelopes[envelopes.length - 1]!.version,
-        events: envelopes.map((e, i) => ({ type: e.event_type, subject: aggregateSubject(aggregateId, e.event_type), seq: acks[i]!.seq })),
-      };
-      return { reply, afterReply: () => store.maybeSnapshot(aggregateId, loaded.version, state, lastAckSeq) };
+    } finally {
+      for (const id of attemptedEventIds) this.watchedEventIds.delete(id);
     }
     this.counters.conflicts++;
     return { reply: failure("conflict", `aggregate ${aggregateId} kept changing; gave up after ${MAX_CONFLICT_RETRIES + 1} attempts (retry with the same command_id)`) };
   }
 
-  /** A duplicate ack: the command was stored before; rebuild its reply from the stored events. */
-  private async originalReply(acks: PubAck[], deadline: number): Promise<SuccessReply> {
-    const events = [];
-    for (const ack of acks) {
-      const stored = await this.retryTransient(() => this.opts.store.eventAt(ack.seq), deadline);
-      if (!stored) throw new Error(`duplicate ack for sequence ${ack.seq}, but no message is stored there`);
+  private oneAtATime<T>(aggregateId: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.aggregateQueues.get(aggregateId);
+    const run = previous ? previous.then(fn) : fn();
+    const settled = run.then(() => undefined, () => undefined);
+    this.aggregateQueues.set(aggregateId, settled);
+    void settled.then(() => {
+      if (this.aggregateQueues.get(aggregateId) === settled) this.aggregateQueues.delete(aggregateId);
+    });
+    return run;
+  }
+
+  /** The aggregate as this instance knows it: from the projection once it has caught up, else from the stream. */
+  private async current(aggregateId: string, fromStream: boolean, deadline: number): Promise<Current> {
+    const projection = this.opts.projection;
+    if (projection && projection.caughtUp && !fromStream) {
+      const known = projection.get(aggregateId);
+      return known
+        ? { state: known.state, lastSeq: known.seq, version: known.state.version, source: "memory", tail: [], snapshotSeq: 0 }
+        : { state: undefined, lastSeq: 0, version: 0, source: "memory", tail: [], snapshotSeq: 0 };
+    }
+    this.counters.streamLoads++;
+    const loaded = await this.retryTransient(() => this.opts.store.load(aggregateId), deadline);
+    return { state: loaded.state, lastSeq: loaded.lastSeq, version: loaded.version, source: "stream", tail: loaded.tail, snapshotSeq: loaded.snapshotSeq };
+  }
+
+  private async referenced(refId: string, fromStream: boolean, deadline: number): Promise<AggregateState | undefined> {
+    if (!fromStream) return this.opts.projection!.get(refId)?.state;
+    return (await this.retryTransient(() => this.opts.store.load(refId), deadline)).state;
+  }
+
+  /**
+   * Waits until the projection holds each aggregate's last event in the stream (asked of the stream leader); false
+   * when it does not get there in time or could not apply one of them (then the stream is read instead).
+   */
+  private async fresh(ids: string[], deadline: number): Promise<boolean> {
+    const projection = this.opts.projection!;
+    const actual = await Promise.all(ids.map((id) => this.retryTransient(() => this.opts.store.lastSeqOf(id), deadline)));
+    const wanted = Math.max(0, ...actual);
+    if (!(await projection.waitForSeq(wanted, Math.min(PROJECTION_WAIT_MS, Math.max(0, deadline - Date.now()))))) return false;
+    return ids.every((id, i) => (projection.get(id)?.seq ?? 0) >= actual[i]!);
+  }
+
+  /**
+   * After a lost race decided against the projection at `afterSeq`: the stream holds a later event of the aggregate;
+   * waits until the projection has applied one. False when that does not happen in time (the projection is stuck, or
+   * could not apply the event): the next attempt reads the stream instead.
+   */
+  private catchUp(aggregateId: string, afterSeq: number, deadline: number): Promise<boolean> {
+    if ((this.opts.projection!.get(aggregateId)?.seq ?? 0) > afterSeq) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      let waiters = this.aggregateWaiters.get(aggregateId);
+      if (!waiters) this.aggregateWaiters.set(aggregateId, (waiters = new Set()));
+      const waiter = {
+        afterSeq,
+        resolve: (ok: boolean) => {
+          clearTimeout(timer);
+          waiters.delete(waiter);
+          if (waiters.size === 0) this.aggregateWaiters.delete(aggregateId);
+          resolve(ok);
+        },
+      };
+      const timer = setTimeout(() => waiter.resolve(false), Math.min(PROJECTION_WAIT_MS, Math.max(0, deadline - Date.now())));
+      waiters.add(waiter);
+    });
+  }
+
+  /**
+   * The events of this command already stored on the aggregate at seq ≤ current.lastSeq, if any; "elsewhere" when the
+   * command_id was used on another aggregate. Sources, in order of cost:
+   *   - the projection's command-id index, once the projection has applied every event up to current.lastSeq
+   *     (window: docs/concurrency.md);
+   *   - otherwise every event of the aggregate up to current.lastSeq, read from the stream (never only those after a
+   *     snapshot: a snapshot may cover the first attempt's event).
+   * Without a command_id, only this execution's own publishes (a lost ack) are looked for.
+   */
+  private async storedBefore(
+    aggregateId: string, commandId: string | null, attemptedEventIds: string[], current: Current, previousLastSeq: number | null, deadline: number,
+  ): Promise<StoredEvent[] | "elsewhere" | null> {
+    const projection = this.opts.projection;
+    if (commandId) {
+      if (projection && projection.lastSeq >= current.lastSeq) {
+        const seqs = projection.commandSeqs(commandId);
+        if (!seqs) return null;
+        const events = await this.eventsAt(seqs, deadline);
+        return events.some((e) => e.envelope.aggregate_id === aggregateId) ? events.filter((e) => e.envelope.aggregate_id === aggregateId) : "elsewhere";
+      }
+      if (current.lastSeq === 0) return null;
+      const covered = current.source === "stream" && current.snapshotSeq > 0
+        ? await this.retryTransient(() => this.opts.store.readEvents(aggregateId, 1, current.snapshotSeq), deadline)
+        : [];
+      const all = current.source === "stream"
+        ? [...covered, ...current.tail]
+        : await this.retryTransient(() => this.opts.store.readEvents(aggregateId, 1, current.lastSeq), deadline);
+      const mine = all.filter((e) => e.envelope.command_id === commandId);
+      return mine.length > 0 ? mine : null;
+    }
+    if (attemptedEventIds.length === 0 || previousLastSeq === null) return null;
+    if (current.source === "memory") {
+      const seqs = attemptedEventIds.map((id) => this.watchedEventIds.get(id) ?? 0).filter((seq) => seq > 0);
+      return seqs.length > 0 ? this.eventsAt(seqs, deadline) : null;
+    }
+    // Whatever beat us has seq > previousLastSeq; read it even if a snapshot now covers it.
+    let recent = current.tail;
+    if (current.snapshotSeq > previousLastSeq) {
+      const from = previousLastSeq + 1;
+      recent = [...(await this.retryTransient(() => this.opts.store.readEvents(aggregateId, from, current.snapshotSeq), deadline)), ...current.tail];
+    }
+    const mine = recent.filter((e) => attemptedEventIds.includes(e.envelope.event_id));
+    return mine.length > 0 ? mine : null;
+  }
+
+  private async eventsAt(seqs: readonly number[], deadline: number): Promise<StoredEvent[]> {
+    const events: StoredEvent[] = [];
+    for (const seq of seqs) {
+      const stored = await this.retryTransient(() => this.opts.store.eventAt(seq), deadline);
+      if (!stored) throw new Error(`the projection saw an event at sequence ${seq}, but no message is stored there`);
       events.push(stored);
     }
+    return events;
+  }
+
+  /** A duplicate ack: the command was stored before; rebuild its reply from the stored events. */
+  private async originalReply(acks: PubAck[], deadline: number): Promise<SuccessReply> {
+    const events = await this.eventsAt(acks.map((a) => a.seq), deadline);
     return replyFrom(events);
   }
 
@@ -252,7 +448,7 @@ export class CommandHandler {
     try {
       await this.opts.commands.put(commandId, JSON.stringify(record));
     } catch (err) {
-      // Not fatal: within the duplicate window the stream's Nats-Msg-Id dedupe still answers a retry.
+      // Not fatal: a stored command is recognised by its events; a refusal is then decided again on retry.
       this.log.warn({ err, command_id: commandId }, "could not store the reply for idempotent retries");
     }
   }
@@ -281,6 +477,13 @@ function replyFrom(events: StoredEvent[]): SuccessReply {
     version: last.envelope.version,
     events: events.map((e) => ({ type: e.envelope.event_type, subject: e.subject, seq: e.seq })),
   };
+}
+
+/** Drops the internal "already remembered" mark before a reply leaves the handler. */
+function withoutMark(reply: Reply & { recorded?: true }): Reply {
+  if (!reply.recorded) return reply;
+  const { recorded: _recorded, ...rest } = reply;
+  return rest as Reply;
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {

@@ -12,7 +12,7 @@ import { CompiledPolicyCache } from "../domain/rules/compile.js";
 import type { HistoryCache, Projection } from "../adapters/nats/projection.js";
 import { auditTypeFor, type AuditSink } from "../adapters/nats/audit.js";
 import { parsePlain, validationError } from "./queries.js";
-import { DateTimeSchema, UuidSchema } from "../protocol/commands.js";
+import { DateTimeSchema, UuidSchema } from "../domain/commands.js";
 
 export type EvaluationReply = { ok: true; result: Record<string, unknown> } | { ok: false; error: DomainError };
 

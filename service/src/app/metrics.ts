@@ -9,7 +9,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { PUBLIC_COMMANDS, type AggregateState, type ExemptionState } from "../domain/index.js";
-import type { Logger } from "./logger.js";
+import type { Logger } from "../support/logger.js";
 import { packageVersion } from "./version.js";
 
 const PREFIX = "policy_service_";

@@ -1,6 +1,6 @@
 // Read side: get / list / history / applicable over the projection (current state) and the stream (history, as-of).
 import { z } from "zod";
-import { DateTimeSchema, UuidSchema } from "../protocol/commands.js";
+import { DateTimeSchema, UuidSchema } from "../domain/commands.js";
 import { describeIssues, PLAIN } from "../domain/validationMessages.js";
 import type { AggregateState, DomainError, ExemptionState, PolicyState } from "../domain/index.js";
 import { isExemptionValidAt, policyInForceAt, replay } from "../domain/index.js";

@@ -2,18 +2,33 @@
 // query endpoints (policy.queries.*) and evaluation endpoints (policy.commands.evaluate|check_compliance).
 import type { ErrorCode } from "../domain/index.js";
 import { AuditPublisher, disabledAudit, ensureAuditStream, type AuditSink } from "../adapters/nats/audit.js";
-import { ExpirySweeper } from "../adapters/nats/expiry.js";
-import { HistoryCache, Projection } from "../adapters/nats/projection.js";
-import type { EndpointHandler, HandlerResult } from "../adapters/nats/service.js";
+import { ExpirySweeper, type CommandExecutor } from "../adapters/nats/expiry.js";
+import { HistoryCache, type Projection } from "../adapters/nats/projection.js";
+import type { EndpointHandler, HandlerResult, MicroService } from "../adapters/nats/service.js";
 import { Evaluation } from "./evaluation.js";
-import { componentLogger } from "./logger.js";
+import { componentLogger } from "../support/logger.js";
 import { Queries } from "./queries.js";
-import { untilProvisioned } from "./transient.js";
-import type { Runtime } from "./runtime.js";
+import { untilProvisioned } from "../support/transient.js";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import type { Config } from "../support/config.js";
+import type { Logger } from "../support/logger.js";
 
 const MAX_REQUEST_BYTES = 256 * 1024;
 
-type Reply = { ok: true } | { ok: false; error: { code: ErrorCode | string; message: string } };
+type Reply = { ok: true } | { ok: false; error: { code: ErrorCode | string; message: string; details?: unknown } };
+
+export const LOADING_RETRY_AFTER_MS = 1000;
+
+function stillLoading(appliedSeq: number): Reply {
+  return {
+    ok: false,
+    error: {
+      code: "unavailable",
+      message: `this instance is still loading its read model (at stream sequence ${appliedSeq}); retry in about ${LOADING_RETRY_AFTER_MS / 1000} s`,
+      details: { retry_after_ms: LOADING_RETRY_AFTER_MS, applied_seq: appliedSeq },
+    },
+  };
+}
 
 /** Decodes the JSON body (an empty body is `{}`), runs `handle`, and maps failures onto the service error headers. */
 export function jsonEndpoint(handle: (payload: unknown) => Promise<Reply> | Reply): EndpointHandler {
@@ -44,12 +59,22 @@ export interface ReadSide {
   stop(): Promise<void>;
 }
 
-/** Starts the read side on a runtime, waits for the projection to catch up, registers the endpoints. */
-export async function startReadSide(runtime: Runtime): Promise<ReadSide> {
-  const { config, logger, js, jsm } = runtime;
-  const projection = new Projection({ js, jsm, streamName: config.streamName, logger: componentLogger(logger, "projection") });
-  await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer");
-  await projection.ready();
+/** What the read side needs from the instance that runs it (runtime.ts hands it over; the read side never imports it). */
+export interface ReadSideHost {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly js: JetStreamClient;
+  readonly jsm: JetStreamManager;
+  readonly projection: Projection;
+  readonly service: Pick<MicroService, "addEndpoints" | "id">;
+  /** Runs the expiry sweeper's `expire_exemption` commands. */
+  readonly commands: CommandExecutor;
+  onShutdown(fn: () => Promise<void> | void): void;
+}
+
+/** Starts the read side on a running instance: registers the endpoints, waits for the projection to catch up. */
+export async function startReadSide(runtime: ReadSideHost): Promise<ReadSide> {
+  const { config, logger, js, jsm, projection } = runtime;
   const history = new HistoryCache({ js, jsm, streamName: config.streamName, projection });
 
   let audit: AuditSink = disabledAudit;
@@ -61,16 +86,21 @@ export async function startReadSide(runtime: Runtime): Promise<ReadSide> {
 
   const queries = new Queries({ projection, history });
   const evaluation = new Evaluation({ projection, history, audit });
+  // Registered at once, before the projection has caught up: until then a query gets a coded `unavailable` with a
+  // retry hint (never NATS "no responders", never an answer from a half-built read model).
+  const whileLoading = (handle: (payload: unknown) => Promise<Reply> | Reply) => (payload: unknown): Promise<Reply> | Reply =>
+    projection.caughtUp ? handle(payload) : stillLoading(projection.lastSeq);
   runtime.service.addEndpoints("policy.queries", {
-    get: jsonEndpoint((p) => queries.get(p)),
-    list: jsonEndpoint((p) => queries.list(p)),
-    history: jsonEndpoint((p) => queries.history(p)),
-    applicable: jsonEndpoint((p) => queries.applicable(p)),
+    get: jsonEndpoint(whileLoading((p) => queries.get(p))),
+    list: jsonEndpoint(whileLoading((p) => queries.list(p))),
+    history: jsonEndpoint(whileLoading((p) => queries.history(p))),
+    applicable: jsonEndpoint(whileLoading((p) => queries.applicable(p))),
   });
   runtime.service.addEndpoints("policy.commands", {
-    evaluate: jsonEndpoint((p) => evaluation.evaluate(p)),
-    check_compliance: jsonEndpoint((p) => evaluation.checkCompliance(p)),
+    evaluate: jsonEndpoint(whileLoading((p) => evaluation.evaluate(p))),
+    check_compliance: jsonEndpoint(whileLoading((p) => evaluation.checkCompliance(p))),
   });
+  await projection.ready();
 
   const sweeper = new ExpirySweeper({ projection, commands: runtime.commands, logger: componentLogger(logger, "expiry") });
   sweeper.start();

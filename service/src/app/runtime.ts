@@ -8,10 +8,11 @@ import { connectionOptions, connectWithRetry, watchStatus } from "../adapters/na
 import { EventStore } from "../adapters/nats/event-store.js";
 import { MicroService, type EndpointHandler } from "../adapters/nats/service.js";
 import { atLeast, checkServerVersion, commandsTtlMs, ensureBucket, ensureEventStream, type ServerVersion } from "../adapters/nats/setup.js";
-import { CommandHandler } from "./commands.js";
-import { untilProvisioned } from "./transient.js";
-import { readCredentials, describeConfig, type Config } from "./config.js";
-import { componentLogger, type Logger } from "./logger.js";
+import { Projection } from "../adapters/nats/projection.js";
+import { CommandHandler, idempotencyDisabledByEnv } from "./commands.js";
+import { untilProvisioned } from "../support/transient.js";
+import { readCredentials, describeConfig, type Config } from "../support/config.js";
+import { componentLogger, type Logger } from "../support/logger.js";
 import { packageVersion } from "./version.js";
 import { startReadSide } from "./read-side.js";
 import type { Metrics } from "./metrics.js";
@@ -28,6 +29,8 @@ export interface Runtime {
   readonly server: ServerVersion;
   readonly store: EventStore;
   readonly commands: CommandHandler;
+  /** The in-memory state of every aggregate: the read side's model and the state commands decide against. */
+  readonly projection: Projection;
   readonly service: MicroService;
   /** Runs `fn` on shutdown after the endpoints stopped and before the connection drains (last registered, first run). */
   onShutdown(fn: () => Promise<void> | void): void;
@@ -73,7 +76,14 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     const commandsKv = await untilProvisioned(() => ensureBucket(commandJs, jsm, config.commandsBucket, config.streamReplicas, commandsTtlMs(config), setupLog), setupLog, `bucket ${config.commandsBucket}`, signal);
 
     const store = new EventStore({ js: commandJs, jsm: commandJsm, snapshots, streamName: config.streamName, snapshotFrequency: config.snapshotFrequency, logger: componentLogger(logger, "event-store") });
-    const commands = new CommandHandler({ store, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12) });
+    // One projection per instance serves both sides: queries read it, commands decide against it (the append's
+    // expected sequence is the safety net) and find earlier events of a command_id in its index.
+    const projection = new Projection({ js, jsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config) });
+    await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer", signal);
+    const commands = new CommandHandler({
+      store, projection, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
+      idempotencyDisabled: idempotencyDisabledByEnv(),
+    });
     const service = await MicroService.start(nc, {
       version,
       description: "Event-sourced policy management: commands, queries and evaluation",
@@ -89,7 +99,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     const hooks: (() => Promise<void> | void)[] = [];
     let shuttingDown: Promise<void> | null = null;
     const runtime: Runtime = {
-      config, logger, nc, js, jsm, server, store, commands, service,
+      config, logger, nc, js, jsm, server, store, commands, projection, service,
       onShutdown: (fn) => { hooks.push(fn); },
       shutdown(reason) {
         shuttingDown ??= (async () => {

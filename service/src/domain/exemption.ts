@@ -1,6 +1,6 @@
 // The PolicyExemption aggregate: Granted → Revoked | Expired. Granted only while its policy is Active.
 import type { ExemptionCondition } from "./rules/schema.js";
-import type { CommandOf, ExemptionScope } from "../protocol/commands.js";
+import type { CommandOf, ExemptionScope } from "./commands.js";
 import { accept, reject } from "./types.js";
 import type { AggregateState, Decision, EventEnvelope } from "./types.js";
 import type { PolicyState } from "./policy.js";

@@ -1,7 +1,7 @@
 // The public barrel of the pure policy domain: decide / evolve / replay over the three aggregates,
 // command parsing and routing, and the time helpers the read side shares. No I/O, clock or randomness.
-import type { Command } from "../protocol/commands.js";
-import { COMMAND_ROUTES } from "../protocol/commands.js";
+import type { Command } from "./commands.js";
+import { COMMAND_ROUTES } from "./commands.js";
 import type { AggregateState, AggregateType, Decision, EventEnvelope, EventType } from "./types.js";
 import { reject } from "./types.js";
 import { decidePolicy, evolvePolicy } from "./policy.js";
@@ -26,11 +26,11 @@ export { deriveRuleId } from "./ruleIds.js";
 export type {
   Command, CommandName, CommandOf, CommandPayloads, CommandMeta, CommandRoute, ParseResult, IssueDetail,
   PolicyType, EnforcementLevel, Scope, ScopeLevel, ExemptionScope, ExemptionScopeLevel, Composition, ConflictResolution,
-} from "../protocol/commands.js";
+} from "./commands.js";
 export {
   COMMAND_ROUTES, COMMAND_NAMES, PUBLIC_COMMANDS, parseCommand, aggregateIdOf,
   POLICY_TYPES, ENFORCEMENT_LEVELS, SCOPE_LEVELS, EXEMPTION_SCOPE_LEVELS, CONFLICT_RESOLUTIONS,
-} from "../protocol/commands.js";
+} from "./commands.js";
 
 /**
  * Bumped whenever the shape of a state changes, so a stored snapshot of an older shape is ignored

@@ -19,8 +19,8 @@
 // (policy id, version of the new event, index in the command): pure, so every replay and every instance agrees.
 // update_rule replaces the whole rule (send every field; omitted optional fields are removed).
 import type { Rule } from "./rules/schema.js";
-import type { CommandOf, EnforcementLevel, PolicyType, Scope, UpdatableField } from "../protocol/commands.js";
-import { LIMITS, UPDATABLE_FIELDS } from "../protocol/commands.js";
+import type { CommandOf, EnforcementLevel, PolicyType, Scope, UpdatableField } from "./commands.js";
+import { LIMITS, UPDATABLE_FIELDS } from "./commands.js";
 import { accept, reject } from "./types.js";
 import type { Decision, EventEnvelope, FieldChange } from "./types.js";
 import { deriveRuleId } from "./ruleIds.js";

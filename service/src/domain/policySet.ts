@@ -1,6 +1,6 @@
 // The PolicySet aggregate: an ordered list of policy ids with a composition and a conflict resolution.
-import type { CommandOf, Composition, ConflictResolution } from "../protocol/commands.js";
-import { LIMITS } from "../protocol/commands.js";
+import type { CommandOf, Composition, ConflictResolution } from "./commands.js";
+import { LIMITS } from "./commands.js";
 import { accept, reject } from "./types.js";
 import type { AggregateState, Decision, EventEnvelope } from "./types.js";
 import type { PolicyState } from "./policy.js";

@@ -4,7 +4,7 @@
 // has passed, among the refused ones). INVALID_EXAMPLES run after it. Every date stays valid: future
 // instants are in 2099.
 import type { ErrorCode } from "../domain/types.js";
-import type { CommandName } from "./commands.js";
+import type { CommandName } from "../domain/commands.js";
 import { deriveRuleId } from "../domain/ruleIds.js";
 
 export interface ValidExample {

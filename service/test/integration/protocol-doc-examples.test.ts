@@ -12,7 +12,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { SERVICE_ROOT, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
 import { VALID_EXAMPLES, INVALID_EXAMPLES, exampleBody } from "../../src/protocol/examples.js";
-import { ERROR_STATUS } from "../../src/app/replies.js";
+import { ERROR_STATUS } from "../../src/support/replies.js";
 
 type Json = Record<string, any>;
 interface Generator {

@@ -1,8 +1,8 @@
 // Backoff: capped, jittered within bounds; UUIDv7 shape; canonical JSON for idempotency hashes.
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
-import { backoffDelay } from "../../src/app/backoff.js";
-import { uuidv7 } from "../../src/app/ids.js";
+import { backoffDelay } from "../../src/support/backoff.js";
+import { uuidv7 } from "../../src/support/ids.js";
 import { canonicalJson } from "../../src/app/commands.js";
 
 test("backoff doubles up to the cap", () => {

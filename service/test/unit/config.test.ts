@@ -4,7 +4,7 @@ import * as assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConfigError, describeConfig, listenText, parseConfig, readCredentials } from "../../src/app/config.js";
+import { ConfigError, describeConfig, listenText, parseConfig, readCredentials } from "../../src/support/config.js";
 
 test("defaults follow the seed", () => {
   const c = parseConfig({});

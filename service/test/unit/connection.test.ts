@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import { AuthorizationError, TimeoutError, UserAuthenticationExpiredError } from "@nats-io/nats-core";
-import { parseConfig } from "../../src/app/config.js";
+import { parseConfig } from "../../src/support/config.js";
 import { connectionOptions, CredentialError, permanentConnectFailure } from "../../src/adapters/nats/connection.js";
 
 const violation = new AuthorizationError("Authorization Violation");

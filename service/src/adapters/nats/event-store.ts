@@ -10,8 +10,9 @@ import type { KV } from "@nats-io/kv";
 import { headers, type MsgHdrs } from "@nats-io/nats-core";
 import { z } from "zod";
 import { evolve, type AggregateState, type EventEnvelope } from "../../domain/index.js";
-import type { Logger } from "../../app/logger.js";
-import { sleep } from "../../app/backoff.js";
+import type { Logger } from "../../support/logger.js";
+import { sleep } from "../../support/backoff.js";
+import { batchedRequest } from "./write-batch.js";
 
 // Snapshots carry the domain's schema version: one of another shape is ignored (full replay).
 export { SNAPSHOT_SCHEMA_VERSION } from "../../domain/index.js";
@@ -207,7 +208,8 @@ export class EventStore {
     try {
       if (events.length === 1) {
         const { envelope, msgId } = events[0]!;
-        return [await this.opts.js.publish(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { msgID: msgId, expect, timeout: 3000 })];
+        const body = JSON.stringify(envelope);
+        return [await batchedRequest(() => this.opts.js.publish(aggregateSubject(aggregateId, envelope.event_type), body, { msgID: msgId, expect, timeout: 3000 }))];
       }
       if (!atomicBatches) throw new Error(`a command produced ${events.length} events; writing several events atomically needs nats-server ≥ 2.12`);
       const [first, ...rest] = events;

@@ -3,7 +3,7 @@
 // the command carries a command_id derived from the exemption id (the same Nats-Msg-Id on every instance), the
 // append is guarded by the aggregate's expected last sequence, and the domain emits `exemption_expired` only while the
 // exemption is still Granted. Racing instances therefore lose with a duplicate ack, a conflict or invalid_transition.
-import { createHash } from "node:crypto";
+import { uuidV5 } from "../../support/ids.js";
 import type { AggregateState } from "../../domain/index.js";
 import { stateString, type Projection, type ProjectionLogger } from "./projection.js";
 
@@ -14,17 +14,6 @@ export interface CommandExecutor {
 
 // Fixed namespace for the deterministic expiry command ids (a random UUID chosen once for this purpose).
 const EXPIRY_NAMESPACE = "6f0c8a52-3c1e-4a53-9d55-2a8c1b7f4e10";
-
-/** RFC 4122 UUIDv5 (SHA-1, name-based). */
-export function uuidV5(name: string, namespace: string): string {
-  const ns = Buffer.from(namespace.replace(/-/g, ""), "hex");
-  const hash = createHash("sha1").update(ns).update(name, "utf8").digest();
-  const bytes = hash.subarray(0, 16);
-  bytes[6] = (bytes[6]! & 0x0f) | 0x50;
-  bytes[8] = (bytes[8]! & 0x3f) | 0x80;
-  const hex = bytes.toString("hex");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
-}
 
 /** The command_id every instance uses to expire one exemption: same id → same Nats-Msg-Id → stored once. */
 export function expiryCommandId(exemptionId: string): string {

@@ -28,7 +28,20 @@ export interface ProjectedAggregate {
   seq: number;
 }
 
-type Listener = (state: AggregateState, event: EventEnvelope) => void;
+type Listener = (state: AggregateState, event: EventEnvelope, seq: number) => void;
+
+export interface ProjectionOptions {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  streamName: string;
+  logger: ProjectionLogger;
+  /**
+   * How long (ms, by the event's occurred_at) the command-id index keeps an event: the idempotency window
+   * of docs/concurrency.md. 0 keeps nothing.
+   */
+  commandWindowMs?: number;
+  now?: () => number;
+}
 
 /** Reads a field of a domain state without binding this module to every state shape. */
 export function stateField(state: AggregateState | undefined, name: string): unknown {
@@ -54,9 +67,15 @@ export class Projection {
   private iterator: { stop(): void } | undefined;
   private loop: Promise<void> | undefined;
 
-  private readonly deps: { js: JetStreamClient; jsm: JetStreamManager; streamName: string; logger: ProjectionLogger };
+  /** command_id → stream sequences of the events that carry it (only events within the window). */
+  private readonly commandIndex = new Map<string, number[]>();
+  /** The indexed command ids in stream order, for eviction by age. */
+  private readonly commandAges: { atMs: number; commandId: string }[] = [];
+  private commandAgesHead = 0;
 
-  constructor(deps: { js: JetStreamClient; jsm: JetStreamManager; streamName: string; logger: ProjectionLogger }) {
+  private readonly deps: ProjectionOptions;
+
+  constructor(deps: ProjectionOptions) {
     this.deps = deps;
     this.readyPromise = new Promise<void>((resolve) => {
       this.readyResolve = resolve;
@@ -118,6 +137,19 @@ export class Projection {
       }, timeoutMs);
       this.seqWaiters.add(waiter);
     });
+  }
+
+  /**
+   * Stream sequences of the events that carry `commandId`, among every event applied so far (lastSeq) whose
+   * occurred_at lies within the command window; undefined when none.
+   */
+  commandSeqs(commandId: string): readonly number[] | undefined {
+    this.evictCommands();
+    return this.commandIndex.get(commandId);
+  }
+
+  get indexedCommands(): number {
+    return this.commandIndex.size;
   }
 
   onEvent(listener: Listener): () => void {
@@ -191,6 +223,7 @@ export class Projection {
       this.releaseWaiters();
       return;
     }
+    if (typeof event.command_id === "string") this.indexCommand(event.command_id, event.occurred_at, msg.seq);
     const previous = this.aggregates.get(event.aggregate_id);
     try {
       const state = evolve(previous?.state, event);
@@ -205,7 +238,7 @@ export class Projection {
       }
       for (const listener of this.listeners) {
         try {
-          listener(state, event);
+          listener(state, event, msg.seq);
         } catch (err) {
           this.deps.logger.error({ err }, "projection listener failed");
         }
@@ -214,6 +247,33 @@ export class Projection {
       this.deps.logger.warn({ err, seq: msg.seq, subject: msg.subject }, "projection could not apply an event");
     }
     this.releaseWaiters();
+  }
+
+  private indexCommand(commandId: string, occurredAt: string, seq: number): void {
+    const windowMs = this.deps.commandWindowMs ?? 0;
+    const atMs = Date.parse(occurredAt);
+    const nowMs = (this.deps.now ?? Date.now)();
+    // Older than the window (or unparseable): outside the documented guarantee, not worth the memory.
+    if (!(atMs >= nowMs - windowMs)) return;
+    const seqs = this.commandIndex.get(commandId);
+    if (seqs) seqs.push(seq);
+    else this.commandIndex.set(commandId, [seq]);
+    this.commandAges.push({ atMs, commandId });
+    if ((this.commandAges.length & 1023) === 0) this.evictCommands();
+  }
+
+  /** Drops index entries older than the window (in stream order; clocks of other instances may differ a little). */
+  private evictCommands(): void {
+    const horizon = (this.deps.now ?? Date.now)() - (this.deps.commandWindowMs ?? 0);
+    const ages = this.commandAges;
+    while (this.commandAgesHead < ages.length && ages[this.commandAgesHead]!.atMs < horizon) {
+      this.commandIndex.delete(ages[this.commandAgesHead]!.commandId);
+      this.commandAgesHead++;
+    }
+    if (this.commandAgesHead > 4096 && this.commandAgesHead * 2 > ages.length) {
+      ages.splice(0, this.commandAgesHead);
+      this.commandAgesHead = 0;
+    }
   }
 
   private releaseWaiters(): void {

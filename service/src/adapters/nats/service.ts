@@ -4,8 +4,9 @@
 import { headers, type NatsConnection } from "@nats-io/nats-core";
 import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
 import type { QueuedIterator } from "@nats-io/nats-core";
-import type { Logger } from "../../app/logger.js";
-import { statusOf } from "../../app/replies.js";
+import type { Logger } from "../../support/logger.js";
+import { statusOf } from "../../support/replies.js";
+import { batchedWrite, requestEnded, requestStarted } from "./write-batch.js";
 
 export const SERVICE_NAME = "policy-service";
 export const QUEUE_GROUP = "q";
@@ -91,7 +92,9 @@ export class MicroService {
     for await (const msg of iter) {
       const received = performance.now();
       await this.slots.acquire();
+      requestStarted();
       const task = this.handle(subject, msg, handler, received).finally(() => {
+        requestEnded();
         this.slots.release();
         this.inFlight.delete(task);
       });
@@ -107,23 +110,30 @@ export class MicroService {
       this.log.error({ err, subject }, "endpoint handler failed");
       result = { body: { ok: false, error: { code: "internal", message: "internal error" } }, error: { code: "internal", message: "internal error" } };
     }
+    if (!msg.reply) return; // a publish without a reply subject: nothing to answer
+    let body: string;
     try {
-      if (!msg.reply) return; // a publish without a reply subject: nothing to answer
-      const body = JSON.stringify(result.body);
-      if (result.error) {
-        const h = headers();
-        msg.respondError(statusOf(result.error.code), oneLine(result.error.message), body, { headers: h });
-      } else {
-        msg.respond(body);
-      }
+      body = JSON.stringify(result.body);
     } catch (err) {
-      this.log.warn({ err, subject }, "could not send a reply");
+      this.log.error({ err, subject }, "reply not serialisable");
+      body = JSON.stringify({ ok: false, error: { code: "internal", message: "internal error" } });
+      result = { body, error: { code: "internal", message: "internal error" } };
     }
     try {
       this.opts.observe?.(subject, result.error?.code ?? null, (performance.now() - received) / 1000);
     } catch (err) {
       this.log.warn({ err, subject }, "request observer failed");
     }
+    const error = result.error;
+    // Replies of one loop turn go out in one socket write (see write-batch.ts).
+    batchedWrite(() => {
+      try {
+        if (error) msg.respondError(statusOf(error.code), oneLine(error.message), body, { headers: headers() });
+        else msg.respond(body);
+      } catch (err) {
+        this.log.warn({ err, subject }, "could not send a reply");
+      }
+    });
   }
 
   /** Stops taking requests, finishes the ones in flight (up to `timeoutMs`). */

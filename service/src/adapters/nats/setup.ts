@@ -3,8 +3,8 @@
 import { JetStreamApiError, type JetStreamClient, type JetStreamManager, type StreamConfig, type StreamInfo } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { nanos, type NatsConnection } from "@nats-io/nats-core";
-import type { Config } from "../../app/config.js";
-import type { Logger } from "../../app/logger.js";
+import type { Config } from "../../support/config.js";
+import type { Logger } from "../../support/logger.js";
 
 export const EVENT_SUBJECTS = "events.policy.>";
 const DAY_NS = 24 * 3600 * 1e9;

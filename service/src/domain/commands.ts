@@ -2,10 +2,10 @@
 // Every id that can become a subject token is a UUID, lower-cased; every string and array is bounded;
 // date-times are real RFC 3339 instants; `__proto__`/`constructor`/`prototype` keys are refused anywhere.
 import { z } from "zod";
-import type { AggregateType, DomainError } from "../domain/types.js";
-import { parseDateTime } from "../domain/time.js";
-import { ExemptionConditionSchema, RuleIdSchema, RuleInputSchema } from "../domain/rules/schema.js";
-import { describeIssues, PLAIN, summarizeIssues, type IssueDetail } from "../domain/validationMessages.js";
+import type { AggregateType, DomainError } from "./types.js";
+import { parseDateTime } from "./time.js";
+import { ExemptionConditionSchema, RuleIdSchema, RuleInputSchema } from "./rules/schema.js";
+import { describeIssues, PLAIN, summarizeIssues, type IssueDetail } from "./validationMessages.js";
 
 export const LIMITS = {
   name: 200,

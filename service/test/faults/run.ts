@@ -33,7 +33,10 @@ export interface RunOptions {
 
 const STREAM = "POLICY_EVENTS";
 const HOT_POLICIES = 4;
-const RECOVERY_DEADLINE_MS = 90_000;
+// How long nats-server may take to be healthy again after a fault. A replica of a partitioned stream
+// leader was seen catching up for ~100 s on this 2-core machine (seed 34, docs/reliability.md):
+// nats-server's own catch-up, not the service's; the bound leaves room for it.
+const RECOVERY_DEADLINE_MS = 150_000;
 /** No new fault starts this close to the end of the load, so the clients' last retries meet a healthy cluster. */
 const QUIET_END_MS = 15_000;
 const MAX_EXTENSION_MS = 60_000;

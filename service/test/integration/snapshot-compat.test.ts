@@ -2,15 +2,20 @@
 // wrote in POLICY_EVENTS_SNAPSHOTS. One of another schema version (newer: a later release's state shape; older, or
 // from before snapshots were versioned) must make this version replay the aggregate's events and reach the right
 // state, never act on the foreign state. The test lets the service write real snapshots, replaces them in the KV
-// bucket with ones whose schema version differs and whose state is deliberately wrong, starts a fresh instance,
-// and checks its command decisions and query answers. A control case shows that a snapshot of the current schema
-// version IS read (so the other cases really went through the snapshot path).
+// bucket with ones whose schema version differs and whose state is deliberately wrong, and checks the loader that
+// reads snapshots (EventStore.load, used at start-up and whenever the projection cannot follow) and a fresh
+// instance's command decisions and query answers. A control case shows that the loader DOES read a snapshot of
+// the current schema version (so the other cases really went through the snapshot path), while a caught-up
+// instance's commands decide against its projection.
 import { after, before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { Kvm, type KV } from "@nats-io/kv";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { EventStore } from "../../src/adapters/nats/event-store.js";
+import type { Logger } from "../../src/support/logger.js";
 import { startNatsServer, startService, sleep, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
 import { call, callOk, policyBody, type Json } from "../helpers/client.js";
 
@@ -49,6 +54,7 @@ describe("snapshots written by another schema version", () => {
   let server: NatsServer;
   let service: ServiceProcess | undefined;
   let nc: NatsConnection;
+  let loader: EventStore;
   const ids = new Map<string, string>();
 
   before(async () => {
@@ -74,6 +80,10 @@ describe("snapshots written by another schema version", () => {
       assert.equal(snapshot.state?.status, "Draft", "the real snapshot holds the real state");
       await kv.put(key, JSON.stringify(c.forge(snapshot)));
     }
+    // The loader (EventStore.load: start-up, and a projection that cannot follow) reads snapshots; once its
+    // projection has caught up, a command decides against the projection. Both are checked below.
+    const quiet = { warn() {}, info() {}, debug() {}, error() {} } as unknown as Logger;
+    loader = new EventStore({ js: jetstream(nc), jsm: await jetstreamManager(nc), snapshots: kv, streamName: "POLICY_EVENTS", snapshotFrequency: 2, logger: quiet });
     // 3. A fresh instance (nothing cached) meets them.
     service = startService({ NATS_URL: server.url, ...SERVICE_ENV });
     await service.ready();
@@ -88,6 +98,10 @@ describe("snapshots written by another schema version", () => {
   for (const c of CASES.filter((x) => !x.used)) {
     test(`${c.name}: ignored; the aggregate is replayed and commands act on the real state`, async () => {
       const id = ids.get(c.name)!;
+      const loaded = await loader.load(id);
+      assert.equal(loaded.snapshotSeq, 0, "the loader did not use the snapshot (full replay)");
+      assert.equal(loaded.version, 2);
+      assert.equal((loaded.state as unknown as Json).status, "Draft", "the loader's state is the real one, not the forged Archived");
       const approved = await call(nc, "approve", { policy_id: id, approved_by: "officer", approval_date: "2025-11-08T10:00:00Z" });
       assert.equal(approved.reply.ok, true, `approve of a Draft policy (the forged snapshot says Archived): ${JSON.stringify(approved.reply)}`);
       assert.equal(approved.reply.version, 3, "version follows the two real events");
@@ -107,8 +121,12 @@ describe("snapshots written by another schema version", () => {
 
   test("control: a forged snapshot of the current schema version is read (so the cases above went through the snapshot path)", async () => {
     const id = ids.get(CASES.find((x) => x.used)!.name)!;
-    const { reply } = await call(nc, "approve", { policy_id: id, approved_by: "officer", approval_date: "2025-11-08T10:00:00Z" });
-    assert.equal(reply.ok, false, `approve was accepted: the command path did not read the current-schema snapshot in ${BUCKET}, so this test no longer exercises snapshots (${JSON.stringify(reply)})`);
-    assert.equal(reply.error.code, "invalid_transition", "decided on the forged (Archived) state");
+    const loaded = await loader.load(id);
+    assert.ok(loaded.snapshotSeq > 0, `the loader did not read the current-schema snapshot in ${BUCKET}, so this test no longer exercises snapshots`);
+    assert.equal((loaded.state as unknown as Json).status, "Archived", "the loader continued from the (forged) current-schema snapshot");
+    // A caught-up instance decides against its projection (a replay of the stream), so even a forged
+    // current-schema snapshot does not reach its commands.
+    const approved = await call(nc, "approve", { policy_id: id, approved_by: "officer", approval_date: "2025-11-08T10:00:00Z" });
+    assert.equal(approved.reply.ok, true, `approve decided on the real Draft state: ${JSON.stringify(approved.reply)}`);
   });
 });

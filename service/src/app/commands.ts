@@ -419,7 +419,14 @@ export class CommandHandler {
   private async eventsAt(seqs: readonly number[], deadline: number): Promise<StoredEvent[]> {
     const events: StoredEvent[] = [];
     for (const seq of seqs) {
-      const stored = await this.retryTransient(() => this.opts.store.eventAt(seq), deadline);
+      // The event is known to be stored (the projection saw it, or the server acked it). A stream leader elected
+      // moments ago can still answer "no message" for it (seen in scripts/faults after leader kills): ask again
+      // until the command's deadline before calling it an internal error.
+      let stored = await this.retryTransient(() => this.opts.store.eventAt(seq), deadline);
+      for (let attempt = 0; !stored && Date.now() < deadline; attempt++) {
+        await sleep(Math.min(backoffDelay(attempt, { initialMs: 50, maxMs: 500, jitter: 0.5 }), Math.max(0, deadline - Date.now())));
+        stored = await this.retryTransient(() => this.opts.store.eventAt(seq), deadline);
+      }
       if (!stored) throw new Error(`the projection saw an event at sequence ${seq}, but no message is stored there`);
       events.push(stored);
     }

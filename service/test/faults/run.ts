@@ -577,11 +577,12 @@ export async function runSuite(opts: RunOptions): Promise<number> {
 
     // ---- counts
     const retried = reports.filter((x) => x.tries > 1);
+    const allRefused = reports.filter((x) => x.outcome === "refused");
     log("");
     log(`seed ${opts.seed} · ${opts.durationS} s of load · ${perWorker * 3} clients · ${opts.slots[0]!.namespace ? "network namespaces" : "loopback"}${opts.disableIdempotency ? " · IDEMPOTENCY DISABLED (test switch)" : ""}`);
-    log(`commands: ${reports.length} sent, ${acked.length} acknowledged, ${retried.length} retried (${reports.reduce((n, x) => n + x.tries, 0)} tries in all), ${refused.length} refused, ${reports.filter((x) => x.outcome === "failed").length} failed after ${opts.maxTries} tries`);
+    log(`commands: ${reports.length} sent, ${acked.length} acknowledged, ${retried.length} retried (${reports.reduce((n, x) => n + x.tries, 0)} tries in all), ${allRefused.length} refused (${allRefused.length - refused.length} of them grants retried past their own expiry), ${reports.filter((x) => x.outcome === "failed").length} failed after ${opts.maxTries} tries`);
     log(`  by command: ${fmt(countBy(reports, (x) => x.name))}`);
-    log(`  refused by code: ${fmt(countBy(refused, (x) => x.code))}`);
+    log(`  refused by code: ${fmt(countBy(allRefused, (x) => x.code))}`);
     log(`  failed by code: ${fmt(countBy(reports.filter((x) => x.outcome === "failed"), (x) => x.code))}`);
     log(`  problems seen on tries: ${fmt(countBy(reports.flatMap((x) => x.problems.map((p) => p.split(":")[0]!)), (p) => p))}`);
     log(`faults: ${fmt(countBy(injected, (f) => `${f.kind}${f.leader ? " (leader)" : ""}`))}${faults.length > injected.length ? `; skipped ${faults.length - injected.length} partition(s)` : ""}`);

@@ -24,21 +24,14 @@ import { EVENT_TYPES } from "../../src/domain/index.js";
 import { SERVICE_MAIN, SERVICE_ROOT, sleep, startNatsServer, startService } from "../helpers/nats.js";
 import { previousRelease } from "../helpers/previous-release.js";
 import { callOk, readAllEvents, type Json, type StoredEventRow } from "../helpers/client.js";
+import { createPayload } from "../unit/domainHarness.js";
 
 const REPO_ROOT = resolve(SERVICE_ROOT, "..");
 
 /** A fixed UUID per story (version-4 shape), so fixtures of different versions are easy to compare. */
 const id = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`;
 
-const policy = (policyId: string, extra: Json = {}): Json => ({
-  policy_id: policyId,
-  name: "Data Retention Policy",
-  description: "All customer data must be retained for 7 years",
-  policy_type: "Retention",
-  enforcement: "Mandatory",
-  scope: "Organization",
-  ...extra,
-});
+const policy = (policyId: string, extra: Json = {}): Json => createPayload(policyId, extra);
 const rule = (ruleId: string, extra: Json = {}): Json => ({
   rule_id: ruleId,
   name: `Rule ${ruleId}`,

@@ -8,15 +8,13 @@ import type { KV } from "@nats-io/kv";
 import { decide, evolve, parseCommand, type EventEnvelope } from "../../src/domain/index.js";
 import { CommandHandler, MAX_CONFLICT_RETRIES } from "../../src/app/commands.js";
 import { ConcurrencyError, type EventStore, type LoadedAggregate } from "../../src/adapters/nats/event-store.js";
+import { createPayload } from "./domainHarness.js";
 
 const POLICY_ID = "550e8400-e29b-41d4-a716-446655440000";
 const NOW = "2026-01-01T00:00:00.000Z";
 
 function createdPolicy() {
-  const parsed = parseCommand("create", {
-    policy_id: POLICY_ID, name: "Data Retention Policy", description: "All customer data must be retained for 7 years",
-    policy_type: "Retention", enforcement: "Mandatory", scope: "Organization",
-  });
+  const parsed = parseCommand("create", createPayload(POLICY_ID));
   assert.ok(parsed.ok);
   const decision = decide(undefined, parsed.command, { now: NOW, refs: new Map() });
   assert.ok(decision.ok);

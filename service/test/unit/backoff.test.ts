@@ -25,6 +25,12 @@ test("uuidv7: version 7, RFC variant, time-ordered", () => {
   assert.match(a, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   assert.ok(a.slice(0, 13) < b.slice(0, 13));
   assert.equal(parseInt(a.replace(/-/g, "").slice(0, 12), 16), 1_700_000_000_000);
+  // The random part differs from id to id, also within one millisecond.
+  const many = Array.from({ length: 10_000 }, () => uuidv7(1_700_000_000_000));
+  assert.equal(new Set(many).size, many.length);
+  assert.ok(many.every((id) => /^018bcfe5-6800-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(id)));
+  const now = Date.now();
+  assert.ok(Math.abs(parseInt(uuidv7().replace(/-/g, "").slice(0, 12), 16) - now) < 60_000, "defaults to the current time");
 });
 
 test("canonical JSON ignores key order", () => {

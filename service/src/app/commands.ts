@@ -134,7 +134,9 @@ export class CommandHandler {
     this.counters.executed++;
     try {
       const reply = await this.executeUnsafe(name, rawPayload, now);
-      this.log.info({ command: name, ok: reply.ok, ...(reply.ok ? { aggregate_id: reply.aggregate_id, version: reply.version } : { code: reply.error.code }), ms: Date.now() - started }, "command handled");
+      const ms = Date.now() - started;
+      // After the reply has left (the caller sends it in this turn): the line is not on the client's wait.
+      setImmediate(() => this.log.info({ command: name, ok: reply.ok, ...(reply.ok ? { aggregate_id: reply.aggregate_id, version: reply.version } : { code: reply.error.code }), ms }, "command handled"));
       return reply;
     } catch (err) {
       if (err instanceof UnavailableError) {
@@ -194,7 +196,7 @@ export class CommandHandler {
     if (commandId && (reply.ok || REMEMBERED_FAILURES.has(reply.error.code)) && !reply.recorded) {
       await this.remember(commandId, { payload_sha256: payloadHash, reply: withoutMark(reply) });
     }
-    afterReply?.();
+    if (afterReply) setImmediate(afterReply);
     return withoutMark(reply);
   }
 
@@ -280,8 +282,6 @@ export class CommandHandler {
           return { reply: await this.originalReply(acks, deadline) };
         }
         const lastAckSeq = acks[acks.length - 1]!.seq;
-        let state = current.state;
-        for (const e of envelopes) state = evolve(state, e);
         const reply: SuccessReply = {
           ok: true,
           aggregate_id: aggregateId,
@@ -296,7 +296,9 @@ export class CommandHandler {
           commandId ? this.remember(commandId, { payload_sha256: payloadHash, reply }) : undefined,
           projection?.caughtUp ? projection.waitForSeq(lastAckSeq, PROJECTION_WAIT_MS) : undefined,
         ]);
-        return { reply: { ...reply, recorded: true }, afterReply: () => store.maybeSnapshot(aggregateId, current.version, state, lastAckSeq) };
+        // The state to snapshot is evolved after the reply too (the projection evolves its own copy).
+        const stateAfter = () => envelopes.reduce<AggregateState | undefined>((state, e) => evolve(state, e), current.state);
+        return { reply: { ...reply, recorded: true }, afterReply: () => store.maybeSnapshot(aggregateId, current.version, stateAfter(), lastAckSeq) };
       }
     } finally {
       for (const id of attemptedEventIds) this.watchedEventIds.delete(id);

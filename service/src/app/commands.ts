@@ -18,7 +18,7 @@ import type { Projection } from "../adapters/nats/projection.js";
 import { backoffDelay, sleep } from "../support/backoff.js";
 import { isTransient } from "../support/transient.js";
 import { uuidV5, uuidv7 } from "../support/ids.js";
-import type { Logger } from "../support/logger.js";
+import { fixedFieldsLogger, type Logger } from "../support/logger.js";
 import { failure, type Reply, type SuccessReply } from "../support/replies.js";
 
 export const MAX_PAYLOAD_BYTES = 64 * 1024;
@@ -100,6 +100,8 @@ interface Current {
 export class CommandHandler {
   private readonly opts: CommandHandlerOptions;
   private readonly log: Logger;
+  /** For the "command handled" line only: its fields are the command's name, ids, numbers, an error code. */
+  private readonly handledLog: Logger;
   private readonly idempotent: boolean;
   /** Event ids of appends in flight → the sequence the projection saw them at (a publish whose ack was lost). */
   private readonly watchedEventIds = new Map<string, number>();
@@ -112,6 +114,7 @@ export class CommandHandler {
   constructor(opts: CommandHandlerOptions) {
     this.opts = opts;
     this.log = opts.logger;
+    this.handledLog = fixedFieldsLogger(opts.logger);
     this.idempotent = !opts.idempotencyDisabled;
     if (!this.idempotent) {
       this.log.error({ env: DISABLE_IDEMPOTENCY_ENV }, `${DISABLE_IDEMPOTENCY_ENV}=1: command_id is NOT used for deduplication; retried commands can be stored twice (test-only switch, never in production)`);
@@ -136,7 +139,7 @@ export class CommandHandler {
       const reply = await this.executeUnsafe(name, rawPayload, now);
       const ms = Date.now() - started;
       // After the reply has left (the caller sends it in this turn): the line is not on the client's wait.
-      setImmediate(() => this.log.info({ command: name, ok: reply.ok, ...(reply.ok ? { aggregate_id: reply.aggregate_id, version: reply.version } : { code: reply.error.code }), ms }, "command handled"));
+      setImmediate(() => this.handledLog.info({ command: name, ok: reply.ok, ...(reply.ok ? { aggregate_id: reply.aggregate_id, version: reply.version } : { code: reply.error.code }), ms }, "command handled"));
       return reply;
     } catch (err) {
       if (err instanceof UnavailableError) {
@@ -296,9 +299,9 @@ export class CommandHandler {
           commandId ? this.remember(commandId, { payload_sha256: payloadHash, reply }) : undefined,
           projection?.caughtUp ? projection.waitForSeq(lastAckSeq, PROJECTION_WAIT_MS) : undefined,
         ]);
-        // The state to snapshot is evolved after the reply too (the projection evolves its own copy).
+        // The state to snapshot is evolved only when a snapshot is due (the projection evolves its own copy).
         const stateAfter = () => envelopes.reduce<AggregateState | undefined>((state, e) => evolve(state, e), current.state);
-        return { reply: { ...reply, recorded: true }, afterReply: () => store.maybeSnapshot(aggregateId, current.version, stateAfter(), lastAckSeq) };
+        return { reply: { ...reply, recorded: true }, afterReply: () => store.maybeSnapshot(aggregateId, current.version, reply.version, stateAfter, lastAckSeq) };
       }
     } finally {
       for (const id of attemptedEventIds) this.watchedEventIds.delete(id);

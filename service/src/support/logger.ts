@@ -27,3 +27,12 @@ export function createLogger(level: LogLevel, base: Record<string, unknown> = {}
 export function componentLogger(root: Logger, component: string): Logger {
   return root.child({ component });
 }
+
+/**
+ * The same logger without the redaction pass, for a line whose fields are fixed by the code and cannot hold a secret
+ * (names, ids, numbers: the one-line record of a handled command). Redaction was two thirds of such a line's cost
+ * (about 20 µs of 35 here), paid once per command. Everything else keeps going through the redacting logger.
+ */
+export function fixedFieldsLogger(logger: Logger): Logger {
+  return logger.child({}, { redact: { paths: [], censor: "[redacted]" } });
+}

@@ -25,3 +25,25 @@ test("a line logged right before a SIGKILL reaches stdout, several times in a ro
     assert.equal(lines.at(-1)!.component, "test");
   }
 });
+
+test("only the fixed-fields logger skips redaction; the logger it came from still censors secrets", () => {
+  const script = `
+    const { createLogger, componentLogger, fixedFieldsLogger } = await import(${JSON.stringify(LOGGER)});
+    const log = componentLogger(createLogger("info"), "commands");
+    const handled = fixedFieldsLogger(log);
+    handled.info({ command: "create", ok: true, version: 1 }, "command handled");
+    log.warn({ token: "s3cret-token", nested: { password: "s3cret-password" } }, "secrets");
+    handled.debug({ command: "create" }, "below the level");
+  `;
+  const child = spawnSync(process.execPath, ["--input-type=module", "-e", script], { encoding: "utf8", timeout: 20_000 });
+  assert.equal(child.status, 0, child.stderr);
+  assert.doesNotMatch(child.stdout, /s3cret/);
+  const lines = child.stdout.split("\n").filter((l) => l.trim() !== "").map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.equal(lines.length, 2);
+  assert.deepEqual(
+    { ...lines[0], time: undefined, pid: undefined },
+    { level: 30, level_name: "info", time: undefined, pid: undefined, service: "policy-service", component: "commands", command: "create", ok: true, version: 1, msg: "command handled" },
+  );
+  assert.equal(lines[1]!.token, "[redacted]");
+  assert.deepEqual(lines[1]!.nested, { password: "[redacted]" });
+});

@@ -254,10 +254,11 @@ export class EventStore {
   }
 
   /** After an append that crossed a multiple of SNAPSHOT_FREQUENCY; runs in the background, failures only logged. */
-  maybeSnapshot(aggregateId: string, previousVersion: number, state: AggregateState | undefined, seq: number): void {
-    if (!state) return;
+  maybeSnapshot(aggregateId: string, previousVersion: number, version: number, stateAt: () => AggregateState | undefined, seq: number): void {
     const f = this.opts.snapshotFrequency;
-    if (Math.floor(state.version / f) === Math.floor(previousVersion / f)) return;
+    if (Math.floor(version / f) === Math.floor(previousVersion / f)) return;
+    const state = stateAt();
+    if (!state) return;
     const task: Promise<void> = this.writeSnapshot(aggregateId, state, seq)
       .then(() => undefined, (err) => this.log.warn({ err, aggregate_id: aggregateId, version: state.version }, "snapshot write failed (not fatal)"))
       .finally(() => this.pendingSnapshots.delete(task));

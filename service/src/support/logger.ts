@@ -1,7 +1,7 @@
 // pino JSON lines on stdout (journald and launchd capture them); one child logger per component.
 // Written synchronously, as Node writes process.stdout to files and pipes on Linux: pino's default stream hands
 // every line to a libuv pool thread, and that hop (a thread wake-up, then a completion back on the event loop) was
-// 10-16 % of the service's CPU per command (measured, docs/performance.md). A line is on its way before the process
+// 9-14 % of the service's CPU per command (measured, docs/performance.md). A line is on its way before the process
 // can die; the price is that a stdout reader that stops reading stalls the service (journald does not).
 import { pino, type Logger } from "pino";
 import type { LogLevel } from "./config.js";

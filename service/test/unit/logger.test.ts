@@ -1,6 +1,6 @@
 // The service's log lines leave the process when they are logged: a line logged right before the process is killed
 // (SIGKILL: no exit handler runs) is not lost. pino's default stream handed each line to a libuv pool thread, and a
-// kill at that moment lost it (and the hop cost 10-16 % of the CPU of a command, docs/performance.md).
+// kill at that moment lost it (and the hop cost 9-14 % of the CPU of a command, docs/performance.md).
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";

@@ -289,6 +289,8 @@ export class EventStore {
   }
 
   async flushSnapshots(): Promise<void> {
+    // A command's snapshot check runs right after its reply (setImmediate, commands.ts): let the last ones start.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     await Promise.allSettled([...this.pendingSnapshots]);
   }
 }

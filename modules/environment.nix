@@ -58,8 +58,10 @@ let
       AUDIT_ENABLED = lib.boolToString cfg.audit.enable;
       AUDIT_STREAM_NAME = cfg.audit.streamName;
       AUDIT_MAX_AGE_DAYS = toString cfg.audit.maxAgeDays;
+      HEAP_GROWING_PERCENT = toString cfg.heap.growingPercent;
       NODE_ENV = "production";
     }
+    // lib.optionalAttrs (cfg.heap.nodeOptions != "") { NODE_OPTIONS = cfg.heap.nodeOptions; }
     // lib.optionalAttrs (cfg.natsUser != null) { NATS_USER = cfg.natsUser; }
     # An IPv6 address is bracketed: METRICS_LISTEN is host:port.
     // lib.optionalAttrs cfg.metrics.enable {

@@ -12,6 +12,12 @@
 // Run from the repository root:  scripts/bench [--quick] [--json FILE] [--seconds N] [--sync-always] [--only r1|r3]
 //                                              [--service PATH/main.js]  (another build, for before/after figures)
 //                        scripts/bench --memory [N]   (memory after N creates, default 100,000, and a restart against them)
+//                        scripts/bench --steady SECONDS [--policies N] [--rate R] [--sample-every S]
+//                                     (memory under SECONDS of a fixed mix at R requests/s against N policies)
+//                        --node-flags "FLAGS"  (extra flags of the service's node process, e.g. V8 heap flags to compare;
+//                                     they win over the NODE_OPTIONS of package.json "config.nodeOptions", which the
+//                                     service gets as the launchers give it)
+//                        --service-env K=V,…   (extra environment of the service, e.g. HEAP_GROWING_PERCENT=0,NODE_OPTIONS=)
 // (or from service/: npm run bench -- …). Not part of the test suite; performance claims come only from here.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -19,7 +25,7 @@ import { writeFileSync, readFileSync } from "node:fs";
 import { cpus, loadavg, totalmem } from "node:os";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { SERVICE_MAIN, SERVICE_ROOT, sleep, startCluster, startNatsServer, type NatsServer } from "../test/helpers/nats.js";
+import { freePort, SERVICE_MAIN, SERVICE_ROOT, sleep, startCluster, startNatsServer, type NatsServer } from "../test/helpers/nats.js";
 
 interface PhaseResult {
   topology: string;
@@ -57,6 +63,13 @@ const only = option("--only");
 const serviceMain = option("--service") ?? SERVICE_MAIN;
 /** Profiling: the service runs with `node --cpu-prof --cpu-prof-dir=DIR` (written when it stops). */
 const cpuProfDir = option("--cpu-prof");
+/** Extra flags of the service's `node` (V8 flags to compare, put before the script); unset: none. */
+const serviceNodeOptions = option("--node-flags");
+const nodeFlags = serviceNodeOptions?.split(" ").filter(Boolean) ?? [];
+/** Extra environment of the service (`--service-env HEAP_GROWING_PERCENT=0,NODE_OPTIONS=`: V8's own heap sizing). */
+const extraServiceEnv: Record<string, string> = Object.fromEntries(
+  (option("--service-env") ?? "").split(",").filter((kv) => kv.includes("=")).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+);
 /** Only the phases whose name starts with one of these (comma separated), e.g. `--phases create,minimal`. */
 const phaseFilter = option("--phases")?.split(",");
 const wanted = (name: string) => !phaseFilter || phaseFilter.some((p) => name.startsWith(p));
@@ -155,8 +168,8 @@ async function killChild(child: ChildProcess): Promise<void> {
  * its logging; the benchmark does not pay for reading it). Ready when a query is answered.
  */
 async function startBenchService(nc: NatsConnection, env: Record<string, string>): Promise<{ pid: number; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [...(cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`] : []), serviceMain], {
-    cwd: SERVICE_ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, LOG_LEVEL: "info", ...env }, stdio: ["ignore", "ignore", "inherit"],
+  const child = spawn(process.execPath, [...(cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`] : []), ...nodeFlags, serviceMain], {
+    cwd: SERVICE_ROOT, env: serviceEnv(env), stdio: ["ignore", "ignore", "inherit"],
   });
   process.once("exit", () => child.kill("SIGKILL"));
   const deadline = Date.now() + 60_000;
@@ -169,6 +182,15 @@ async function startBenchService(nc: NatsConnection, env: Record<string, string>
     await sleep(100);
   }
   return { pid: child.pid ?? -1, stop: () => killChild(child) };
+}
+
+/** NODE_OPTIONS the launchers give the service (package.json "config.nodeOptions"; docs/operations.md). */
+const LAUNCHER_NODE_OPTIONS: string =
+  (JSON.parse(readFileSync(`${SERVICE_ROOT}/package.json`, "utf8")) as { config?: { nodeOptions?: string } }).config?.nodeOptions ?? "";
+
+/** The service's environment: nothing inherited but PATH and HOME; NODE_OPTIONS as the launchers set it. */
+function serviceEnv(env: Record<string, string>): Record<string, string | undefined> {
+  return { PATH: process.env.PATH, HOME: process.env.HOME, LOG_LEVEL: "info", NODE_OPTIONS: LAUNCHER_NODE_OPTIONS, ...extraServiceEnv, ...env };
 }
 
 async function request(nc: NatsConnection, subject: string, body: unknown): Promise<Record<string, any>> {
@@ -210,6 +232,114 @@ function rssMiB(pid: number): number | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * One memory sample of the service process. `rss_mib` is what the issue's figure counts: the resident set of the
+ * instance's process, VmRSS of /proc/PID/status (Linux). The rest comes from the service's own /metrics
+ * (METRICS_LISTEN; prom-client's default gauges: process.memoryUsage(), V8's heap spaces, GC time, CPU time).
+ */
+interface MemorySample {
+  t_s: number;
+  rss_mib: number | null;
+  heap_used_mib?: number;
+  heap_total_mib?: number;
+  external_mib?: number;
+  new_space_mib?: number;
+  old_space_mib?: number;
+  gc_seconds?: number;
+  cpu_seconds?: number;
+}
+
+async function metricsText(metricsUrl: string): Promise<string | null> {
+  try {
+    const response = await fetch(`${metricsUrl}/metrics`, { signal: AbortSignal.timeout(2000) });
+    return response.ok ? await response.text() : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Sum of the samples of one metric (all label sets) in a Prometheus text exposition. */
+function metricSum(text: string, name: string, label?: string): number | undefined {
+  let sum: number | undefined;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(name) || (line[name.length] !== " " && line[name.length] !== "{")) continue;
+    if (label && !line.includes(label)) continue;
+    sum = (sum ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return sum;
+}
+
+async function sampleMemory(pid: number, metricsUrl: string, t0: number): Promise<MemorySample> {
+  const mib = (bytes: number | undefined) => (bytes === undefined ? undefined : +(bytes / 2 ** 20).toFixed(1));
+  const text = await metricsText(metricsUrl);
+  const rss = rssMiB(pid);
+  const sample: MemorySample = { t_s: +((Date.now() - t0) / 1000).toFixed(1), rss_mib: rss === null ? null : +rss.toFixed(1) };
+  if (text === null) return sample;
+  const m = (name: string, label?: string) => metricSum(text, `policy_service_${name}`, label);
+  return {
+    ...sample,
+    heap_used_mib: mib(m("nodejs_heap_size_used_bytes")),
+    heap_total_mib: mib(m("nodejs_heap_size_total_bytes")),
+    external_mib: mib(m("nodejs_external_memory_bytes")),
+    new_space_mib: mib(m("nodejs_heap_space_size_total_bytes", 'space="new"')),
+    old_space_mib: mib(m("nodejs_heap_space_size_total_bytes", 'space="old"')),
+    gc_seconds: m("nodejs_gc_duration_seconds_sum"),
+    cpu_seconds: m("process_cpu_seconds_total"),
+  };
+}
+
+function printSample(label: string, s: MemorySample): void {
+  console.log(`${label}: RSS ${s.rss_mib} MiB, heap used ${s.heap_used_mib} / total ${s.heap_total_mib} MiB ` +
+    `(new space ${s.new_space_mib}, old space ${s.old_space_mib}), external ${s.external_mib} MiB, ` +
+    `GC ${s.gc_seconds?.toFixed(1)} s of ${s.cpu_seconds?.toFixed(1)} s CPU`);
+}
+
+/** Samples the service's memory every `everyMs` until stopped (sampling never overlaps itself). */
+function startSampler(pid: number, metricsUrl: string, t0: number, everyMs: number, onSample?: (s: MemorySample) => void): { samples: MemorySample[]; stop(): Promise<void> } {
+  const samples: MemorySample[] = [];
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const s = await sampleMemory(pid, metricsUrl, t0);
+      samples.push(s);
+      onSample?.(s);
+      const wait = everyMs - ((Date.now() - t0) % everyMs);
+      for (let waited = 0; waited < wait && !stopped; waited += 100) await sleep(Math.min(100, wait - waited));
+    }
+  })();
+  return { samples, stop: async () => { stopped = true; await loop; } };
+}
+
+const peakRss = (samples: MemorySample[]) => Math.max(...samples.map((x) => x.rss_mib ?? 0));
+
+/** Least-squares slope of y over x (per unit of x); NaN with fewer than two points. */
+function slope(points: [number, number][]): number {
+  const n = points.length;
+  if (n < 2) return NaN;
+  const mx = points.reduce((a, [x]) => a + x, 0) / n;
+  const my = points.reduce((a, [, y]) => a + y, 0) / n;
+  const sxy = points.reduce((a, [x, y]) => a + (x - mx) * (y - my), 0);
+  const sxx = points.reduce((a, [x]) => a + (x - mx) ** 2, 0);
+  return sxx === 0 ? NaN : sxy / sxx;
+}
+
+/** Creates `count` policies through the service, `inFlight` at a time; returns the ids of those created. */
+async function createPolicies(nc: NatsConnection, count: number, inFlight = 64): Promise<{ ids: string[]; failed: number; seconds: number }> {
+  const t0 = Date.now();
+  const ids: string[] = [];
+  let next = 0;
+  let failed = 0;
+  await Promise.all(Array.from({ length: inFlight }, async () => {
+    while (next < count) {
+      next++;
+      const reply = await request(nc, "policy.commands.create", POLICY).catch(() => ({ ok: false }) as Record<string, any>);
+      if (reply.ok === true) ids.push(reply.aggregate_id as string);
+      else failed++;
+    }
+  }));
+  return { ids, failed, seconds: (Date.now() - t0) / 1000 };
 }
 
 const POLICY = {
@@ -366,27 +496,28 @@ async function memoryAndStartup(count: number): Promise<void> {
   const nc = await connect({ servers: server.url });
   let service: { pid: number; stop(): Promise<void> } | undefined;
   try {
-    service = await startBenchService(nc, { NATS_URL: server.url });
+    const metricsPort = await freePort();
+    const metricsUrl = `http://127.0.0.1:${metricsPort}`;
+    service = await startBenchService(nc, { NATS_URL: server.url, METRICS_LISTEN: `127.0.0.1:${metricsPort}` });
     const t0 = Date.now();
-    let next = 0;
-    let failed = 0;
-    await Promise.all(Array.from({ length: 64 }, async () => {
-      while (next < count) {
-        next++;
-        if ((await request(nc, "policy.commands.create", POLICY).catch(() => ({ ok: false }))).ok !== true) failed++;
-      }
-    }));
-    const createSeconds = (Date.now() - t0) / 1000;
-    const rssLoaded = rssMiB(service.pid);
+    const during = startSampler(service.pid, metricsUrl, t0, 1000);
+    const { failed, seconds: createSeconds } = await createPolicies(nc, count);
+    await during.stop();
+    console.log(`peak RSS while creating (sampled every second): ${peakRss(during.samples)} MiB`);
+    const loaded = await sampleMemory(service.pid, metricsUrl, t0);
+    printSample("after the creates", loaded);
+    const rssLoaded = loaded.rss_mib;
     await sleep(2000);
-    const rssSettled = rssMiB(service.pid);
+    const settled = await sampleMemory(service.pid, metricsUrl, t0);
+    printSample("2 s later", settled);
+    const rssSettled = settled.rss_mib;
     await service.stop();
     service = undefined;
     const events = (await (await jetstreamManager(nc)).streams.info("POLICY_EVENTS")).state.messages;
 
     const spawnedAt = Date.now();
-    const child = spawn(process.execPath, [serviceMain], {
-      cwd: SERVICE_ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, LOG_LEVEL: "info", NATS_URL: server.url }, stdio: ["ignore", "ignore", "inherit"],
+    const child = spawn(process.execPath, [...nodeFlags, serviceMain], {
+      cwd: SERVICE_ROOT, env: serviceEnv({ NATS_URL: server.url, METRICS_LISTEN: `127.0.0.1:${metricsPort}` }), stdio: ["ignore", "ignore", "inherit"],
     });
     process.once("exit", () => child.kill("SIGKILL"));
     service = { pid: child.pid ?? -1, stop: () => killChild(child) };
@@ -410,16 +541,20 @@ async function memoryAndStartup(count: number): Promise<void> {
       await sleep(20);
     }
     await sleep(1000);
+    const restarted = await sampleMemory(service.pid, metricsUrl, spawnedAt);
+    printSample("after the restart", restarted);
     const figures = {
       policies_created: count - failed, create_seconds: +createSeconds.toFixed(1), events_in_stream: events,
-      rss_mib_after_creates: rssLoaded, rss_mib_2s_later: rssSettled,
+      rss_mib_peak_while_creating: peakRss(during.samples), rss_mib_after_creates: rssLoaded, rss_mib_2s_later: rssSettled,
       restart_ms_to_first_command: commandAt ? commandAt - spawnedAt : null,
       restart_ms_to_first_query_answer: queryAnswerAt ? queryAnswerAt - spawnedAt : null,
       restart_ms_to_query_data: queryDataAt ? queryDataAt - spawnedAt : null,
       query_probes_no_responders: noResponders, query_probes_unavailable: unavailable,
-      rss_mib_after_restart: rssMiB(service.pid),
+      rss_mib_after_restart: restarted.rss_mib,
+      node_flags: serviceNodeOptions ?? null, node_options: LAUNCHER_NODE_OPTIONS, service_env: extraServiceEnv,
+      samples: { after_creates: loaded, two_seconds_later: settled, after_restart: restarted },
     };
-    for (const [k, v] of Object.entries(figures)) console.log(`${k}: ${v}`);
+    for (const [k, v] of Object.entries(figures)) if (typeof v !== "object" || v === null) console.log(`${k}: ${v}`);
     if (jsonFile) writeFileSync(jsonFile, JSON.stringify({ date: new Date().toISOString(), node: process.version, nats_server: server.version, ...figures }, null, 2) + "\n");
   } finally {
     await service?.stop();
@@ -428,7 +563,131 @@ async function memoryAndStartup(count: number): Promise<void> {
   }
 }
 
+/**
+ * `--steady SECONDS`: memory of one instance (R1) under a fixed mix at a fixed rate against `--policies N` (default
+ * 100,000) policies it created first. Per 20 requests: 8 evaluate (3 rules, audit on), 8 get, 3 update, 1 update with
+ * a command_id, except that every 200th request is a list (limit 20) instead; gets and updates go round-robin over
+ * all N policies. Requests are issued on a clock
+ * (`--rate`, default 400/s), not as fast as the service answers; at most 512 in flight (a request that would exceed
+ * that is counted as skipped). RSS and the heap are sampled every `--sample-every` seconds (default 10). The slope is
+ * fitted (least squares) to the samples after the warm-up (the first 20 % of the run, at least 60 s): flat means the
+ * fitted RSS growth over the rest of the run stays under 5 % of the RSS at the end of the warm-up.
+ */
+async function steadyLoad(durationS: number): Promise<void> {
+  const policies = Number(option("--policies") ?? 100_000) || 100_000;
+  const rate = Number(option("--rate") ?? 400) || 400;
+  const everyS = Number(option("--sample-every") ?? 10) || 10;
+  const maxInFlight = 512;
+  const server = await startNatsServer({ syncAlways });
+  const nc = await connect({ servers: server.url });
+  let service: { pid: number; stop(): Promise<void> } | undefined;
+  try {
+    const metricsPort = await freePort();
+    const metricsUrl = `http://127.0.0.1:${metricsPort}`;
+    service = await startBenchService(nc, { NATS_URL: server.url, METRICS_LISTEN: `127.0.0.1:${metricsPort}` });
+    const pid = service.pid;
+    const setupT0 = Date.now();
+    const during = startSampler(pid, metricsUrl, setupT0, 1000);
+    const created = await createPolicies(nc, policies);
+    await during.stop();
+    const loaded = await sampleMemory(pid, metricsUrl, setupT0);
+    console.log(`${created.ids.length} policies created in ${created.seconds.toFixed(1)} s (${created.failed} failed), peak RSS ${peakRss(during.samples)} MiB`);
+    printSample("after the creates", loaded);
+    const ids = created.ids;
+    const evaluated = await okRequest(nc, "policy.commands.create", { ...POLICY, rules: RULES });
+    const evaluatedId = evaluated.aggregate_id as string;
+    await okRequest(nc, "policy.commands.approve", { policy_id: evaluatedId, approved_by: "bench" });
+    await okRequest(nc, "policy.commands.activate", { policy_id: evaluatedId, activated_by: "bench" });
+    const evaluateBody = JSON.stringify({
+      policy_id: evaluatedId,
+      context: { data: { retention_days: 2600, region: "eu-west-1", encryption: { enabled: true, algorithm: "AES-256-GCM" } } },
+    });
+    let n = 0;
+    // A list scans and sorts every aggregate (tens of ms with 100,000): one in 200 requests, in place of a get.
+    const MIX = ["evaluate", "get", "update", "evaluate", "get", "get", "evaluate", "update", "get", "evaluate",
+      "update_cid", "get", "evaluate", "update", "get", "evaluate", "get", "evaluate", "evaluate", "get"] as const;
+    const ops: Record<(typeof MIX)[number] | "list", () => Promise<boolean>> = {
+      evaluate: async () => (await nc.request("policy.commands.evaluate", evaluateBody, { timeout: 10_000 })).json<{ ok: boolean }>().ok === true,
+      get: async () => (await request(nc, "policy.queries.get", { id: ids[n % ids.length] })).ok === true,
+      list: async () => (await request(nc, "policy.queries.list", { aggregate_type: "Policy", limit: 20 })).ok === true,
+      update: async () => (await request(nc, "policy.commands.update", { policy_id: ids[n % ids.length], updated_by: "bench", name: `n${n}` })).ok === true,
+      update_cid: async () => (await request(nc, "policy.commands.update", { policy_id: ids[n % ids.length], updated_by: "bench", name: `n${n}`, command_id: randomUUID() })).ok === true,
+    };
+    const counts = { ok: 0, failed: 0, skipped: 0 };
+    const latencies: number[] = [];
+    let inFlight = 0;
+    const t0 = Date.now();
+    const sampler = startSampler(pid, metricsUrl, t0, everyS * 1000, (x) =>
+      process.stderr.write(`  t=${x.t_s}s RSS ${x.rss_mib} MiB heap ${x.heap_used_mib}/${x.heap_total_mib} MiB external ${x.external_mib} MiB\n`));
+    const end = t0 + durationS * 1000;
+    let issued = 0;
+    const pending = new Set<Promise<void>>();
+    while (Date.now() < end) {
+      // Issue what the clock says is due (at most one second's worth at once, if this loop fell behind).
+      const due = Math.min(rate, Math.floor(((Date.now() - t0) / 1000) * rate) - issued);
+      for (let i = 0; i < due; i++) {
+        issued++;
+        if (inFlight >= maxInFlight) {
+          counts.skipped++;
+          continue;
+        }
+        const kind = n % 200 === 199 ? "list" : MIX[n % MIX.length]!;
+        const op = ops[kind];
+        n++;
+        inFlight++;
+        const started = process.hrtime.bigint();
+        const p: Promise<void> = op().then((ok) => {
+          if (ok) counts.ok++; else counts.failed++;
+          if (latencies.length < 2_000_000) latencies.push(Number(process.hrtime.bigint() - started) / 1e6);
+        }, () => { counts.failed++; }).finally(() => { inFlight--; pending.delete(p); });
+        pending.add(p);
+      }
+      await sleep(5);
+    }
+    await Promise.allSettled([...pending]);
+    await sampler.stop();
+    const seriesEnd = await sampleMemory(pid, metricsUrl, t0);
+    const samples = [...sampler.samples, seriesEnd];
+    const warmupS = Math.max(60, durationS * 0.2);
+    const afterWarmup = samples.filter((x) => x.t_s >= warmupS && x.rss_mib !== null);
+    const rssSlope = slope(afterWarmup.map((x) => [x.t_s / 60, x.rss_mib!])); // MiB per minute
+    const heapSlope = slope(afterWarmup.filter((x) => x.heap_used_mib !== undefined).map((x) => [x.t_s / 60, x.heap_used_mib!]));
+    const fitSpanMin = afterWarmup.length >= 2 ? (afterWarmup.at(-1)!.t_s - afterWarmup[0]!.t_s) / 60 : 0;
+    const rssAtWarmup = afterWarmup[0]?.rss_mib ?? NaN;
+    const fittedGrowth = rssSlope * fitSpanMin;
+    const flat = Number.isFinite(fittedGrowth) && fittedGrowth < 0.05 * rssAtWarmup;
+    const sorted = latencies.sort((a, b) => a - b);
+    const figures = {
+      policies: ids.length + 1, duration_s: durationS, rate_per_s: rate, mix_per_20: "8 evaluate, 8 get, 3 update, 1 update with command_id; every 200th a list (limit 20)",
+      requests_ok: counts.ok, requests_failed: counts.failed, requests_skipped: counts.skipped,
+      achieved_per_s: +(counts.ok / durationS).toFixed(0), p50_ms: +percentile(sorted, 50).toFixed(3), p99_ms: +percentile(sorted, 99).toFixed(3),
+      rss_mib_peak_while_creating: peakRss(during.samples), rss_mib_after_creates: loaded.rss_mib,
+      rss_mib_min: Math.min(...samples.map((x) => x.rss_mib ?? Infinity)), rss_mib_max: peakRss(samples), rss_mib_end: seriesEnd.rss_mib,
+      warmup_s: warmupS, rss_slope_mib_per_min: +rssSlope.toFixed(3), heap_used_slope_mib_per_min: +heapSlope.toFixed(3),
+      rss_fitted_growth_after_warmup_mib: +fittedGrowth.toFixed(1), flat_criterion: "fitted RSS growth after the warm-up < 5 % of the RSS at its end",
+      flat, node_flags: serviceNodeOptions ?? null, node_options: LAUNCHER_NODE_OPTIONS, service_env: extraServiceEnv,
+    };
+    console.log("t_s\trss_mib\theap_used\theap_total\tnew_space\told_space\texternal\tgc_s\tcpu_s");
+    for (const x of samples) {
+      console.log([x.t_s, x.rss_mib, x.heap_used_mib, x.heap_total_mib, x.new_space_mib, x.old_space_mib, x.external_mib, x.gc_seconds?.toFixed(2), x.cpu_seconds?.toFixed(1)].join("\t"));
+    }
+    for (const [k, v] of Object.entries(figures)) console.log(`${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`);
+    if (jsonFile) {
+      writeFileSync(jsonFile, JSON.stringify({ date: new Date().toISOString(), node: process.version, nats_server: server.version, ...figures, creating: during.samples, samples }, null, 2) + "\n");
+      console.log(`JSON: ${jsonFile}`);
+    }
+  } finally {
+    await service?.stop();
+    await nc.close().catch(() => undefined);
+    await server.stop();
+  }
+}
+
 async function main(): Promise<void> {
+  if (option("--steady")) {
+    await steadyLoad(Number(option("--steady")) || 600);
+    return;
+  }
   if (option("--memory")) {
     await memoryAndStartup(Number(option("--memory")) || 100_000);
     return;

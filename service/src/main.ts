@@ -7,6 +7,7 @@ import { StartupError } from "./adapters/nats/setup.js";
 import { CredentialError } from "./adapters/nats/connection.js";
 import { packageVersion } from "./app/version.js";
 import { Metrics, startMonitoringServer } from "./app/metrics.js";
+import { setFlagsFromString } from "node:v8";
 
 const HELP = `usage: policy-service [--version | --check-config | --help | ctl <command> …]
 
@@ -21,6 +22,7 @@ Environment (defaults in brackets):
   STREAM_REPLICAS     1..5                          [1]
   DUPLICATE_WINDOW    seconds, ≥ 120                [120]
   MAX_IN_FLIGHT       concurrent requests/instance  [64]
+  HEAP_GROWING_PERCENT  old-generation growth after a full GC, % of the live heap (0: V8's own)  [50]
   AUDIT_ENABLED, AUDIT_STREAM_NAME [POLICY_AUDIT], AUDIT_MAX_AGE_DAYS [90]
   METRICS_LISTEN      host:port of GET /metrics (Prometheus) and GET /ready   [off]
   Credentials (file paths; $CREDENTIALS_DIRECTORY/… allowed): NATS_CREDS_FILE, NATS_NKEY_SEED_FILE,
@@ -45,6 +47,10 @@ function configOrExit(): Config {
 
 async function runService(): Promise<void> {
   const config = configOrExit();
+  // Read by V8 at every full GC, so it can be set now. Without it V8 lets the heap grow to up to 4× the live heap
+  // under a high allocation rate and keeps it (docs/performance.md "Memory"). The young generation's size can only
+  // be set when node starts: NODE_OPTIONS=--max-semi-space-size (package.json "config", set by the launchers).
+  if (config.heapGrowingPercent > 0) setFlagsFromString(`--heap-growing-percent=${config.heapGrowingPercent}`);
   const logger = createLogger(config.logLevel);
   const abort = new AbortController();
   let runtime: Runtime | null = null;

@@ -8,6 +8,9 @@ import { z } from "zod";
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+/** Bounds the old generation to 1.5× the live heap (docs/performance.md "Memory": measured against V8's own factor). */
+export const DEFAULT_HEAP_GROWING_PERCENT = 50;
+
 /** Seconds; JetStream's own default duplicate window, and our floor (issue 2: "at least 2 minutes"). */
 export const MIN_DUPLICATE_WINDOW_S = 120;
 
@@ -20,6 +23,11 @@ export interface Config {
   streamReplicas: number;
   duplicateWindowSeconds: number;
   maxInFlight: number;
+  /**
+   * HEAP_GROWING_PERCENT: after a full GC, V8 lets the old generation grow to (1 + p/100) × what survived before the
+   * next one (V8's --heap-growing-percent); 0 leaves V8's own factor (up to 4× under a high allocation rate).
+   */
+  heapGrowingPercent: number;
   audit: { enabled: boolean; streamName: string; maxAgeDays: number };
   /** The Prometheus /metrics and /ready HTTP endpoint (METRICS_LISTEN); null: off (the default). */
   metricsListen: { host: string; port: number } | null;
@@ -148,6 +156,7 @@ export function parseConfig(env: Env = process.env): Config {
   const logLevel = oneOf(env, "LOG_LEVEL", LOG_LEVELS, "info");
   const snapshotFrequency = integer(env, "SNAPSHOT_FREQUENCY", 100, 1, 1_000_000);
   const streamReplicas = integer(env, "STREAM_REPLICAS", 1, 1, 5);
+  const heapGrowingPercent = integer(env, "HEAP_GROWING_PERCENT", DEFAULT_HEAP_GROWING_PERCENT, 0, 300);
   const duplicateWindowSeconds = integer(env, "DUPLICATE_WINDOW", MIN_DUPLICATE_WINDOW_S, MIN_DUPLICATE_WINDOW_S, 7 * 24 * 3600);
   const maxInFlight = integer(env, "MAX_IN_FLIGHT", 64, 1, 10_000);
   const audit = {
@@ -186,6 +195,7 @@ export function parseConfig(env: Env = process.env): Config {
     snapshotFrequency,
     streamReplicas,
     duplicateWindowSeconds,
+    heapGrowingPercent,
     maxInFlight,
     audit,
     metricsListen,

@@ -18,6 +18,12 @@ test("defaults follow the seed", () => {
   assert.equal(c.commandsBucket, "POLICY_EVENTS_COMMANDS");
   assert.deepEqual(c.audit, { enabled: true, streamName: "POLICY_AUDIT", maxAgeDays: 90 });
   assert.equal(c.metricsListen, null, "metrics are off by default");
+  assert.equal(c.heapGrowingPercent, 50, "the old generation is bounded to 1.5x the live heap by default");
+});
+
+test("HEAP_GROWING_PERCENT: 0 leaves V8's factor, up to 300", () => {
+  assert.equal(parseConfig({ HEAP_GROWING_PERCENT: "0" }).heapGrowingPercent, 0);
+  assert.equal(parseConfig({ HEAP_GROWING_PERCENT: "300" }).heapGrowingPercent, 300);
 });
 
 test("METRICS_LISTEN: host:port, IPv6 in brackets, empty is off", () => {
@@ -48,6 +54,8 @@ const bad: [Record<string, string>, string, RegExp][] = [
   [{ SNAPSHOT_FREQUENCY: "ten" }, "SNAPSHOT_FREQUENCY", /got "ten"/],
   [{ SNAPSHOT_FREQUENCY: "1.5" }, "SNAPSHOT_FREQUENCY", /integer/],
   [{ STREAM_REPLICAS: "7" }, "STREAM_REPLICAS", /from 1 to 5/],
+  [{ HEAP_GROWING_PERCENT: "301" }, "HEAP_GROWING_PERCENT", /from 0 to 300/],
+  [{ HEAP_GROWING_PERCENT: "-1" }, "HEAP_GROWING_PERCENT", /from 0 to 300/],
   [{ DUPLICATE_WINDOW: "60" }, "DUPLICATE_WINDOW", /from 120 to/],
   [{ STREAM_NAME: "events.policy" }, "STREAM_NAME", /A-Z a-z 0-9 _ -/],
   [{ STREAM_NAME: "A*" }, "STREAM_NAME", /got "A\*"/],

@@ -52,3 +52,15 @@ test("ensure-tools' oldest Node, scripts/run's check and the README name the eng
   assert.match(readme, new RegExp(`Node\\.js ≥ ${fMajor}\\.${fMinor}\\b`), "README prerequisites name the floor");
   assert.doesNotMatch(readme, /Node\.js ≥ 20\b/, "README still names Node 20");
 });
+
+test("the V8 heap settings the launchers give the service are allowed in NODE_OPTIONS", async () => {
+  // package.json "config.nodeOptions" becomes NODE_OPTIONS (scripts/run, the Nix modules, the benchmark); Node
+  // refuses to start with a V8 flag it does not allow there (such as --heap-growing-percent: see HEAP_GROWING_PERCENT).
+  const { spawnSync } = await import("node:child_process");
+  const nodeOptions = (JSON.parse(readFileSync(join(SERVICE_ROOT, "package.json"), "utf8")) as { config?: { nodeOptions?: string } }).config?.nodeOptions;
+  assert.ok(nodeOptions, "package.json config.nodeOptions is set");
+  const run = spawnSync(process.execPath, ["-e", "console.log(require('v8').getHeapStatistics().total_available_size > 0)"], {
+    env: { ...process.env, NODE_OPTIONS: nodeOptions }, encoding: "utf8",
+  });
+  assert.equal(run.status, 0, run.stderr);
+});

@@ -76,6 +76,10 @@ let
           streamName = "AUDIT_X";
           maxAgeDays = 30;
         };
+        heap = {
+          nodeOptions = "--max-semi-space-size=32";
+          growingPercent = 100;
+        };
       };
       users.users.policy = {
         isSystemUser = true;
@@ -181,6 +185,8 @@ lib.mapAttrs' (
     AUDIT_ENABLED = "false";
     AUDIT_STREAM_NAME = "AUDIT_X";
     AUDIT_MAX_AGE_DAYS = "30";
+    HEAP_GROWING_PERCENT = "100";
+    NODE_OPTIONS = "--max-semi-space-size=32";
   };
   "unit: ordering, start and restart policy" = check.hasAll (unit // sc) {
     wantedBy = [ "multi-user.target" ];

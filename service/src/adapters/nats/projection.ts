@@ -3,6 +3,7 @@
 // without coordinating; the stream is the only source of truth.
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { evolve, replay, type AggregateState, type EventEnvelope } from "../../domain/index.js";
+import { StateCompactor } from "../../support/compact-state.js";
 
 export const EVENT_SUBJECT_FILTER = "events.policy.>";
 /** Pull expiry of the projection's consumer; heartbeats are half of it (see start()). */
@@ -57,6 +58,7 @@ export class Projection {
   private readonly aggregates = new Map<string, ProjectedAggregate>();
   private readonly exemptionIdsByPolicy = new Map<string, Set<string>>();
   private readonly listeners = new Set<Listener>();
+  private readonly compactor = new StateCompactor();
   private readonly seqWaiters = new Set<{ seq: number; resolve: () => void }>();
   private appliedSeq = 0;
   private targetSeq = 0;
@@ -226,7 +228,7 @@ export class Projection {
     if (typeof event.command_id === "string") this.indexCommand(event.command_id, event.occurred_at, msg.seq);
     const previous = this.aggregates.get(event.aggregate_id);
     try {
-      const state = evolve(previous?.state, event);
+      const state = this.compactor.compact(evolve(previous?.state, event), previous?.state);
       this.aggregates.set(event.aggregate_id, { state, seq: msg.seq });
       if (state.aggregate_type === "PolicyExemption") {
         const policyId = stateString(state, "policy_id");

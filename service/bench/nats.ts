@@ -12,6 +12,8 @@
 // Run from the repository root:  scripts/bench [--quick] [--json FILE] [--seconds N] [--sync-always] [--only r1|r3]
 //                                              [--service PATH/main.js]  (another build, for before/after figures)
 //                        scripts/bench --memory [N]   (memory after N creates, default 100,000, and a restart against them)
+//                        scripts/bench --restart [N] [--baseline PATH/main.js]   (start-up against N events, default
+//                                                     1,000,000, and cold loads of a 10,000- vs a 10-event aggregate)
 // (or from service/: npm run bench -- …). Not part of the test suite; performance claims come only from here.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -20,6 +22,7 @@ import { cpus, loadavg, totalmem } from "node:os";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { SERVICE_MAIN, SERVICE_ROOT, sleep, startCluster, startNatsServer, type NatsServer } from "../test/helpers/nats.js";
+import { restartBench } from "./restart.js";
 
 interface PhaseResult {
   topology: string;
@@ -429,6 +432,14 @@ async function memoryAndStartup(count: number): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  if (flag("--restart")) {
+    // `--restart [N]`: start-up against N events (default 1,000,000) and cold loads (bench/restart.ts). `--baseline
+    // PATH/main.js` restarts that build too, alternately with this one, against the same stream.
+    const n = Number(option("--restart"));
+    const baseline = option("--baseline");
+    await restartBench({ events: n > 0 ? n : 1_000_000, mains: baseline ? [baseline, serviceMain] : [serviceMain], rounds: quick ? 1 : 2, jsonFile, syncAlways });
+    return;
+  }
   if (option("--memory")) {
     await memoryAndStartup(Number(option("--memory")) || 100_000);
     return;

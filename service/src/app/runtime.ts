@@ -1,12 +1,13 @@
 // Start-up and shutdown of one service instance. main.ts handles argv and signals; this wires the parts:
-// connect (waiting for NATS) → check the server version → stream + KV buckets → command handler → micro service.
+// connect (waiting for NATS) → check the server version → micro service with every endpoint answering `unavailable`
+// → stream + KV buckets → command handler (commands served) → read side (queries served once caught up).
 import { hostname } from "node:os";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { PUBLIC_COMMANDS, type CommandName } from "../domain/index.js";
 import { connectionOptions, connectWithRetry, watchStatus } from "../adapters/nats/connection.js";
 import { EventStore } from "../adapters/nats/event-store.js";
-import { MicroService, type EndpointHandler } from "../adapters/nats/service.js";
+import { MicroService, type EndpointHandler, type HandlerResult } from "../adapters/nats/service.js";
 import { atLeast, checkServerVersion, commandsTtlMs, ensureBucket, ensureEventStream, type ServerVersion } from "../adapters/nats/setup.js";
 import { Projection } from "../adapters/nats/projection.js";
 import { CommandHandler, idempotencyDisabledByEnv } from "./commands.js";
@@ -14,7 +15,7 @@ import { untilProvisioned } from "../support/transient.js";
 import { readCredentials, describeConfig, type Config } from "../support/config.js";
 import { componentLogger, type Logger } from "../support/logger.js";
 import { packageVersion } from "./version.js";
-import { startReadSide } from "./read-side.js";
+import { EVALUATION_ENDPOINTS, QUERY_ENDPOINTS, startReadSide } from "./read-side.js";
 import type { Metrics } from "./metrics.js";
 
 export const SHUTDOWN_TIMEOUT_MS = 10_000;
@@ -51,6 +52,23 @@ export function commandEndpoints(commands: CommandHandler): Record<string, Endpo
   return endpoints;
 }
 
+/** How long a client should wait before retrying a request that reached an instance still provisioning. */
+export const STARTING_RETRY_AFTER_MS = 500;
+
+/** Handlers for the moment between connecting and having provisioned the stream: a coded, retryable refusal. */
+export function startingEndpoints(names: readonly string[]): Record<string, EndpointHandler> {
+  const body = {
+    ok: false,
+    error: {
+      code: "unavailable",
+      message: `this instance is starting (provisioning the stream and buckets); retry in about ${STARTING_RETRY_AFTER_MS} ms`,
+      details: { retry_after_ms: STARTING_RETRY_AFTER_MS },
+    },
+  } as const;
+  const reply = (): Promise<HandlerResult> => Promise.resolve({ body, error: { code: body.error.code, message: body.error.message } });
+  return Object.fromEntries(names.map((name) => [name, reply]));
+}
+
 /** `metrics`, when monitoring is on (METRICS_LISTEN), counts every answered request and learns when the instance is ready. */
 export async function startRuntime(config: Config, logger: Logger, signal?: AbortSignal, metrics?: Metrics): Promise<Runtime> {
   const log = componentLogger(logger, "runtime");
@@ -62,6 +80,25 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
   watchStatus(nc, componentLogger(logger, "nats"));
   try {
     const server = checkServerVersion(nc.info?.version, config.streamReplicas);
+    // Every endpoint is registered at once, before anything that needs JetStream: until its real handler is bound
+    // (below, and in read-side.ts) a request gets a coded `unavailable` with a retry hint, never NATS "no
+    // responders". The price with several instances (queue group `q`): see docs/operations.md, "Start-up".
+    let commands: CommandHandler | undefined;
+    const service = await MicroService.start(nc, {
+      version,
+      description: "Event-sourced policy management: commands, queries and evaluation",
+      metadata: { stream: config.streamName, server_version: server.text },
+      maxInFlight: config.maxInFlight,
+      logger: componentLogger(logger, "service"),
+      // Instance-wide command counters (conflict retries, duplicates, unavailable…) on every command endpoint.
+      statsData: (subject) => (commands && subject.startsWith("policy.commands.") && !/\.(evaluate|check_compliance)$/.test(subject) ? { commands: { ...commands.counters } } : undefined),
+      ...(metrics ? { observe: metrics.observe } : {}),
+    });
+    service.addEndpoints("policy.commands", startingEndpoints([...PUBLIC_COMMANDS, ...EVALUATION_ENDPOINTS]));
+    service.addEndpoints("policy.queries", startingEndpoints(QUERY_ENDPOINTS));
+    await nc.flush(); // the server has the subscriptions before anything says they exist
+    log.info({ service_id: service.id }, "endpoints registered (answering unavailable until provisioned)");
+
     const setupLog = componentLogger(logger, "setup");
     // JetStream may still be forming (meta leader election, peers catching up): retry what is transient.
     // Provisioning and the read side use the client's default API timeout (5 s). The command path gets short ones:
@@ -80,26 +117,16 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     // expected sequence is the safety net) and find earlier events of a command_id in its index.
     const projection = new Projection({ js, jsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config) });
     await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer", signal);
-    const commands = new CommandHandler({
+    commands = new CommandHandler({
       store, projection, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
       idempotencyDisabled: idempotencyDisabledByEnv(),
-    });
-    const service = await MicroService.start(nc, {
-      version,
-      description: "Event-sourced policy management: commands, queries and evaluation",
-      metadata: { stream: config.streamName, server_version: server.text },
-      maxInFlight: config.maxInFlight,
-      logger: componentLogger(logger, "service"),
-      // Instance-wide command counters (conflict retries, duplicates, unavailable…) on every command endpoint.
-      statsData: (subject) => (subject.startsWith("policy.commands.") && !/\.(evaluate|check_compliance)$/.test(subject) ? { commands: { ...commands.counters } } : undefined),
-      ...(metrics ? { observe: metrics.observe } : {}),
     });
     service.addEndpoints("policy.commands", commandEndpoints(commands));
 
     const hooks: (() => Promise<void> | void)[] = [];
     let shuttingDown: Promise<void> | null = null;
     const runtime: Runtime = {
-      config, logger, nc, js, jsm, server, store, commands, projection, service,
+      config, logger, nc, js, jsm, server, store, commands: commands!, projection, service,
       onShutdown: (fn) => { hooks.push(fn); },
       shutdown(reason) {
         shuttingDown ??= (async () => {

@@ -53,6 +53,8 @@ export class MicroService {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly loops: Promise<void>[] = [];
   private readonly iterators: QueuedIterator<ServiceMsg>[] = [];
+  /** The handler of each endpoint's subject; a later addEndpoints for the same subject replaces it. */
+  private readonly handlers = new Map<string, EndpointHandler>();
   private stopping = false;
 
   private constructor(service: Service, opts: MicroServiceOptions) {
@@ -77,23 +79,33 @@ export class MicroService {
   get id(): string { return this.service.info().id; }
   stats() { return this.service.stats(); }
 
-  /** Registers `handlers` as endpoints `<group>.<name>` (names cannot contain '.'). */
+  /**
+   * Registers `handlers` as endpoints `<group>.<name>` (names cannot contain '.'). For an endpoint that is already
+   * registered, the handler is replaced and the subscription kept: start-up registers every endpoint at once with
+   * a handler that answers `unavailable`, then binds the real ones as they become ready (runtime.ts).
+   */
   addEndpoints(group: string, handlers: Record<string, EndpointHandler>): void {
-    const g = this.service.addGroup(group, QUEUE_GROUP);
+    let g: ReturnType<Service["addGroup"]> | undefined;
     for (const [name, handler] of Object.entries(handlers)) {
       if (name.includes(".")) throw new Error(`endpoint name ${name} must not contain '.'`);
-      const iter = g.addEndpoint(name, { metadata: { subject: `${group}.${name}` } });
+      const subject = `${group}.${name}`;
+      const known = this.handlers.has(subject);
+      this.handlers.set(subject, handler);
+      if (known) continue;
+      g ??= this.service.addGroup(group, QUEUE_GROUP);
+      const iter = g.addEndpoint(name, { metadata: { subject } });
       this.iterators.push(iter);
-      this.loops.push(this.serve(`${group}.${name}`, iter, handler));
+      this.loops.push(this.serve(subject, iter));
     }
   }
 
-  private async serve(subject: string, iter: QueuedIterator<ServiceMsg>, handler: EndpointHandler): Promise<void> {
+  private async serve(subject: string, iter: QueuedIterator<ServiceMsg>): Promise<void> {
     for await (const msg of iter) {
       const received = performance.now();
       await this.slots.acquire();
       requestStarted();
-      const task = this.handle(subject, msg, handler, received).finally(() => {
+      // Looked up per request: the handler bound when the request is taken (see addEndpoints).
+      const task = this.handle(subject, msg, this.handlers.get(subject)!, received).finally(() => {
         requestEnded();
         this.slots.release();
         this.inFlight.delete(task);

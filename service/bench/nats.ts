@@ -434,10 +434,10 @@ async function memoryAndStartup(count: number): Promise<void> {
 async function main(): Promise<void> {
   if (flag("--restart")) {
     // `--restart [N]`: start-up against N events (default 1,000,000) and cold loads (bench/restart.ts). `--baseline
-    // PATH/main.js` restarts that build too, alternately with this one, against the same stream.
+    // PATH/main.js[,…]` restarts those builds too, alternately with this one, against the same stream.
     const n = Number(option("--restart"));
     const baseline = option("--baseline");
-    await restartBench({ events: n > 0 ? n : 1_000_000, mains: baseline ? [baseline, serviceMain] : [serviceMain], rounds: quick ? 1 : 2, jsonFile, syncAlways });
+    await restartBench({ events: n > 0 ? n : 1_000_000, mains: [...(baseline ? baseline.split(",") : []), serviceMain], rounds: quick ? 1 : 2, jsonFile, syncAlways, ...(cpuProfDir ? { cpuProfDir } : {}) });
     return;
   }
   if (option("--memory")) {

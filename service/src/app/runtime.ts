@@ -1,13 +1,14 @@
 // Start-up and shutdown of one service instance. main.ts handles argv and signals; this wires the parts:
-// connect (waiting for NATS) → check the server version → micro service with every endpoint answering `unavailable`
-// → stream + KV buckets → command handler (commands served) → read side (queries served once caught up).
+// connect (waiting for NATS) → check the server version → every endpoint's subject answering `unavailable` → stream +
+// KV buckets → projection (own connection) → command handler and micro service (commands served) → read side
+// (queries served once caught up).
 import { hostname } from "node:os";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { PUBLIC_COMMANDS, type CommandName } from "../domain/index.js";
 import { connectionOptions, connectWithRetry, watchStatus } from "../adapters/nats/connection.js";
 import { EventStore } from "../adapters/nats/event-store.js";
-import { MicroService, type EndpointHandler, type HandlerResult } from "../adapters/nats/service.js";
+import { MicroService, answerWhileStarting, type EndpointHandler, type HandlerResult } from "../adapters/nats/service.js";
 import { atLeast, checkServerVersion, commandsTtlMs, ensureBucket, ensureEventStream, type ServerVersion } from "../adapters/nats/setup.js";
 import { Projection } from "../adapters/nats/projection.js";
 import { CommandHandler, idempotencyDisabledByEnv } from "./commands.js";
@@ -55,18 +56,16 @@ export function commandEndpoints(commands: CommandHandler): Record<string, Endpo
 /** How long a client should wait before retrying a request that reached an instance still provisioning. */
 export const STARTING_RETRY_AFTER_MS = 500;
 
-/** Handlers for the moment between connecting and having provisioned the stream: a coded, retryable refusal. */
+/** The answer of an instance that is connected but has not provisioned the stream and buckets yet. */
+function startingReply(): HandlerResult & { error: { code: string; message: string } } {
+  const message = `this instance is starting (provisioning the stream and buckets); retry in about ${STARTING_RETRY_AFTER_MS} ms`;
+  return { body: { ok: false, error: { code: "unavailable", message, details: { retry_after_ms: STARTING_RETRY_AFTER_MS } } }, error: { code: "unavailable", message } };
+}
+
+/** Endpoint handlers that give the starting answer (until the real ones are bound in their place). */
 export function startingEndpoints(names: readonly string[]): Record<string, EndpointHandler> {
-  const body = {
-    ok: false,
-    error: {
-      code: "unavailable",
-      message: `this instance is starting (provisioning the stream and buckets); retry in about ${STARTING_RETRY_AFTER_MS} ms`,
-      details: { retry_after_ms: STARTING_RETRY_AFTER_MS },
-    },
-  } as const;
-  const reply = (): Promise<HandlerResult> => Promise.resolve({ body, error: { code: body.error.code, message: body.error.message } });
-  return Object.fromEntries(names.map((name) => [name, reply]));
+  const reply = startingReply();
+  return Object.fromEntries(names.map((name) => [name, () => Promise.resolve(reply)]));
 }
 
 /** `metrics`, when monitoring is on (METRICS_LISTEN), counts every answered request and learns when the instance is ready. */
@@ -78,26 +77,15 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
 
   const nc = await connectWithRetry(connectionOptions(config, credentials, `policy-service@${hostname()}`), componentLogger(logger, "nats"), signal, config);
   watchStatus(nc, componentLogger(logger, "nats"));
+  let feedNc: NatsConnection | undefined;
   try {
     const server = checkServerVersion(nc.info?.version, config.streamReplicas);
-    // Every endpoint is registered at once, before anything that needs JetStream: until its real handler is bound
-    // (below, and in read-side.ts) a request gets a coded `unavailable` with a retry hint, never NATS "no
-    // responders". The price with several instances (queue group `q`): see docs/operations.md, "Start-up".
-    let commands: CommandHandler | undefined;
-    const service = await MicroService.start(nc, {
-      version,
-      description: "Event-sourced policy management: commands, queries and evaluation",
-      metadata: { stream: config.streamName, server_version: server.text },
-      maxInFlight: config.maxInFlight,
-      logger: componentLogger(logger, "service"),
-      // Instance-wide command counters (conflict retries, duplicates, unavailable…) on every command endpoint.
-      statsData: (subject) => (commands && subject.startsWith("policy.commands.") && !/\.(evaluate|check_compliance)$/.test(subject) ? { commands: { ...commands.counters } } : undefined),
-      ...(metrics ? { observe: metrics.observe } : {}),
-    });
-    service.addEndpoints("policy.commands", startingEndpoints([...PUBLIC_COMMANDS, ...EVALUATION_ENDPOINTS]));
-    service.addEndpoints("policy.queries", startingEndpoints(QUERY_ENDPOINTS));
-    await nc.flush(); // the server has the subscriptions before anything says they exist
-    log.info({ service_id: service.id }, "endpoints registered (answering unavailable until provisioned)");
+    // Every endpoint's subject is answered at once, before anything that needs JetStream: a coded `unavailable` with
+    // a retry hint until the real endpoints are subscribed, never NATS "no responders". The price with several
+    // instances (queue group `q`): see docs/operations.md, "Start-up: what clients see".
+    const everySubject = [...PUBLIC_COMMANDS, ...EVALUATION_ENDPOINTS].map((n) => `policy.commands.${n}`).concat(QUERY_ENDPOINTS.map((n) => `policy.queries.${n}`));
+    const starting = await answerWhileStarting(nc, everySubject, startingReply(), componentLogger(logger, "service"));
+    log.info({ subjects: everySubject.length }, "endpoints registered (answering unavailable until provisioned)");
 
     const setupLog = componentLogger(logger, "setup");
     // JetStream may still be forming (meta leader election, peers catching up): retry what is transient.
@@ -115,18 +103,39 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     const store = new EventStore({ js: commandJs, jsm: commandJsm, snapshots, streamName: config.streamName, snapshotFrequency: config.snapshotFrequency, logger: componentLogger(logger, "event-store") });
     // One projection per instance serves both sides: queries read it, commands decide against it (the append's
     // expected sequence is the safety net) and find earlier events of a command_id in its index.
-    const projection = new Projection({ js, jsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config) });
+    // The projection follows the stream on a connection of its own: replaying a long stream keeps megabytes of events
+    // in flight, and on the shared connection every command's replies queued behind them (seconds per command while
+    // catching up, docs/performance.md). Same credentials; the instance exits if either connection closes.
+    feedNc = await connectWithRetry(connectionOptions(config, credentials, `policy-service@${hostname()}/projection`), componentLogger(logger, "nats-projection"), signal, config);
+    watchStatus(feedNc, componentLogger(logger, "nats-projection"));
+    const feedJsm = await jetstreamManager(feedNc, { checkAPI: false });
+    const projection = new Projection({ js: jetstream(feedNc), jsm: feedJsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config) });
     await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer", signal);
-    commands = new CommandHandler({
+    const commands = new CommandHandler({
       store, projection, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
       idempotencyDisabled: idempotencyDisabledByEnv(),
     });
+    const service = await MicroService.start(nc, {
+      version,
+      description: "Event-sourced policy management: commands, queries and evaluation",
+      metadata: { stream: config.streamName, server_version: server.text },
+      maxInFlight: config.maxInFlight,
+      logger: componentLogger(logger, "service"),
+      // Instance-wide command counters (conflict retries, duplicates, unavailable…) on every command endpoint.
+      statsData: (subject) => (subject.startsWith("policy.commands.") && !/\.(evaluate|check_compliance)$/.test(subject) ? { commands: { ...commands.counters } } : undefined),
+      ...(metrics ? { observe: metrics.observe } : {}),
+    });
     service.addEndpoints("policy.commands", commandEndpoints(commands));
+    // The read side binds its handlers in place of these once its audit stream exists (read-side.ts).
+    service.addEndpoints("policy.commands", startingEndpoints(EVALUATION_ENDPOINTS));
+    service.addEndpoints("policy.queries", startingEndpoints(QUERY_ENDPOINTS));
+    await nc.flush();
+    await starting.stop();
 
     const hooks: (() => Promise<void> | void)[] = [];
     let shuttingDown: Promise<void> | null = null;
     const runtime: Runtime = {
-      config, logger, nc, js, jsm, server, store, commands: commands!, projection, service,
+      config, logger, nc, js, jsm, server, store, commands, projection, service,
       onShutdown: (fn) => { hooks.push(fn); },
       shutdown(reason) {
         shuttingDown ??= (async () => {
@@ -138,12 +147,13 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
             try { await hook(); } catch (err) { log.warn({ err }, "shutdown hook failed"); }
           }
           await store.flushSnapshots();
+          try { await feedNc!.drain(); } catch (err) { log.warn({ err }, "drain of the projection's connection failed"); }
           try { await nc.drain(); } catch (err) { log.warn({ err }, "drain failed"); }
           log.info({ reason }, "stopped");
         })();
         return shuttingDown;
       },
-      closed: () => nc.closed().then(() => undefined),
+      closed: () => Promise.race([nc.closed(), feedNc!.closed()]).then(() => undefined),
     };
     const readSide = await startReadSide(runtime); // projection caught up, queries/evaluation endpoints, expiry sweeper, audit (READ)
     metrics?.attach({ commandCounters: commands.counters, projection: readSide.projection, jsm, streamName: config.streamName, nc });
@@ -151,6 +161,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     log.info({ server_version: server.text, stream: config.streamName, replicas: config.streamReplicas, service_id: service.id }, "ready");
     return runtime;
   } catch (err) {
+    await feedNc?.close().catch(() => undefined);
     await nc.close().catch(() => undefined);
     throw err;
   }

@@ -11,9 +11,9 @@ export const PROJECTION_PULL_EXPIRES_MS = 5000;
  * Messages the consumer keeps requested ahead. The client's default (100, a new pull every 25 messages) made the
  * rebuild after a restart spend a fifth of its time in socket writes of pull requests (docs/performance.md).
  */
-export const PROJECTION_PULL_BATCH = 8192;
+export const PROJECTION_PULL_BATCH = 2048;
 /** While catching up, the loop yields to the event loop after this many events, so requests are not starved. */
-const CATCH_UP_YIELD_EVERY = 2000;
+const CATCH_UP_YIELD_EVERY = 500;
 
 export interface ProjectionLogger {
   info(obj: object, msg?: string): void;

@@ -81,8 +81,8 @@ export class MicroService {
 
   /**
    * Registers `handlers` as endpoints `<group>.<name>` (names cannot contain '.'). For an endpoint that is already
-   * registered, the handler is replaced and the subscription kept: start-up registers every endpoint at once with
-   * a handler that answers `unavailable`, then binds the real ones as they become ready (runtime.ts).
+   * registered, the handler is replaced and the subscription kept: runtime.ts registers the read side's endpoints
+   * with a handler that answers `unavailable`, and read-side.ts binds the real ones in their place.
    */
   addEndpoints(group: string, handlers: Record<string, EndpointHandler>): void {
     let g: ReturnType<Service["addGroup"]> | undefined;
@@ -175,4 +175,42 @@ function withTimeout(p: Promise<void>, ms: number): Promise<void> {
     const timer = setTimeout(resolve, ms);
     p.finally(() => { clearTimeout(timer); resolve(); });
   });
+}
+
+/**
+ * Answers every request on `subjects` (queue group `q`, like the endpoints) with `body` as a service error, until
+ * stopped: an instance that is connected but not provisioned yet answers `unavailable` instead of leaving clients
+ * with NATS "no responders". Plain subscriptions, not the micro service: `$SRV.PING` keeps meaning "provisioned".
+ * Stop it once the real endpoints are subscribed (the same queue group: each request reaches one of the two).
+ */
+export async function answerWhileStarting(nc: NatsConnection, subjects: readonly string[], reply: HandlerResult & { error: { code: string; message: string } }, log: Logger): Promise<{ stop(): Promise<void> }> {
+  const body = JSON.stringify(reply.body);
+  const subs = subjects.map((subject) =>
+    nc.subscribe(subject, {
+      queue: QUEUE_GROUP,
+      callback: (err, msg) => {
+        if (err || !msg.reply) return;
+        try {
+          msg.respond(body, { headers: serviceErrorHeaders(statusOf(reply.error.code), reply.error.message) });
+        } catch (e) {
+          log.warn({ err: e, subject }, "could not answer a request while starting");
+        }
+      },
+    }),
+  );
+  await nc.flush(); // the server has the subscriptions before the caller says they exist
+  return {
+    async stop() {
+      // Drain, not unsubscribe: a request the server routed here before it saw the UNSUB is still answered.
+      await Promise.all(subs.map((sub) => sub.drain()));
+    },
+  };
+}
+
+/** The headers msg.respondError sets (ADR-32), for a plain subscription's reply. */
+function serviceErrorHeaders(status: number, message: string) {
+  const h = headers();
+  h.set("Nats-Service-Error", oneLine(message));
+  h.set("Nats-Service-Error-Code", String(status));
+  return h;
 }

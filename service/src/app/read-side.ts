@@ -89,8 +89,9 @@ export async function startReadSide(runtime: ReadSideHost): Promise<ReadSide> {
 
   const queries = new Queries({ projection, history });
   const evaluation = new Evaluation({ projection, history, audit });
-  // Bound at once (runtime.ts registered them answering `unavailable` while it provisioned), before the projection has caught up: until then a query gets a coded `unavailable` with a
-  // retry hint (never NATS "no responders", never an answer from a half-built read model).
+  // Bound in place of runtime.ts's starting handlers at once, before the projection has caught up: until then a query
+  // gets a coded `unavailable` with a retry hint (never NATS "no responders", never an answer from a half-built read
+  // model).
   const whileLoading = (handle: (payload: unknown) => Promise<Reply> | Reply) => (payload: unknown): Promise<Reply> | Reply =>
     projection.caughtUp ? handle(payload) : stillLoading(projection.lastSeq);
   const queryHandlers: Record<(typeof QUERY_ENDPOINTS)[number], EndpointHandler> = {

@@ -1,7 +1,7 @@
 // Start-up and shutdown of one service instance. main.ts handles argv and signals; this wires the parts:
 // connect (waiting for NATS) → check the server version → every endpoint's subject answering `unavailable` → stream +
-// KV buckets → projection (own connection) → command handler and micro service (commands served) → read side
-// (queries served once caught up).
+// KV buckets → command handler and micro service (commands served) → the projection's replay (own connection) →
+// read side (queries served once caught up).
 import { hostname } from "node:os";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
@@ -110,7 +110,6 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     watchStatus(feedNc, componentLogger(logger, "nats-projection"));
     const feedJsm = await jetstreamManager(feedNc, { checkAPI: false });
     const projection = new Projection({ js: jetstream(feedNc), jsm: feedJsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config) });
-    await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer", signal);
     const commands = new CommandHandler({
       store, projection, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
       idempotencyDisabled: idempotencyDisabledByEnv(),
@@ -131,6 +130,9 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     service.addEndpoints("policy.queries", startingEndpoints(QUERY_ENDPOINTS));
     await nc.flush();
     await starting.stop();
+    // Commands are served from here on: until the projection has caught up they load their aggregates from the
+    // stream (docs/concurrency.md), so its replay starts only now and does not hold up the endpoints above.
+    await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer", signal);
 
     const hooks: (() => Promise<void> | void)[] = [];
     let shuttingDown: Promise<void> | null = null;

@@ -18,6 +18,8 @@
 //                                     they win over the NODE_OPTIONS of package.json "config.nodeOptions", which the
 //                                     service gets as the launchers give it)
 //                        --service-env K=V,…   (extra environment of the service, e.g. HEAP_GROWING_PERCENT=0,NODE_OPTIONS=)
+//                        scripts/bench --restart [N] [--baseline PATH/main.js]   (start-up against N events, default
+//                                                     1,000,000, and cold loads of a 10,000- vs a 10-event aggregate)
 // (or from service/: npm run bench -- …). Not part of the test suite; performance claims come only from here.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
@@ -26,6 +28,7 @@ import { cpus, loadavg, totalmem } from "node:os";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { freePort, SERVICE_MAIN, SERVICE_ROOT, sleep, startCluster, startNatsServer, type NatsServer } from "../test/helpers/nats.js";
+import { restartBench } from "./restart.js";
 
 interface PhaseResult {
   topology: string;
@@ -686,6 +689,14 @@ async function steadyLoad(durationS: number): Promise<void> {
 async function main(): Promise<void> {
   if (option("--steady")) {
     await steadyLoad(Number(option("--steady")) || 600);
+    return;
+  }
+  if (flag("--restart")) {
+    // `--restart [N]`: start-up against N events (default 1,000,000) and cold loads (bench/restart.ts). `--baseline
+    // PATH/main.js[,…]` restarts those builds too, alternately with this one, against the same stream.
+    const n = Number(option("--restart"));
+    const baseline = option("--baseline");
+    await restartBench({ events: n > 0 ? n : 1_000_000, mains: [...(baseline ? baseline.split(",") : []), serviceMain], rounds: quick ? 1 : 2, jsonFile, syncAlways, ...(cpuProfDir ? { cpuProfDir } : {}) });
     return;
   }
   if (option("--memory")) {

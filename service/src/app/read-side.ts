@@ -18,6 +18,9 @@ const MAX_REQUEST_BYTES = 256 * 1024;
 type Reply = { ok: true } | { ok: false; error: { code: ErrorCode | string; message: string; details?: unknown } };
 
 export const LOADING_RETRY_AFTER_MS = 1000;
+/** The read side's endpoints: `policy.queries.<name>`, and `policy.commands.<name>` for evaluation. */
+export const QUERY_ENDPOINTS = ["get", "list", "history", "applicable"] as const;
+export const EVALUATION_ENDPOINTS = ["evaluate", "check_compliance"] as const;
 
 function stillLoading(appliedSeq: number): Reply {
   return {
@@ -86,20 +89,23 @@ export async function startReadSide(runtime: ReadSideHost): Promise<ReadSide> {
 
   const queries = new Queries({ projection, history });
   const evaluation = new Evaluation({ projection, history, audit });
-  // Registered at once, before the projection has caught up: until then a query gets a coded `unavailable` with a
-  // retry hint (never NATS "no responders", never an answer from a half-built read model).
+  // Bound in place of runtime.ts's starting handlers at once, before the projection has caught up: until then a query
+  // gets a coded `unavailable` with a retry hint (never NATS "no responders", never an answer from a half-built read
+  // model).
   const whileLoading = (handle: (payload: unknown) => Promise<Reply> | Reply) => (payload: unknown): Promise<Reply> | Reply =>
     projection.caughtUp ? handle(payload) : stillLoading(projection.lastSeq);
-  runtime.service.addEndpoints("policy.queries", {
+  const queryHandlers: Record<(typeof QUERY_ENDPOINTS)[number], EndpointHandler> = {
     get: jsonEndpoint(whileLoading((p) => queries.get(p))),
     list: jsonEndpoint(whileLoading((p) => queries.list(p))),
     history: jsonEndpoint(whileLoading((p) => queries.history(p))),
     applicable: jsonEndpoint(whileLoading((p) => queries.applicable(p))),
-  });
-  runtime.service.addEndpoints("policy.commands", {
+  };
+  const evaluationHandlers: Record<(typeof EVALUATION_ENDPOINTS)[number], EndpointHandler> = {
     evaluate: jsonEndpoint(whileLoading((p) => evaluation.evaluate(p))),
     check_compliance: jsonEndpoint(whileLoading((p) => evaluation.checkCompliance(p))),
-  });
+  };
+  runtime.service.addEndpoints("policy.queries", queryHandlers);
+  runtime.service.addEndpoints("policy.commands", evaluationHandlers);
   await projection.ready();
 
   const sweeper = new ExpirySweeper({ projection, commands: runtime.commands, logger: componentLogger(logger, "expiry") });

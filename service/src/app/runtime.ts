@@ -1,12 +1,14 @@
 // Start-up and shutdown of one service instance. main.ts handles argv and signals; this wires the parts:
-// connect (waiting for NATS) → check the server version → stream + KV buckets → command handler → micro service.
+// connect (waiting for NATS) → check the server version → every endpoint's subject answering `unavailable` → stream +
+// KV buckets → command handler and micro service (commands served) → the projection's replay (own connection) →
+// read side (queries served once caught up).
 import { hostname } from "node:os";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { PUBLIC_COMMANDS, type CommandName } from "../domain/index.js";
 import { connectionOptions, connectWithRetry, watchStatus } from "../adapters/nats/connection.js";
 import { EventStore } from "../adapters/nats/event-store.js";
-import { MicroService, type EndpointHandler } from "../adapters/nats/service.js";
+import { MicroService, answerWhileStarting, type EndpointHandler, type HandlerResult } from "../adapters/nats/service.js";
 import { atLeast, checkServerVersion, commandsTtlMs, ensureBucket, ensureEventStream, type ServerVersion } from "../adapters/nats/setup.js";
 import { Projection } from "../adapters/nats/projection.js";
 import { CommandHandler, idempotencyDisabledByEnv } from "./commands.js";
@@ -14,7 +16,7 @@ import { untilProvisioned } from "../support/transient.js";
 import { readCredentials, describeConfig, type Config } from "../support/config.js";
 import { componentLogger, type Logger } from "../support/logger.js";
 import { packageVersion } from "./version.js";
-import { startReadSide } from "./read-side.js";
+import { EVALUATION_ENDPOINTS, QUERY_ENDPOINTS, startReadSide } from "./read-side.js";
 import type { Metrics } from "./metrics.js";
 
 export const SHUTDOWN_TIMEOUT_MS = 10_000;
@@ -51,6 +53,21 @@ export function commandEndpoints(commands: CommandHandler): Record<string, Endpo
   return endpoints;
 }
 
+/** How long a client should wait before retrying a request that reached an instance still provisioning. */
+export const STARTING_RETRY_AFTER_MS = 500;
+
+/** The answer of an instance that is connected but has not provisioned the stream and buckets yet. */
+function startingReply(): HandlerResult & { error: { code: string; message: string } } {
+  const message = `this instance is starting (provisioning the stream and buckets); retry in about ${STARTING_RETRY_AFTER_MS} ms`;
+  return { body: { ok: false, error: { code: "unavailable", message, details: { retry_after_ms: STARTING_RETRY_AFTER_MS } } }, error: { code: "unavailable", message } };
+}
+
+/** Endpoint handlers that give the starting answer (until the real ones are bound in their place). */
+export function startingEndpoints(names: readonly string[]): Record<string, EndpointHandler> {
+  const reply = startingReply();
+  return Object.fromEntries(names.map((name) => [name, () => Promise.resolve(reply)]));
+}
+
 /** `metrics`, when monitoring is on (METRICS_LISTEN), counts every answered request and learns when the instance is ready. */
 export async function startRuntime(config: Config, logger: Logger, signal?: AbortSignal, metrics?: Metrics): Promise<Runtime> {
   const log = componentLogger(logger, "runtime");
@@ -60,8 +77,16 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
 
   const nc = await connectWithRetry(connectionOptions(config, credentials, `policy-service@${hostname()}`), componentLogger(logger, "nats"), signal, config);
   watchStatus(nc, componentLogger(logger, "nats"));
+  let feedNc: NatsConnection | undefined;
   try {
     const server = checkServerVersion(nc.info?.version, config.streamReplicas);
+    // Every endpoint's subject is answered at once, before anything that needs JetStream: a coded `unavailable` with
+    // a retry hint until the real endpoints are subscribed, never NATS "no responders". The price with several
+    // instances (queue group `q`): see docs/operations.md, "Start-up: what clients see".
+    const everySubject = [...PUBLIC_COMMANDS, ...EVALUATION_ENDPOINTS].map((n) => `policy.commands.${n}`).concat(QUERY_ENDPOINTS.map((n) => `policy.queries.${n}`));
+    const starting = await answerWhileStarting(nc, everySubject, startingReply(), componentLogger(logger, "service"));
+    log.info({ subjects: everySubject.length }, "endpoints registered (answering unavailable until provisioned)");
+
     const setupLog = componentLogger(logger, "setup");
     // JetStream may still be forming (meta leader election, peers catching up): retry what is transient.
     // Provisioning and the read side use the client's default API timeout (5 s). The command path gets short ones:
@@ -78,8 +103,13 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     const store = new EventStore({ js: commandJs, jsm: commandJsm, snapshots, streamName: config.streamName, snapshotFrequency: config.snapshotFrequency, logger: componentLogger(logger, "event-store") });
     // One projection per instance serves both sides: queries read it, commands decide against it (the append's
     // expected sequence is the safety net) and find earlier events of a command_id in its index.
-    const projection = new Projection({ js, jsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config) });
-    await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer", signal);
+    // The projection follows the stream on a connection of its own: replaying a long stream keeps megabytes of events
+    // in flight, and on the shared connection every command's replies queued behind them (seconds per command while
+    // catching up, docs/performance.md). Same credentials; the instance exits if either connection closes.
+    feedNc = await connectWithRetry(connectionOptions(config, credentials, `policy-service@${hostname()}/projection`), componentLogger(logger, "nats-projection"), signal, config);
+    watchStatus(feedNc, componentLogger(logger, "nats-projection"));
+    const feedJsm = await jetstreamManager(feedNc, { checkAPI: false });
+    const projection = new Projection({ js: jetstream(feedNc), jsm: feedJsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config) });
     const commands = new CommandHandler({
       store, projection, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
       idempotencyDisabled: idempotencyDisabledByEnv(),
@@ -95,6 +125,14 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
       ...(metrics ? { observe: metrics.observe } : {}),
     });
     service.addEndpoints("policy.commands", commandEndpoints(commands));
+    // The read side binds its handlers in place of these once its audit stream exists (read-side.ts).
+    service.addEndpoints("policy.commands", startingEndpoints(EVALUATION_ENDPOINTS));
+    service.addEndpoints("policy.queries", startingEndpoints(QUERY_ENDPOINTS));
+    await nc.flush();
+    await starting.stop();
+    // Commands are served from here on: until the projection has caught up they load their aggregates from the
+    // stream (docs/concurrency.md), so its replay starts only now and does not hold up the endpoints above.
+    await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer", signal);
 
     const hooks: (() => Promise<void> | void)[] = [];
     let shuttingDown: Promise<void> | null = null;
@@ -111,12 +149,13 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
             try { await hook(); } catch (err) { log.warn({ err }, "shutdown hook failed"); }
           }
           await store.flushSnapshots();
+          try { await feedNc!.drain(); } catch (err) { log.warn({ err }, "drain of the projection's connection failed"); }
           try { await nc.drain(); } catch (err) { log.warn({ err }, "drain failed"); }
           log.info({ reason }, "stopped");
         })();
         return shuttingDown;
       },
-      closed: () => nc.closed().then(() => undefined),
+      closed: () => Promise.race([nc.closed(), feedNc!.closed()]).then(() => undefined),
     };
     const readSide = await startReadSide(runtime); // projection caught up, queries/evaluation endpoints, expiry sweeper, audit (READ)
     metrics?.attach({ commandCounters: commands.counters, projection: readSide.projection, jsm, streamName: config.streamName, nc });
@@ -124,6 +163,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     log.info({ server_version: server.text, stream: config.streamName, replicas: config.streamReplicas, service_id: service.id }, "ready");
     return runtime;
   } catch (err) {
+    await feedNc?.close().catch(() => undefined);
     await nc.close().catch(() => undefined);
     throw err;
   }

@@ -53,6 +53,8 @@ export class MicroService {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly loops: Promise<void>[] = [];
   private readonly iterators: QueuedIterator<ServiceMsg>[] = [];
+  /** The handler of each endpoint's subject; a later addEndpoints for the same subject replaces it. */
+  private readonly handlers = new Map<string, EndpointHandler>();
   private stopping = false;
 
   private constructor(service: Service, opts: MicroServiceOptions) {
@@ -77,23 +79,33 @@ export class MicroService {
   get id(): string { return this.service.info().id; }
   stats() { return this.service.stats(); }
 
-  /** Registers `handlers` as endpoints `<group>.<name>` (names cannot contain '.'). */
+  /**
+   * Registers `handlers` as endpoints `<group>.<name>` (names cannot contain '.'). For an endpoint that is already
+   * registered, the handler is replaced and the subscription kept: runtime.ts registers the read side's endpoints
+   * with a handler that answers `unavailable`, and read-side.ts binds the real ones in their place.
+   */
   addEndpoints(group: string, handlers: Record<string, EndpointHandler>): void {
-    const g = this.service.addGroup(group, QUEUE_GROUP);
+    let g: ReturnType<Service["addGroup"]> | undefined;
     for (const [name, handler] of Object.entries(handlers)) {
       if (name.includes(".")) throw new Error(`endpoint name ${name} must not contain '.'`);
-      const iter = g.addEndpoint(name, { metadata: { subject: `${group}.${name}` } });
+      const subject = `${group}.${name}`;
+      const known = this.handlers.has(subject);
+      this.handlers.set(subject, handler);
+      if (known) continue;
+      g ??= this.service.addGroup(group, QUEUE_GROUP);
+      const iter = g.addEndpoint(name, { metadata: { subject } });
       this.iterators.push(iter);
-      this.loops.push(this.serve(`${group}.${name}`, iter, handler));
+      this.loops.push(this.serve(subject, iter));
     }
   }
 
-  private async serve(subject: string, iter: QueuedIterator<ServiceMsg>, handler: EndpointHandler): Promise<void> {
+  private async serve(subject: string, iter: QueuedIterator<ServiceMsg>): Promise<void> {
     for await (const msg of iter) {
       const received = performance.now();
       await this.slots.acquire();
       requestStarted();
-      const task = this.handle(subject, msg, handler, received).finally(() => {
+      // Looked up per request: the handler bound when the request is taken (see addEndpoints).
+      const task = this.handle(subject, msg, this.handlers.get(subject)!, received).finally(() => {
         requestEnded();
         this.slots.release();
         this.inFlight.delete(task);
@@ -163,4 +175,42 @@ function withTimeout(p: Promise<void>, ms: number): Promise<void> {
     const timer = setTimeout(resolve, ms);
     p.finally(() => { clearTimeout(timer); resolve(); });
   });
+}
+
+/**
+ * Answers every request on `subjects` (queue group `q`, like the endpoints) with `body` as a service error, until
+ * stopped: an instance that is connected but not provisioned yet answers `unavailable` instead of leaving clients
+ * with NATS "no responders". Plain subscriptions, not the micro service: `$SRV.PING` keeps meaning "provisioned".
+ * Stop it once the real endpoints are subscribed (the same queue group: each request reaches one of the two).
+ */
+export async function answerWhileStarting(nc: NatsConnection, subjects: readonly string[], reply: HandlerResult & { error: { code: string; message: string } }, log: Logger): Promise<{ stop(): Promise<void> }> {
+  const body = JSON.stringify(reply.body);
+  const subs = subjects.map((subject) =>
+    nc.subscribe(subject, {
+      queue: QUEUE_GROUP,
+      callback: (err, msg) => {
+        if (err || !msg.reply) return;
+        try {
+          msg.respond(body, { headers: serviceErrorHeaders(statusOf(reply.error.code), reply.error.message) });
+        } catch (e) {
+          log.warn({ err: e, subject }, "could not answer a request while starting");
+        }
+      },
+    }),
+  );
+  await nc.flush(); // the server has the subscriptions before the caller says they exist
+  return {
+    async stop() {
+      // Drain, not unsubscribe: a request the server routed here before it saw the UNSUB is still answered.
+      await Promise.all(subs.map((sub) => sub.drain()));
+    },
+  };
+}
+
+/** The headers msg.respondError sets (ADR-32), for a plain subscription's reply. */
+function serviceErrorHeaders(status: number, message: string) {
+  const h = headers();
+  h.set("Nats-Service-Error", oneLine(message));
+  h.set("Nats-Service-Error-Code", String(status));
+  return h;
 }

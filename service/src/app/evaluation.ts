@@ -29,7 +29,7 @@ const common = {
   command_id: UuidSchema.optional(),
   correlation_id: z.string().min(1).max(128).optional(),
 };
-const EvaluateRequest = z.strictObject({ policy_id: UuidSchema, ...common });
+export const EvaluateRequest = z.strictObject({ policy_id: UuidSchema, ...common });
 const CheckComplianceRequest = z
   .strictObject({
     policy_set_id: UuidSchema.optional(),

@@ -44,7 +44,8 @@ const CheckComplianceRequest = z
 type EvaluateRequestData = z.output<typeof EvaluateRequest>;
 
 const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const OPTIONAL_TEXT_MAX: Readonly<Record<string, number>> = { entity_id: 256, requester: 256, purpose: 256, correlation_id: 128 };
+/** A Map, not an object literal: a key such as "__proto__" or "toString" must not find anything. */
+const OPTIONAL_TEXT_MAX: ReadonlyMap<string, number> = new Map([["entity_id", 256], ["requester", 256], ["purpose", 256], ["correlation_id", 128]]);
 
 /** An object as JSON.parse makes it (what zod's record and object accept without further questions). */
 function isPlainRecord(value: unknown): value is Record<string, unknown> {
@@ -63,32 +64,33 @@ export function fastEvaluateRequest(payload: unknown): EvaluateRequestData | und
   if (!isPlainRecord(payload)) return undefined;
   let policyId: string | undefined;
   let context: Record<string, unknown> | undefined;
-  const optional: Record<string, string> = {};
+  const optional = new Map<string, string>();
   for (const key in payload) {
     if (!Object.hasOwn(payload, key)) return undefined;
     const value = payload[key];
     if (key === "policy_id" || key === "command_id") {
       if (typeof value !== "string" || value.length > 36 || !UUID_TEXT.test(value)) return undefined;
       if (key === "policy_id") policyId = value.toLowerCase();
-      else optional[key] = value.toLowerCase();
+      else optional.set(key, value.toLowerCase());
     } else if (key === "context") {
       // zod copies a record key by key; "__proto__" would not survive the copy as a key, so zod decides it.
       if (!isPlainRecord(value) || Object.hasOwn(value, "__proto__")) return undefined;
       context = value;
     } else if (key === "at") {
       if (typeof value !== "string" || value.length > 40 || parseDateTime(value) === undefined) return undefined;
-      optional[key] = value;
+      optional.set(key, value);
     } else {
-      const max = OPTIONAL_TEXT_MAX[key];
+      const max = OPTIONAL_TEXT_MAX.get(key);
       if (max === undefined || typeof value !== "string" || value.length < 1 || value.length > max) return undefined;
-      optional[key] = value;
+      optional.set(key, value);
     }
   }
   if (policyId === undefined || context === undefined) return undefined;
   // Keys in the schema's order, as zod builds its output; the context copied as zod's record copies it.
   const request: Record<string, unknown> = { policy_id: policyId, context: { ...context } };
   for (const key of ["at", "entity_id", "requester", "purpose", "command_id", "correlation_id"]) {
-    if (optional[key] !== undefined) request[key] = optional[key];
+    const value = optional.get(key);
+    if (value !== undefined) request[key] = value;
   }
   return request as EvaluateRequestData;
 }

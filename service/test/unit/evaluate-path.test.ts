@@ -98,6 +98,9 @@ describe("evaluate request: the hand-checked path gives zod's answer", () => {
     { policy_id: id, context: JSON.parse('{"__proto__": {"x": 1}, "a": 1}') },
     { policy_id: id, context: { constructor: "x" } },
     JSON.parse(`{"policy_id": "${id}", "context": {}, "__proto__": 1}`),
+    JSON.parse(`{"policy_id": "${id}", "context": {}, "__proto__": "text"}`),
+    { policy_id: id, context, toString: "text" },
+    { policy_id: id, context, hasOwnProperty: "text" },
   ];
 
   test("same success, same data, same issues for every payload", () => {

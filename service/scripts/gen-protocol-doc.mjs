@@ -18,6 +18,7 @@ export const SERVICE_ROOT = join(here, "..");
 export const DOC_PATH = join(SERVICE_ROOT, "..", "docs", "protocol.md");
 const DIST = process.env.PROTOCOL_DOC_DIST || join(SERVICE_ROOT, "dist");
 const load = (path) => import(pathToFileURL(join(DIST, path)).href);
+const { AUDIT_LINGER_MS } = await load("adapters/nats/audit.js");
 
 /**
  * The clock of the generated event examples. Every date the examples carry that must lie ahead (an exemption's
@@ -589,7 +590,7 @@ export async function renderProtocolDoc() {
     "  `audit.policy.*.violation_detected`.",
     "",
     "**Each message is a batch, not one evaluation.** Its JSON body is `{\"schema_version\": 1, \"events\": [AuditEvent, …]}`:",
-    "an instance groups the audit events of one subject recorded within a few milliseconds (5 ms linger, at most 256",
+    `an instance groups the audit events of one subject recorded within a few milliseconds (${AUDIT_LINGER_MS} ms linger, at most 256`,
     "events per message) into one acknowledged write. Consumers must iterate `events` in every message; counting",
     "messages does not count evaluations. Within a message, events are in the order the instance recorded them.",
     "",
@@ -606,6 +607,14 @@ export async function renderProtocolDoc() {
     "`audit queue full: audit events dropped`). A write the stream does not acknowledge within 5 s is not retried",
     "(warning `audit events not stored`; it may or may not have landed). So an event is stored at most once, and",
     "the audit trail can have gaps while the stream is unavailable or overloaded; the event store never does.",
+    "",
+    "**What a reply promises about its audit record.** An `ok` reply (or a `not_applicable` error) means the evaluation",
+    "was handed to the instance's audit queue, or, if the queue was full, counted as dropped and logged; it does not mean",
+    "the record is stored. The reply never waits for the record: it goes out first. The record's write starts",
+    `${AUDIT_LINGER_MS} ms later (the linger; later still while 16 writes await their acks); until the stream acknowledges it, the`,
+    "record lives only in the instance's memory, so an instance that crashes loses what it had queued or in flight (a",
+    "graceful shutdown writes the queue and waits up to 3 s for the acks). To know that a decision was recorded, read",
+    "its `evaluation_id` from the audit stream.",
     "",
     `Example: the blocking evaluation above, sent twice in quick succession (the first with \`requester\` and`,
     "`purpose`), is stored as this one message (produced by the service's evaluation and audit code; ids, clock",

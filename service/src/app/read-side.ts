@@ -14,6 +14,8 @@ import type { Config } from "../support/config.js";
 import type { Logger } from "../support/logger.js";
 
 const MAX_REQUEST_BYTES = 256 * 1024;
+/** One decoder for every request: without `stream`, each decode() starts afresh (a fatal error leaves no state). */
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
 type Reply = { ok: true } | { ok: false; error: { code: ErrorCode | string; message: string; details?: unknown } };
 
@@ -43,7 +45,7 @@ export function jsonEndpoint(handle: (payload: unknown) => Promise<Reply> | Repl
     }
     if (data.byteLength > 0) {
       try {
-        payload = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(data));
+        payload = JSON.parse(UTF8.decode(data));
       } catch {
         const body = { ok: false, error: { code: "invalid_json", message: "payload is not valid UTF-8 JSON" } };
         return { body, error: body.error };

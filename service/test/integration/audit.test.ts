@@ -115,6 +115,39 @@ describe("decision audit (enabled by default)", () => {
   });
 });
 
+describe("decision audit at load", () => {
+  const node = singleNode();
+
+  test("64 evaluations in flight, 3,000 in all: every reply's evaluation has exactly one audit event, with its context's hash", async () => {
+    const jsm = await jetstreamManager(node.nc);
+    const policyId = await activePolicy(node.nc);
+    await evaluateWhenVisible(node.nc, { policy_id: policyId, context: { user: { mfa: true } } }, (r) => r.ok === true);
+    const passedSubject = `audit.policy.${policyId}.compliance_passed`;
+    const before = (await auditEvents(jsm, "POLICY_AUDIT", passedSubject, 1)).length;
+    const contexts = new Map<string, unknown>(); // evaluation_id → the context sent
+    let next = 0;
+    const worker = async () => {
+      while (next < 3000) {
+        const i = next++;
+        const context = { user: { mfa: i % 2 === 0, name: `u${i}` }, i };
+        const { reply } = await call(node.nc, "policy.commands.evaluate", { policy_id: policyId, context }, 10_000);
+        assert.equal(reply.ok, true, JSON.stringify(reply));
+        contexts.set(reply.result.evaluation_id as string, context);
+      }
+    };
+    await Promise.all(Array.from({ length: 64 }, worker));
+    assert.equal(contexts.size, 3000);
+    const passed = (await auditEvents(jsm, "POLICY_AUDIT", passedSubject, before + 1500, 15_000)).slice(before);
+    const violations = await auditEvents(jsm, "POLICY_AUDIT", `audit.policy.${policyId}.violation_detected`, 1500, 15_000);
+    const landed = [...passed, ...violations];
+    assert.equal(landed.length, 3000, "one event per evaluation: none dropped, none twice");
+    assert.deepEqual(new Set(landed.map((e) => e.evaluation_id as string)), new Set(contexts.keys()));
+    for (const e of landed) {
+      assert.equal(e.context_hash, createHash("sha256").update(canonical(contexts.get(e.evaluation_id))).digest("hex"));
+    }
+  });
+});
+
 describe("decision audit disabled", () => {
   const node = singleNode({ AUDIT_ENABLED: "false" });
   test("AUDIT_ENABLED=false: evaluations work and nothing is published", async () => {

@@ -1,12 +1,19 @@
 // Decision audit: one event per evaluation on its own stream (never the event store's), published off the reply path
 // through a bounded queue so that a slow or unavailable audit stream can never slow or fail an evaluation.
-import { createHash, randomUUID } from "node:crypto";
+import { hash, randomUUID } from "node:crypto";
 import { nanos } from "@nats-io/nats-core";
 import { RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { ProjectionLogger } from "./projection.js";
 
 export const AUDIT_SUBJECT_PREFIX = "audit.policy";
 export const AUDIT_SCHEMA_VERSION = 1;
+/**
+ * How long a record waits for others to share its message. Each message costs a write, an ack to read and a
+ * request's bookkeeping on the service (a quarter of its CPU at one evaluation in flight with 5 ms, when nearly
+ * every message carried a handful of records); 20 ms makes that a few per cent. Also the most a record waits
+ * for its publish to start, so the most an instance crash can lose beyond what is in flight.
+ */
+export const AUDIT_LINGER_MS = 20;
 
 export type AuditEventType = "evaluated" | "violation_detected" | "compliance_passed";
 
@@ -42,22 +49,47 @@ export interface AuditEvent {
   instance: string;
 }
 
-/** JSON with object keys sorted at every level, so equal contexts hash equally whatever their key order. */
+/**
+ * JSON with object keys sorted at every level, so equal contexts hash equally whatever their key order.
+ * Built in one pass into one string (the hash of every audited context goes through here); keys already in order,
+ * the common case, are not sorted again. Same output as JSON.stringify after sorting, undefined members skipped.
+ */
 export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
-  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v)).join(",")}]`;
-  const keys = Object.keys(value as Record<string, unknown>).sort();
-  const parts: string[] = [];
-  for (const key of keys) {
-    const v = (value as Record<string, unknown>)[key];
-    if (v === undefined) continue;
-    parts.push(`${JSON.stringify(key)}:${canonicalJson(v)}`);
+  return appendCanonical("", value);
+}
+
+function appendCanonical(out: string, value: unknown): string {
+  if (value === null || typeof value !== "object") return out + (JSON.stringify(value) ?? "null");
+  if (Array.isArray(value)) {
+    out += "[";
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) out += ",";
+      out = appendCanonical(out, value[i]); // an undefined member is null, as in JSON.stringify
+    }
+    return out + "]";
   }
-  return `{${parts.join(",")}}`;
+  const record = value as Record<string, unknown>;
+  const keys = Object.keys(record);
+  for (let i = 1; i < keys.length; i++) {
+    if (keys[i - 1]! > keys[i]!) {
+      keys.sort();
+      break;
+    }
+  }
+  out += "{";
+  let first = true;
+  for (const key of keys) {
+    const v = record[key];
+    if (v === undefined) continue;
+    out += first ? JSON.stringify(key) : `,${JSON.stringify(key)}`;
+    out = appendCanonical(out + ":", v);
+    first = false;
+  }
+  return out + "}";
 }
 
 export function contextHash(context: unknown): string {
-  return createHash("sha256").update(canonicalJson(context)).digest("hex");
+  return hash("sha256", canonicalJson(context), "hex");
 }
 
 /** The audit type of a finished evaluation: violations found → violation_detected, passed → compliance_passed. */
@@ -155,7 +187,7 @@ export class AuditPublisher implements AuditSink {
   private idleWaiters: (() => void)[] = [];
 
   constructor(opts: AuditPublisherOptions) {
-    this.opts = { maxQueue: 10_000, maxInFlight: 16, lingerMs: 5, maxBatch: 256, ...opts };
+    this.opts = { maxQueue: 10_000, maxInFlight: 16, lingerMs: AUDIT_LINGER_MS, maxBatch: 256, ...opts };
   }
 
   record(event: AuditRecord): void {

@@ -6,7 +6,7 @@ import { Svcm, type Service, type ServiceMsg } from "@nats-io/services";
 import type { QueuedIterator } from "@nats-io/nats-core";
 import type { Logger } from "../../support/logger.js";
 import { statusOf } from "../../support/replies.js";
-import { batchedWrite, requestEnded, requestStarted } from "./write-batch.js";
+import { batchedWrite, registerBacklog, requestEnded, requestStarted } from "./write-batch.js";
 
 export const SERVICE_NAME = "policy-service";
 export const QUEUE_GROUP = "q";
@@ -100,17 +100,22 @@ export class MicroService {
   }
 
   private async serve(subject: string, iter: QueuedIterator<ServiceMsg>): Promise<void> {
-    for await (const msg of iter) {
-      const received = performance.now();
-      await this.slots.acquire();
-      requestStarted();
-      // Looked up per request: the handler bound when the request is taken (see addEndpoints).
-      const task = this.handle(subject, msg, this.handlers.get(subject)!, received).finally(() => {
-        requestEnded();
-        this.slots.release();
-        this.inFlight.delete(task);
-      });
-      this.inFlight.add(task);
+    const unregister = registerBacklog(() => iter.getPending());
+    try {
+      for await (const msg of iter) {
+        const received = performance.now();
+        await this.slots.acquire();
+        requestStarted();
+        // Looked up per request: the handler bound when the request is taken (see addEndpoints).
+        const task = this.handle(subject, msg, this.handlers.get(subject)!, received).finally(() => {
+          requestEnded();
+          this.slots.release();
+          this.inFlight.delete(task);
+        });
+        this.inFlight.add(task);
+      }
+    } finally {
+      unregister();
     }
   }
 

@@ -6,7 +6,7 @@
 
 const pending: (() => void)[] = [];
 let scheduled = false;
-/** Requests being handled by this process (see MicroService); alone, a write goes out at once: nothing to gather. */
+/** Requests being handled by this process (see MicroService); alone (and none waiting), a write goes out at once. */
 let active = 0;
 
 export function requestStarted(): void {
@@ -14,6 +14,25 @@ export function requestStarted(): void {
 }
 export function requestEnded(): void {
   active--;
+}
+
+/**
+ * Requests already delivered to this process and not yet taken by their endpoint loop: the rest of one socket read.
+ * An evaluation answers within the loop turn it is taken in, so each one was "the only request in flight" and its
+ * reply went out in a write of its own, one per request at 64 in flight (strace); the replies still to come in the
+ * same read share the write instead.
+ */
+const backlogs = new Set<() => number>();
+
+/** `probe` counts requests delivered but not yet taken (QueuedIterator.getPending); returns the unregister call. */
+export function registerBacklog(probe: () => number): () => void {
+  backlogs.add(probe);
+  return () => backlogs.delete(probe);
+}
+
+function backlogged(): boolean {
+  for (const probe of backlogs) if (probe() > 0) return true;
+  return false;
 }
 
 function flush(): void {
@@ -24,7 +43,7 @@ function flush(): void {
 
 /** Runs `write` (which must not throw) at the end of this turn, together with the other writes of the turn. */
 export function batchedWrite(write: () => void): void {
-  if (active <= 1 && !scheduled) {
+  if (active <= 1 && !scheduled && !backlogged()) {
     write();
     return;
   }

@@ -1,0 +1,234 @@
+// The evaluate path's shortcuts keep their behaviour: the hand-checked request gives zod's exact output (and anything
+// else still goes through zod), the one-pass canonical JSON equals the sorted JSON.stringify, the audit publisher
+// keeps every record (grouped, in order), counts and logs what it drops or cannot store, and replies of one socket
+// read share one write.
+import { describe, test } from "node:test";
+import * as assert from "node:assert/strict";
+import { createHash, randomUUID } from "node:crypto";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import { EvaluateRequest, fastEvaluateRequest, parseEvaluateRequest } from "../../src/app/evaluation.js";
+import { parsePlain } from "../../src/app/queries.js";
+import { AuditPublisher, canonicalJson, contextHash, type AuditBatch, type AuditRecord } from "../../src/adapters/nats/audit.js";
+import { batchedWrite, registerBacklog, requestEnded, requestStarted } from "../../src/adapters/nats/write-batch.js";
+
+/** The implementation before the one-pass rewrite, as the reference. */
+function referenceCanonical(value: unknown): string {
+  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
+  if (Array.isArray(value)) return `[${value.map((v) => referenceCanonical(v)).join(",")}]`;
+  const parts: string[] = [];
+  for (const key of Object.keys(value as Record<string, unknown>).sort()) {
+    const v = (value as Record<string, unknown>)[key];
+    if (v === undefined) continue;
+    parts.push(`${JSON.stringify(key)}:${referenceCanonical(v)}`);
+  }
+  return `{${parts.join(",")}}`;
+}
+
+/** A deterministic pseudo-random JSON-ish value (objects with shuffled keys, unicode, numbers, nesting). */
+function randomValue(seed: { s: number }, depth: number): unknown {
+  const next = () => (seed.s = (seed.s * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const pick = Math.floor(next() * (depth > 3 ? 6 : 8));
+  switch (pick) {
+    case 0: return null;
+    case 1: return next() < 0.5;
+    case 2: return Math.floor(next() * 2e6) - 1e6 + (next() < 0.3 ? 0.25 : 0);
+    case 3: return ["", "a", "é\u0000\"\\", "10", "Z", "ünï", "\ud83d\ude00"][Math.floor(next() * 7)];
+    case 4: return undefined;
+    case 5: return "x".repeat(Math.floor(next() * 5));
+    case 6: return Array.from({ length: Math.floor(next() * 4) }, () => randomValue(seed, depth + 1));
+    default: {
+      const out: Record<string, unknown> = {};
+      const keys = ["b", "a", "10", "9", "é", "A", "_", "aa", "", "constructor"];
+      for (let i = 0, n = Math.floor(next() * 6); i < n; i++) out[keys[Math.floor(next() * keys.length)]!] = randomValue(seed, depth + 1);
+      return out;
+    }
+  }
+}
+
+describe("context hash", () => {
+  test("canonicalJson equals the sorted JSON.stringify on 5,000 random values", () => {
+    const seed = { s: 42 };
+    for (let i = 0; i < 5000; i++) {
+      const value = randomValue(seed, 0);
+      assert.equal(canonicalJson(value), referenceCanonical(value), JSON.stringify(value));
+    }
+  });
+
+  test("key order does not matter; the hash is sha256 hex of the canonical JSON", () => {
+    const a = { user: { name: "ann", mfa: false }, action: "read", list: [{ z: 1, y: [2, { b: 1, a: 2 }] }] };
+    const b = { list: [{ y: [2, { a: 2, b: 1 }], z: 1 }], action: "read", user: { mfa: false, name: "ann" } };
+    assert.equal(canonicalJson(a), '{"action":"read","list":[{"y":[2,{"a":2,"b":1}],"z":1}],"user":{"mfa":false,"name":"ann"}}');
+    assert.equal(contextHash(a), contextHash(b));
+    assert.equal(contextHash(a), createHash("sha256").update(canonicalJson(a)).digest("hex"));
+  });
+});
+
+describe("evaluate request: the hand-checked path gives zod's answer", () => {
+  const id = randomUUID();
+  const context = { data: { retention_days: 2600, region: "eu-west-1" } };
+  const payloads: unknown[] = [
+    { policy_id: id, context },
+    { policy_id: id.toUpperCase(), context },
+    { context, policy_id: id, at: "2025-11-08T10:00:00Z", entity_id: "svc", requester: "r", purpose: "p", command_id: randomUUID().toUpperCase(), correlation_id: "c-1" },
+    { policy_id: id, context: {} },
+    { policy_id: id, context, at: "2025-11-08t10:00:00.123+01:00" },
+    // Refusals (each must still come from the schema, with its message).
+    {},
+    null,
+    [],
+    "text",
+    { policy_id: id },
+    { context },
+    { policy_id: "not-a-uuid", context },
+    { policy_id: `${id}0`, context },
+    { policy_id: id, context: [] },
+    { policy_id: id, context: null },
+    { policy_id: id, context: "x" },
+    { policy_id: id, context, extra: 1 },
+    { policy_id: id, context, at: "2025-02-30T10:00:00Z" },
+    { policy_id: id, context, at: "yesterday" },
+    { policy_id: id, context, at: 5 },
+    { policy_id: id, context, entity_id: "" },
+    { policy_id: id, context, entity_id: "e".repeat(257) },
+    { policy_id: id, context, requester: "r".repeat(256) },
+    { policy_id: id, context, purpose: 7 },
+    { policy_id: id, context, correlation_id: "c".repeat(129) },
+    { policy_id: id, context, command_id: "nope" },
+    { policy_id: id, context, at: undefined },
+    { policy_id: id, context: JSON.parse('{"__proto__": {"x": 1}, "a": 1}') },
+    { policy_id: id, context: { constructor: "x" } },
+    JSON.parse(`{"policy_id": "${id}", "context": {}, "__proto__": 1}`),
+    JSON.parse(`{"policy_id": "${id}", "context": {}, "__proto__": "text"}`),
+    { policy_id: id, context, toString: "text" },
+    { policy_id: id, context, hasOwnProperty: "text" },
+  ];
+
+  test("same success, same data, same issues for every payload", () => {
+    for (const payload of payloads) {
+      const fast = parseEvaluateRequest(payload);
+      const schema = parsePlain(EvaluateRequest, payload);
+      assert.equal(fast.success, schema.success, JSON.stringify(payload));
+      if (fast.success && schema.success) assert.deepEqual(fast.data, schema.data, JSON.stringify(payload));
+      else assert.deepEqual(fast.error?.issues, schema.error?.issues, JSON.stringify(payload));
+    }
+  });
+
+  test("the common request takes the hand-checked path; an unusual one is left to zod", () => {
+    const fast = fastEvaluateRequest({ policy_id: id.toUpperCase(), context, requester: "gateway" });
+    assert.deepEqual(fast, { policy_id: id, context, requester: "gateway" });
+    assert.notEqual((fast as { context: unknown }).context, context, "the context is a copy, as zod's record makes it");
+    assert.equal(fastEvaluateRequest({ policy_id: id, context, extra: 1 }), undefined);
+    assert.equal(fastEvaluateRequest({ policy_id: id, context: { constructor: "x" } }), undefined);
+  });
+});
+
+/** A JetStream client that records publishes and acknowledges them when told to. */
+function fakeJetStream(mode: "ack" | "hold" | "fail" = "ack") {
+  const published: { subject: string; batch: AuditBatch }[] = [];
+  const held: (() => void)[] = [];
+  const js = {
+    publish(subject: string, data: string) {
+      published.push({ subject, batch: JSON.parse(data) as AuditBatch });
+      if (mode === "fail") return Promise.reject(new Error("stream unavailable"));
+      if (mode === "hold") return new Promise((resolve) => held.push(() => resolve({ stream: "POLICY_AUDIT", seq: published.length })));
+      return Promise.resolve({ stream: "POLICY_AUDIT", seq: published.length });
+    },
+  };
+  return { js: js as unknown as JetStreamClient, published, release: () => { for (const r of held.splice(0)) r(); } };
+}
+
+function recordingLogger() {
+  const warnings: { fields: Record<string, unknown>; msg: string }[] = [];
+  return {
+    warnings,
+    logger: { info() {}, debug() {}, error() {}, warn: (fields: Record<string, unknown>, msg: string) => { warnings.push({ fields, msg }); } },
+  };
+}
+
+function record(i: number, subject = "p1", status = "Compliant"): AuditRecord {
+  return {
+    type: status === "Compliant" ? "compliance_passed" : "violation_detected", evaluation_id: `e${i}`, request: "evaluate", subject_id: subject,
+    context: { i }, status, blocking: false, result: { status }, duration_us: 1, evaluated_at: "2026-01-01T00:00:00.000Z",
+    at: "2026-01-01T00:00:00.000Z", requester: null, purpose: null, entity_id: null, policies: [], exemptions: [],
+  };
+}
+
+describe("audit publisher", () => {
+  test("every record is published once, grouped by subject, in the order recorded, with its context hash", async () => {
+    const { js, published } = fakeJetStream();
+    const { logger } = recordingLogger();
+    const audit = new AuditPublisher({ js, logger: logger as never, instance: "i1", lingerMs: 1, maxBatch: 100 });
+    for (let i = 0; i < 1000; i++) audit.record(record(i, i % 3 === 0 ? "p2" : "p1", i % 2 === 0 ? "Compliant" : "NonCompliant"));
+    await audit.close(2000);
+    const events = published.flatMap((m) => m.batch.events.map((e) => ({ subject: m.subject, e })));
+    assert.equal(events.length, 1000);
+    assert.deepEqual(new Set(events.map(({ e }) => e.evaluation_id)).size, 1000);
+    for (const { subject, e } of events) {
+      assert.equal(subject, `audit.policy.${e.subject_id}.${e.type}`);
+      assert.equal(e.context_hash, contextHash({ i: Number(e.evaluation_id.slice(1)) }));
+      assert.equal(e.instance, "i1");
+    }
+    for (const m of published) {
+      const order = m.batch.events.map((e) => Number(e.evaluation_id.slice(1)));
+      assert.deepEqual(order, [...order].sort((x, y) => x - y), "in the order recorded");
+    }
+    assert.ok(published.length < 100, `grouped: ${published.length} messages for 1000 records`);
+    assert.deepEqual(audit.stats(), { published: 1000, dropped: 0, failed: 0, queued: 0 });
+  });
+
+  test("a full queue drops new records, counts them and logs a warning (once per 5 s)", async () => {
+    const { js, release } = fakeJetStream("hold");
+    const { logger, warnings } = recordingLogger();
+    const audit = new AuditPublisher({ js, logger: logger as never, instance: "i1", lingerMs: 1, maxQueue: 10, maxInFlight: 1, maxBatch: 5 });
+    for (let i = 0; i < 10; i++) audit.record(record(i));
+    await new Promise((resolve) => setTimeout(resolve, 20)); // one message of 5 in flight (held), 5 queued
+    for (let i = 10; i < 30; i++) audit.record(record(i));
+    const stats = audit.stats();
+    assert.equal(stats.queued, 10);
+    assert.equal(stats.dropped, 15);
+    assert.equal(warnings.filter((w) => w.msg === "audit queue full: audit events dropped").length, 1);
+    release();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    release();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    release();
+    await audit.close(1000);
+    assert.deepEqual(audit.stats(), { published: 15, dropped: 15, failed: 0, queued: 0 });
+  });
+
+  test("a write the stream refuses is counted as failed and logged", async () => {
+    const { js } = fakeJetStream("fail");
+    const { logger, warnings } = recordingLogger();
+    const audit = new AuditPublisher({ js, logger: logger as never, instance: "i1", lingerMs: 1 });
+    for (let i = 0; i < 3; i++) audit.record(record(i));
+    await audit.close(1000);
+    assert.deepEqual(audit.stats(), { published: 0, dropped: 0, failed: 3, queued: 0 });
+    assert.equal(warnings.filter((w) => w.msg === "audit events not stored").length, 1);
+  });
+});
+
+describe("replies of one socket read", () => {
+  test("alone, a reply goes out at once; with requests of the same read still waiting it waits for the turn's one write", async () => {
+    let waiting = 0;
+    const unregister = registerBacklog(() => waiting);
+    try {
+      const order: string[] = [];
+      requestStarted();
+      batchedWrite(() => order.push("alone"));
+      assert.deepEqual(order, ["alone"], "nothing to gather: written at once");
+      waiting = 3;
+      batchedWrite(() => order.push("first of a burst"));
+      assert.deepEqual(order, ["alone"], "others of the same read follow: deferred");
+      requestEnded();
+      waiting = 0;
+      requestStarted();
+      batchedWrite(() => order.push("last of the burst"));
+      assert.deepEqual(order, ["alone"], "a write of this turn is already pending: joins it");
+      requestEnded();
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(order, ["alone", "first of a burst", "last of the burst"]);
+    } finally {
+      unregister();
+    }
+  });
+});

@@ -25,6 +25,11 @@ export const MAX_PAYLOAD_BYTES = 64 * 1024;
 export const MAX_CONFLICT_RETRIES = 8;
 export const UNAVAILABLE_DEADLINE_MS = 10_000;
 const RECALL_DEADLINE_MS = 3000;
+/**
+ * At most this many own appends on one aggregate ahead of the projection (a projection that stopped following would
+ * otherwise let the list grow); beyond it the next command decides against the projection again.
+ */
+const MAX_AHEAD_OF_PROJECTION = 256;
 /** How long a command waits for its own projection to reach a sequence before it reads the stream instead. */
 const PROJECTION_WAIT_MS = 2000;
 
@@ -84,17 +89,33 @@ export interface CommandHandlerOptions {
   clock?: () => Date;
 }
 
+/** One event this instance appended (acknowledged) that its projection has not applied yet. */
+interface OwnAppend { seq: number; commandId: string | null; reply: SuccessReply }
+
+/**
+ * This instance's own acknowledged appends on an aggregate, ahead of its projection: the state after them and the
+ * sequence of the last one. The first was appended with the projection's state as expectation, each later one with
+ * the previous one's ack as expectation, so the server's check makes them the aggregate's only events after that
+ * projection state (up to `seq`).
+ */
+interface AheadOfProjection { state: AggregateState; seq: number; appends: OwnAppend[] }
+
 /** The state a decision is made against, and the expectation that goes with it. */
 interface Current {
   state: AggregateState | undefined;
   /** Stream sequence of the aggregate's last event in that state (0 = none): the append's expectation. */
   lastSeq: number;
   version: number;
-  /** "memory": the projection; "stream": loaded from the stream (snapshot + events). */
-  source: "memory" | "stream";
+  /**
+   * "memory": the projection; "ahead": the projection plus this instance's own acknowledged appends it has not
+   * applied yet (AheadOfProjection); "stream": loaded from the stream (snapshot + events).
+   */
+  source: "memory" | "ahead" | "stream";
   /** For "stream": the events read after the snapshot (all of them when snapshotSeq is 0). */
   tail: StoredEvent[];
   snapshotSeq: number;
+  /** For "ahead": the own appends after the projection's state of the aggregate. */
+  ownAppends: OwnAppend[];
 }
 
 export class CommandHandler {
@@ -105,6 +126,8 @@ export class CommandHandler {
   private readonly watchedEventIds = new Map<string, number>();
   /** Per aggregate: the settling of the last command queued on it (see oneAtATime). */
   private readonly aggregateQueues = new Map<string, Promise<void>>();
+  /** Per aggregate: own acknowledged appends the projection has not applied yet (the next queued command decides on them). */
+  private readonly ahead = new Map<string, AheadOfProjection>();
   /** Commands that lost a race, waiting for the projection to apply the aggregate's next event. */
   private readonly aggregateWaiters = new Map<string, Set<{ afterSeq: number; resolve: (ok: boolean) => void }>>();
   readonly counters = { executed: 0, conflicts: 0, conflictRetries: 0, duplicates: 0, replayedReplies: 0, unavailable: 0, internal: 0, streamLoads: 0 };
@@ -118,6 +141,9 @@ export class CommandHandler {
     }
     opts.projection?.onEvent((_state, event, seq) => {
       if (this.watchedEventIds.has(event.event_id)) this.watchedEventIds.set(event.event_id, seq);
+      // The projection has caught up with this instance's own appends (or shows a later event of another writer).
+      const ahead = this.ahead.get(event.aggregate_id);
+      if (ahead && seq >= ahead.seq) this.ahead.delete(event.aggregate_id);
       const waiters = this.aggregateWaiters.get(event.aggregate_id);
       if (waiters) {
         for (const waiter of waiters) if (seq > waiter.afterSeq) waiter.resolve(true);
@@ -188,9 +214,11 @@ export class CommandHandler {
         return remembered.reply;
       }
     }
-    // One command per aggregate at a time on this instance: the next one decides against the state the previous one
-    // left (its event is in the projection before it lets go), instead of losing an append race to it.
-    const { reply, afterReply } = await this.oneAtATime(aggregateIdOf(command), () => this.decideAndAppend(command, commandId, meta, payloadHash, now, deadline));
+    // One command per aggregate at a time on this instance, from its decision to its publish's ack: the next one
+    // decides against the state the previous one left (AheadOfProjection), instead of losing an append race to it.
+    // The reply still waits (settle) for the idempotency record and for this instance's projection to apply the event.
+    const { reply, settle, afterReply } = await this.oneAtATime(aggregateIdOf(command), () => this.decideAndAppend(command, commandId, meta, payloadHash, now, deadline));
+    await settle;
     if (commandId && (reply.ok || REMEMBERED_FAILURES.has(reply.error.code)) && !reply.recorded) {
       await this.remember(commandId, { payload_sha256: payloadHash, reply: withoutMark(reply) });
     }
@@ -201,7 +229,7 @@ export class CommandHandler {
   private async decideAndAppend(
     command: Command, commandId: string | null, meta: { command_id: string | null; correlation_id: string | null }, payloadHash: string,
     nowOverride: string | undefined, deadline: number,
-  ): Promise<{ reply: Reply & { recorded?: true }; afterReply?: () => void }> {
+  ): Promise<{ reply: Reply & { recorded?: true }; settle?: Promise<unknown>; afterReply?: () => void }> {
     const { store } = this.opts;
     const aggregateId = aggregateIdOf(command);
     const route = COMMAND_ROUTES[command.name];
@@ -209,9 +237,16 @@ export class CommandHandler {
     const attemptedEventIds: string[] = [];
     let fromStream = false;
     let previousLastSeq: number | null = null;
+    let appended = false;
     try {
       for (let attempt = 0; attempt <= MAX_CONFLICT_RETRIES; attempt++) {
         const current = await this.current(aggregateId, fromStream, deadline);
+        // A retry of a command this instance appended moments ago, which its projection has not applied yet.
+        const ownAppend = commandId ? current.ownAppends.find((a) => a.commandId === commandId) : undefined;
+        if (ownAppend) {
+          this.counters.duplicates++;
+          return { reply: { ...ownAppend.reply, recorded: true } };
+        }
         // Was this command stored already (a retry, elsewhere or here; a publish whose ack was lost)? The check covers
         // every event of the aggregate at seq ≤ current.lastSeq, which is exactly what the append's expectation pins.
         const mine = await this.storedBefore(aggregateId, commandId, attemptedEventIds, current, previousLastSeq, deadline);
@@ -232,6 +267,13 @@ export class CommandHandler {
         if (!decision.ok || decision.events.length === 0) {
           // A refusal (or a no-op) writes nothing, so no expectation checks it: confirm that the state it was decided
           // against is the aggregate's latest, else decide again.
+          if (current.source === "ahead") {
+            // Decided on own appends the projection has not applied yet: let it apply them, then decide again against
+            // it (and confirm that as below). Rare: a refusal right after an accepted command on the same aggregate.
+            this.ahead.delete(aggregateId);
+            if (!(await this.opts.projection!.waitForSeq(current.lastSeq, Math.min(PROJECTION_WAIT_MS, Math.max(0, deadline - Date.now()))))) fromStream = true;
+            continue;
+          }
           if (current.source === "memory") {
             if (!(await this.fresh([aggregateId], deadline))) fromStream = true;
             else if ((this.opts.projection!.get(aggregateId)?.seq ?? 0) !== current.lastSeq) continue;
@@ -271,7 +313,8 @@ export class CommandHandler {
           this.counters.conflictRetries++;
           this.log.debug({ aggregate_id: aggregateId, command: command.name, expected_seq: current.lastSeq, source: current.source, attempt }, "lost an append race; catching up");
           previousLastSeq ??= current.lastSeq;
-          if (current.source === "memory") fromStream = !(await this.catchUp(aggregateId, current.lastSeq, deadline));
+          this.ahead.delete(aggregateId);
+          if (current.source !== "stream") fromStream = !(await this.catchUp(aggregateId, current.lastSeq, deadline));
           if (attempt > 0) await sleep(backoffDelay(attempt - 1, { initialMs: 5, maxMs: 250 }));
           continue;
         }
@@ -288,18 +331,30 @@ export class CommandHandler {
           version: envelopes[envelopes.length - 1]!.version,
           events: envelopes.map((e, i) => ({ type: e.event_type, subject: aggregateSubject(aggregateId, e.event_type), seq: acks[i]!.seq })),
         };
-        // Before the reply, concurrently: the idempotency record (with the payload hash, so a reuse of the command_id
-        // for another payload is told apart) and this instance's projection applying the event (read-your-writes
-        // here, and the next command on this aggregate decides against it).
         const projection = this.opts.projection;
-        await Promise.all([
+        // The next command queued on this aggregate decides against this state and expects this sequence, without
+        // waiting for the projection. Only on top of the projection's state (or of earlier own appends on top of it):
+        // the command-id check of that next command relies on the projection's index for every event up to that state.
+        appended = true;
+        const projectedSeq = projection?.get(aggregateId)?.seq ?? 0;
+        if (projection && current.source !== "stream" && state && projectedSeq < lastAckSeq && current.ownAppends.length < MAX_AHEAD_OF_PROJECTION) {
+          const appends = [...current.ownAppends, { seq: lastAckSeq, commandId, reply }].filter((a) => a.seq > projectedSeq);
+          this.ahead.set(aggregateId, { state, seq: lastAckSeq, appends });
+        }
+        // Before the reply (outside the aggregate's queue), concurrently: the idempotency record (with the payload
+        // hash, so a reuse of the command_id for another payload is told apart) and this instance's projection
+        // applying the event (read-your-writes here).
+        const settle = Promise.all([
           commandId ? this.remember(commandId, { payload_sha256: payloadHash, reply }) : undefined,
           projection?.caughtUp ? projection.waitForSeq(lastAckSeq, PROJECTION_WAIT_MS) : undefined,
         ]);
-        return { reply: { ...reply, recorded: true }, afterReply: () => store.maybeSnapshot(aggregateId, current.version, state, lastAckSeq) };
+        return { reply: { ...reply, recorded: true }, settle, afterReply: () => store.maybeSnapshot(aggregateId, current.version, state, lastAckSeq) };
       }
     } finally {
       for (const id of attemptedEventIds) this.watchedEventIds.delete(id);
+      // Anything but a fresh append (a refusal, a duplicate, a conflict, an error): the next command decides against
+      // the projection again. Always safe: at worst it loses a race and catches up.
+      if (!appended) this.ahead.delete(aggregateId);
     }
     this.counters.conflicts++;
     return { reply: failure("conflict", `aggregate ${aggregateId} kept changing; gave up after ${MAX_CONFLICT_RETRIES + 1} attempts (retry with the same command_id)`) };
@@ -321,13 +376,19 @@ export class CommandHandler {
     const projection = this.opts.projection;
     if (projection && projection.caughtUp && !fromStream) {
       const known = projection.get(aggregateId);
+      const ahead = this.ahead.get(aggregateId);
+      // Own appends the projection has not applied yet, and no later event of another writer in the projection.
+      if (ahead && (known?.seq ?? 0) < ahead.seq) {
+        return { state: ahead.state, lastSeq: ahead.seq, version: ahead.state.version, source: "ahead", tail: [], snapshotSeq: 0, ownAppends: ahead.appends };
+      }
+      if (ahead) this.ahead.delete(aggregateId);
       return known
-        ? { state: known.state, lastSeq: known.seq, version: known.state.version, source: "memory", tail: [], snapshotSeq: 0 }
-        : { state: undefined, lastSeq: 0, version: 0, source: "memory", tail: [], snapshotSeq: 0 };
+        ? { state: known.state, lastSeq: known.seq, version: known.state.version, source: "memory", tail: [], snapshotSeq: 0, ownAppends: [] }
+        : { state: undefined, lastSeq: 0, version: 0, source: "memory", tail: [], snapshotSeq: 0, ownAppends: [] };
     }
     this.counters.streamLoads++;
     const loaded = await this.retryTransient(() => this.opts.store.load(aggregateId), deadline);
-    return { state: loaded.state, lastSeq: loaded.lastSeq, version: loaded.version, source: "stream", tail: loaded.tail, snapshotSeq: loaded.snapshotSeq };
+    return { state: loaded.state, lastSeq: loaded.lastSeq, version: loaded.version, source: "stream", tail: loaded.tail, snapshotSeq: loaded.snapshotSeq, ownAppends: [] };
   }
 
   private async referenced(refId: string, fromStream: boolean, deadline: number): Promise<AggregateState | undefined> {
@@ -375,7 +436,8 @@ export class CommandHandler {
    * The events of this command already stored on the aggregate at seq ≤ current.lastSeq, if any; "elsewhere" when the
    * command_id was used on another aggregate. Sources, in order of cost:
    *   - the projection's command-id index, once the projection has applied every event up to current.lastSeq
-   *     (window: docs/concurrency.md);
+   *     (window: docs/concurrency.md); for an "ahead" state, every event up to the projection's state it was built
+   *     on (the events after it are this instance's own appends, checked by the caller);
    *   - otherwise every event of the aggregate up to current.lastSeq, read from the stream (never only those after a
    *     snapshot: a snapshot may cover the first attempt's event).
    * Without a command_id, only this execution's own publishes (a lost ack) are looked for.
@@ -385,7 +447,7 @@ export class CommandHandler {
   ): Promise<StoredEvent[] | "elsewhere" | null> {
     const projection = this.opts.projection;
     if (commandId) {
-      if (projection && projection.lastSeq >= current.lastSeq) {
+      if (projection && (current.source === "ahead" || projection.lastSeq >= current.lastSeq)) {
         const seqs = projection.commandSeqs(commandId);
         if (!seqs) return null;
         const events = await this.eventsAt(seqs, deadline);
@@ -402,7 +464,7 @@ export class CommandHandler {
       return mine.length > 0 ? mine : null;
     }
     if (attemptedEventIds.length === 0 || previousLastSeq === null) return null;
-    if (current.source === "memory") {
+    if (current.source !== "stream") {
       const seqs = attemptedEventIds.map((id) => this.watchedEventIds.get(id) ?? 0).filter((seq) => seq > 0);
       return seqs.length > 0 ? this.eventsAt(seqs, deadline) : null;
     }

@@ -29,9 +29,11 @@ function createdEnvelope(): EventEnvelope {
 }
 
 /** A stream with the policy's creation at sequence 1, the server's expectation check, and a projection that trails it. */
-function world() {
+function world(atomicBatches = false) {
   const stream: StoredEvent[] = [{ seq: 1, subject: `events.policy.${POLICY_ID}.PolicyCreated`, envelope: createdEnvelope() }];
   const expectations: number[] = [];
+  /** Events per append (a group of commands is one atomic batch). */
+  const batchSizes: number[] = [];
   let beforeAppend: (() => void) | undefined;
   const lastOf = (id: string) => stream.filter((e) => e.envelope.aggregate_id === id).at(-1)?.seq ?? 0;
   const store = {
@@ -40,6 +42,8 @@ function world() {
     async append(id: string, expected: number, events: { envelope: EventEnvelope; msgId: string }[]): Promise<PubAck[]> {
       beforeAppend?.();
       expectations.push(expected);
+      batchSizes.push(events.length);
+      if (events.length > 1 && !atomicBatches) throw new Error("no atomic batches on this server");
       if (lastOf(id) !== expected) throw new ConcurrencyError(id, expected, new Error("wrong last sequence"));
       return events.map(({ envelope }) => {
         const seq = stream.length + 1;
@@ -87,8 +91,8 @@ function world() {
     async get() { return null; },
     async put(key: string, value: string) { records.set(key, value); return 1; },
   } as unknown as KV;
-  const handler = new CommandHandler({ store, projection, commands, logger: pino({ level: "silent" }), atomicBatches: false });
-  return { stream, expectations, handler, release, setBeforeAppend: (f: (() => void) | undefined) => { beforeAppend = f; } };
+  const handler = new CommandHandler({ store, projection, commands, logger: pino({ level: "silent" }), atomicBatches, groupAppends: atomicBatches });
+  return { stream, expectations, batchSizes, handler, release, setBeforeAppend: (f: (() => void) | undefined) => { beforeAppend = f; } };
 }
 
 /** Polls (bounded) until `condition` holds; false if it never does within `ms`. */
@@ -178,4 +182,62 @@ test("a retry of a command_id queued behind its first attempt gets the original 
   assert.deepEqual(r2, r1);
   assert.equal(w.stream.filter((e) => e.envelope.command_id === commandId).length, 1);
   assert.equal(w.handler.counters.duplicates, 1);
+});
+
+test("with atomic batches, the commands waiting behind one are decided on the state it leaves and appended with it, once", async () => {
+  const w = world(true);
+  const replies = ["a", "b", "c", "d", "e"].map((name, i) => track(w.handler.execute("update", update(name, `7d444840-9dc0-11d1-b245-5ffdce74fa0${i}`))));
+  assert.ok(await eventually(() => w.stream.length === 6));
+  assert.deepEqual(w.batchSizes, [5], "one atomic batch for the five commands");
+  assert.deepEqual(w.expectations, [1]);
+  w.release();
+  const done = await Promise.all(replies.map((t) => t.promise));
+  assert.deepEqual(done.map((r) => r.ok && r.version), [2, 3, 4, 5, 6]);
+  assert.deepEqual(done.map((r) => r.ok && r.events[0]!.seq), [2, 3, 4, 5, 6], "each reply names its own event");
+  assert.deepEqual(w.stream.map((e) => e.envelope.command_id), [null, ...[0, 1, 2, 3, 4].map((i) => `7d444840-9dc0-11d1-b245-5ffdce74fa0${i}`)]);
+});
+
+test("a group stops at a refusal (confirmed on its own) and at a second attempt of a command_id in it", async () => {
+  const w = world(true);
+  const commandId = "7d444840-9dc0-11d1-b245-5ffdce74fad3";
+  // Every command carries a command_id, so all of them pass the (asynchronous) record lookup and queue in this order.
+  const approve = (n: number) => JSON.stringify({ policy_id: POLICY_ID, approved_by: "ops", command_id: `7d444840-9dc0-11d1-b245-5ffdce74fae${n}` });
+  const first = track(w.handler.execute("update", update("a", commandId)));
+  const retry = track(w.handler.execute("update", update("a", commandId)));
+  const approved = track(w.handler.execute("approve", approve(1)));
+  const again = track(w.handler.execute("approve", approve(2)));
+  assert.ok(await eventually(() => w.stream.length === 3));
+  w.release();
+  const [r1, r2, r3, r4] = await Promise.all([first.promise, retry.promise, approved.promise, again.promise]);
+  assert.deepEqual(r2, r1, "the retry got the original reply");
+  assert.ok(r3.ok && r3.version === 3, JSON.stringify(r3));
+  assert.ok(!r4.ok && r4.error.code === "invalid_transition", JSON.stringify(r4));
+  assert.equal(w.stream.filter((e) => e.envelope.command_id === commandId).length, 1);
+  assert.deepEqual(w.stream.map((e) => e.envelope.version), [1, 2, 3]);
+  // The retry stopped the first group (it ran alone and found its first attempt), the refusal the second.
+  assert.deepEqual(w.batchSizes, [1, 1]);
+});
+
+test("a group that loses the race: every command of it runs again on its own and is stored once", async () => {
+  const w = world(true);
+  w.setBeforeAppend(() => {
+    w.setBeforeAppend(undefined);
+    // Another instance appends version 2 first.
+    const state = evolve(undefined, w.stream[0]!.envelope);
+    const parsed = parseCommand("update", JSON.parse(update("foreign")));
+    assert.ok(parsed.ok);
+    const decision = decide(state, parsed.command, { now: NOW, refs: new Map() });
+    assert.ok(decision.ok);
+    w.stream.push({ seq: 2, subject: "x", envelope: { ...w.stream[0]!.envelope, event_id: "0190a0a0-0000-7000-8000-0000000000fe", event_type: decision.events[0]!.event_type, version: 2, data: decision.events[0]!.data } });
+  });
+  const replies = ["a", "b", "c"].map((name) => track(w.handler.execute("update", update(name))));
+  assert.ok(await eventually(() => w.expectations.length >= 1));
+  w.release();
+  assert.ok(await eventually(() => w.stream.length === 5), `appends: ${w.batchSizes.join(", ")}`);
+  w.release();
+  const done = await Promise.all(replies.map((t) => t.promise));
+  assert.ok(done.every((r) => r.ok), JSON.stringify(done));
+  assert.deepEqual(w.batchSizes[0], 3, "first the three as one batch");
+  assert.deepEqual(w.stream.map((e) => e.envelope.version), [1, 2, 3, 4, 5]);
+  assert.deepEqual(done.map((r) => r.ok && r.version).sort(), [3, 4, 5]);
 });

@@ -100,7 +100,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     const snapshots = await untilProvisioned(() => ensureBucket(commandJs, jsm, config.snapshotBucket, config.streamReplicas, 0, setupLog), setupLog, `bucket ${config.snapshotBucket}`, signal);
     const commandsKv = await untilProvisioned(() => ensureBucket(commandJs, jsm, config.commandsBucket, config.streamReplicas, commandsTtlMs(config), setupLog), setupLog, `bucket ${config.commandsBucket}`, signal);
 
-    const store = new EventStore({ js: commandJs, jsm: commandJsm, snapshots, streamName: config.streamName, snapshotFrequency: config.snapshotFrequency, logger: componentLogger(logger, "event-store") });
+    const store = new EventStore({ js: commandJs, nc, jsm: commandJsm, snapshots, streamName: config.streamName, snapshotFrequency: config.snapshotFrequency, logger: componentLogger(logger, "event-store") });
     // One projection per instance serves both sides: queries read it, commands decide against it (the append's
     // expected sequence is the safety net) and find earlier events of a command_id in its index.
     // The projection follows the stream on a connection of its own: replaying a long stream keeps megabytes of events
@@ -112,6 +112,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     const projection = new Projection({ js: jetstream(feedNc), jsm: feedJsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config) });
     const commands = new CommandHandler({
       store, projection, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
+      groupAppends: atLeast(server, 2, 12) && config.streamReplicas > 1,
       idempotencyDisabled: idempotencyDisabledByEnv(),
     });
     const service = await MicroService.start(nc, {

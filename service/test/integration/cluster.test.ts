@@ -237,6 +237,61 @@ describe("3-node cluster, R3, three instances", () => {
   });
 });
 
+describe("3-node cluster, R3: hot aggregates", () => {
+  test("many commands at once on two aggregates through three instances: grouped into atomic batches, stored once, contiguous versions, every reply names its own event", async () => {
+    const cluster = await startCluster(3);
+    let services: ServiceProcess[] = [];
+    const clients: NatsConnection[] = [];
+    try {
+      services = await startInstances(cluster);
+      for (const s of cluster.servers) clients.push(await connect({ servers: s.url }));
+      const ids: string[] = [];
+      for (let i = 0; i < 2; i++) ids.push((await call(clients[0]!, "create", policyBody({ name: `hot ${i}` }))).reply.aggregate_id as string);
+      const PER_CLIENT = 40;
+      const bodies = clients.flatMap((_, c) => Array.from({ length: PER_CLIENT }, (_, i) => ({ c, body: { policy_id: ids[i % 2]!, updated_by: "x", name: `n${c}-${i}`, command_id: randomUUID() } })));
+      const replies = await Promise.all(bodies.map(async ({ c, body }) => {
+        // Retried with the same command_id until acknowledged (a lost race across instances can end in `conflict`).
+        for (let attempt = 0; attempt < 10; attempt++) {
+          const r = (await call(clients[c]!, "update", body)).reply;
+          if (r.ok === true) return r;
+          assert.equal((r.error as Json | undefined)?.code, "conflict", JSON.stringify(r));
+        }
+        assert.fail(`not acknowledged: ${JSON.stringify(body)}`);
+      }));
+
+      const events = await readAllEvents(clients[0]!, "POLICY_EVENTS");
+      const bySeq = new Map(events.map((e) => [e.seq, e]));
+      for (const [i, r] of replies.entries()) {
+        const stored = bySeq.get(((r.events as Json[])[0] as { seq: number }).seq);
+        assert.equal(stored?.envelope.command_id, bodies[i]!.body.command_id, "the reply's seq holds this command's event");
+        assert.equal(stored?.envelope.version, r.version);
+      }
+      const counts = new Map<string, number>();
+      for (const e of events) if (e.envelope.command_id) counts.set(e.envelope.command_id as string, (counts.get(e.envelope.command_id as string) ?? 0) + 1);
+      assert.equal(counts.size, bodies.length);
+      assert.ok([...counts.values()].every((n) => n === 1), "every command_id stored once");
+      for (const id of ids) {
+        const versions = events.filter((e) => e.envelope.aggregate_id === id).map((e) => e.envelope.version);
+        assert.deepEqual(versions, versions.map((_, i) => i + 1), `contiguous versions of ${id}`);
+      }
+      // Grouped appends happened: stored messages that share a batch id.
+      const jsm = await jetstreamManager(clients[0]!);
+      const batches = new Map<string, number>();
+      for (const e of events) {
+        const batchId = (await jsm.streams.getMessage("POLICY_EVENTS", { seq: e.seq }))?.header?.get("Nats-Batch-Id");
+        if (batchId) batches.set(batchId, (batches.get(batchId) ?? 0) + 1);
+      }
+      const grouped = [...batches.values()].filter((n) => n > 1);
+      console.log(`# hot aggregates: ${bodies.length} commands, ${grouped.length} batches of ${grouped.join("/")} commands`);
+      assert.ok(grouped.length > 0, "some commands were appended together as one atomic batch");
+    } finally {
+      for (const c of clients) await c.close().catch(() => undefined);
+      await Promise.all(services.map((s) => s.stop()));
+      await cluster.stop();
+    }
+  });
+});
+
 describe("JetStream unavailable", () => {
   test("an R1 stream whose node is down: `unavailable` (503) after the retry deadline, then normal service once it is back", async () => {
     const cluster = await startCluster(3);

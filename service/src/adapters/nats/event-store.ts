@@ -7,7 +7,7 @@
 // aggregate's last event, matched against every subject `events.policy.<id>.*` (nats-server ≥ 2.11).
 import { DeliverPolicy, JetStreamApiError, type JetStreamClient, type JetStreamManager, type PubAck, type StoredMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { headers, type MsgHdrs } from "@nats-io/nats-core";
+import { headers, nuid, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
 import { z } from "zod";
 import { evolve, type AggregateState, type EventEnvelope } from "../../domain/index.js";
 import type { Logger } from "../../support/logger.js";
@@ -82,6 +82,12 @@ export interface EventStoreOptions {
   logger: Logger;
   /** Read path: "direct" (direct-get batches, default) or "consumer" (ordered consumer). */
   readMode?: "direct" | "consumer";
+  /**
+   * The connection of `js`: with it, an atomic batch costs one round trip (its messages before the commit are sent
+   * without waiting for an answer; the server answers the commit, also with a failed expectation). Without it, the
+   * client library's batch publisher waits for the first message too.
+   */
+  nc?: NatsConnection;
 }
 
 export class EventStore {
@@ -199,8 +205,10 @@ export class EventStore {
 
   /**
    * Appends events after `expectedLastSeq` (the aggregate's last stream sequence, 0 for a new aggregate).
-   * Throws ConcurrencyError when the aggregate moved on. One event per command is the design; several are written
-   * as one atomic batch (server ≥ 2.12 with allow_atomic), never partially.
+   * Throws ConcurrencyError when the aggregate moved on. One event per command is the design; several (one command's,
+   * or consecutive commands' on one aggregate, see commands.ts) are written as one atomic batch (server ≥ 2.12 with
+   * allow_atomic), never partially. An empty msgId sends no Nats-Msg-Id (the server refuses a batch that repeats an
+   * id it holds, error 10201, instead of answering a duplicate ack).
    */
   async append(aggregateId: string, expectedLastSeq: number, events: { envelope: EventEnvelope; msgId: string }[], atomicBatches: boolean): Promise<PubAck[]> {
     if (events.length === 0) return [];
@@ -212,8 +220,22 @@ export class EventStore {
         return [await batchedRequest(() => this.opts.js.publish(aggregateSubject(aggregateId, envelope.event_type), body, { msgID: msgId, expect, timeout: 3000 }))];
       }
       if (!atomicBatches) throw new Error(`a command produced ${events.length} events; writing several events atomically needs nats-server ≥ 2.12`);
+      const nc = this.opts.nc;
+      if (nc) {
+        const batchId = nuid.next();
+        const ack = await batchedRequest(async () => {
+          events.forEach(({ envelope, msgId }, i) => {
+            if (i === events.length - 1) return;
+            nc.publish(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { headers: batchHeaders(batchId, i + 1, msgId, i === 0 ? expect : undefined, false) });
+          });
+          const { envelope, msgId } = events[events.length - 1]!;
+          const reply = await nc.request(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { timeout: 5000, headers: batchHeaders(batchId, events.length, msgId, undefined, true) });
+          return parseBatchAck(reply.json<unknown>(), events.length);
+        });
+        return events.map((_, i) => ({ stream: ack.stream, seq: ack.seq - (events.length - 1 - i), duplicate: false }) as PubAck);
+      }
       const [first, ...rest] = events;
-      const batch = await this.opts.js.startBatch(aggregateSubject(aggregateId, first!.envelope.event_type), JSON.stringify(first!.envelope), { msgID: first!.msgId, expect });
+      const batch = await this.opts.js.startBatch(aggregateSubject(aggregateId, first!.envelope.event_type), JSON.stringify(first!.envelope), { ...(first!.msgId ? { msgID: first!.msgId } : {}), expect });
       for (const e of rest.slice(0, -1)) batch.add(aggregateSubject(aggregateId, e.envelope.event_type), JSON.stringify(e.envelope), { headers: msgIdHeader(e.msgId) });
       const last = rest.at(-1)!;
       const ack = await batch.commit(aggregateSubject(aggregateId, last.envelope.event_type), JSON.stringify(last.envelope), { timeout: 5000, headers: msgIdHeader(last.msgId) });
@@ -295,9 +317,32 @@ export class EventStore {
   }
 }
 
+function batchHeaders(batchId: string, sequence: number, msgId: string, expect: { lastSubjectSequence: number; lastSubjectSequenceSubject: string } | undefined, commit: boolean): MsgHdrs {
+  const h = headers();
+  h.set("Nats-Batch-Id", batchId);
+  h.set("Nats-Batch-Sequence", String(sequence));
+  if (commit) h.set("Nats-Batch-Commit", "1");
+  if (msgId) h.set("Nats-Msg-Id", msgId);
+  if (expect) {
+    h.set("Nats-Expected-Last-Subject-Sequence", String(expect.lastSubjectSequence));
+    h.set("Nats-Expected-Last-Subject-Sequence-Subject", expect.lastSubjectSequenceSubject);
+  }
+  return h;
+}
+
+/** The commit's answer: `{stream, seq, count}`, or a JetStream API error (10071: the expectation failed). */
+function parseBatchAck(body: unknown, count: number): { stream: string; seq: number } {
+  const ack = body as { stream?: unknown; seq?: unknown; count?: unknown; error?: { code: number; err_code?: number; description?: string } };
+  if (ack.error) throw new JetStreamApiError(ack.error as ConstructorParameters<typeof JetStreamApiError>[0]);
+  if (typeof ack.stream !== "string" || typeof ack.seq !== "number" || ack.count !== count) {
+    throw new Error(`unexpected atomic batch ack ${JSON.stringify(body)} for ${count} messages`);
+  }
+  return { stream: ack.stream, seq: ack.seq };
+}
+
 function msgIdHeader(msgId: string): MsgHdrs {
   const h = headers();
-  h.set("Nats-Msg-Id", msgId);
+  if (msgId) h.set("Nats-Msg-Id", msgId);
   return h;
 }
 

@@ -5,13 +5,14 @@
  *   const prev = previousRelease("v0.9.0");  // a given ref
  *
  * The ref is POLICY_SERVICE_PREVIOUS_REF when set, else the newest `vX.Y.Z` tag reachable from HEAD that
- * does not point at HEAD itself. Its `service/` tree is exported with `git archive` (the repository and its
+ * does not point at HEAD itself; without such a tag (tags do not travel with every copy of the repository),
+ * the newest release in tests/fixtures/release-commits.tsv whose commit is an ancestor of HEAD. Its `service/` tree is exported with `git archive` (the repository and its
  * worktrees are not touched) into $POLICY_SERVICE_CACHE/previous/<commit>/ (default
  * ~/.cache/policy-service), then `npm ci && npm run build` runs there once; later calls reuse the build.
  * Without git, a repository, or the ref, the result says why, for the caller to skip loudly.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { SERVICE_ROOT } from "./nats.js";
@@ -36,7 +37,7 @@ function byVersion(a: string, b: string): number {
 }
 
 /** The ref to build: the environment's, else the newest release tag before HEAD; null with the reason when none. */
-function chooseRef(explicit?: string): { ref: string } | { reason: string } {
+function chooseRef(explicit?: string): { ref: string; name?: string } | { reason: string } {
   const fromEnv = explicit ?? process.env.POLICY_SERVICE_PREVIOUS_REF;
   if (fromEnv) return { ref: fromEnv };
   const head = git(["rev-parse", "HEAD"]);
@@ -46,8 +47,24 @@ function chooseRef(explicit?: string): { ref: string } | { reason: string } {
     .filter((t) => git(["rev-parse", `${t}^{commit}`]).out !== head.out)
     .sort(byVersion);
   const newest = candidates[candidates.length - 1];
-  if (!newest) return { reason: "no release tag vX.Y.Z before HEAD (a shallow clone or a clone without tags? git fetch --tags), and POLICY_SERVICE_PREVIOUS_REF is not set" };
-  return { ref: newest };
+  if (newest) return { ref: newest };
+  const recorded = recordedReleases(head.out);
+  const newestRecorded = recorded.sort((a, b) => byVersion(a.tag, b.tag))[recorded.length - 1];
+  if (newestRecorded) return { ref: newestRecorded.commit, name: newestRecorded.tag };
+  return { reason: `no release tag vX.Y.Z before HEAD (a shallow clone or a clone without tags? git fetch --tags), none of ${RELEASE_COMMITS} is an ancestor of HEAD, and POLICY_SERVICE_PREVIOUS_REF is not set` };
+}
+
+/** tests/fixtures/release-commits.tsv: `vX.Y.Z<TAB>commit` lines, for copies of the repository without tags. */
+export const RELEASE_COMMITS = join(REPO_ROOT, "tests", "fixtures", "release-commits.tsv");
+
+/** The recorded releases whose commit is in this clone, an ancestor of HEAD, and not HEAD itself. */
+function recordedReleases(head: string): { tag: string; commit: string }[] {
+  if (!existsSync(RELEASE_COMMITS)) return [];
+  return readFileSync(RELEASE_COMMITS, "utf8").split("\n")
+    .filter((line) => line.trim() !== "" && !line.startsWith("#"))
+    .map((line) => { const [tag = "", commit = ""] = line.trim().split(/\s+/); return { tag, commit }; })
+    .filter((r) => /^v\d+\.\d+\.\d+$/.test(r.tag) && /^[0-9a-f]{40}$/.test(r.commit) && r.commit !== head)
+    .filter((r) => git(["merge-base", "--is-ancestor", r.commit, head]).ok);
 }
 
 export function previousRelease(explicitRef?: string): PreviousRelease {
@@ -73,5 +90,5 @@ export function previousRelease(explicitRef?: string): PreviousRelease {
     if (!existsSync(main)) return { ok: false, kind: "build_failed", reason: `the build of ${chosen.ref} has no ${main}` };
     writeFileSync(marker, `${chosen.ref} ${commit.out}\n`);
   }
-  return { ok: true, ref: chosen.ref, commit: commit.out, main, root };
+  return { ok: true, ref: chosen.name ?? chosen.ref, commit: commit.out, main, root };
 }

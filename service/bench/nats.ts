@@ -180,7 +180,8 @@ async function startBenchService(nc: NatsConnection, env: Record<string, string>
     if (child.exitCode !== null) throw new Error(`service exited with ${child.exitCode}`);
     try {
       const reply = await nc.request("policy.queries.list", JSON.stringify({ aggregate_type: "Policy", limit: 1 }), { timeout: 1000 });
-      if (reply.json<{ ok?: boolean }>().ok !== undefined) break;
+      // Ready once a query is answered from the read side: while starting, an instance answers `unavailable`.
+      if (reply.json<{ ok?: boolean }>().ok === true) break;
     } catch { /* not yet */ }
     await sleep(100);
   }

@@ -92,6 +92,20 @@ test("a NATS restart: the service reconnects and keeps serving with the same str
     await server.restart();
     await svc.waitForLog((l) => l.msg === "NATS connection status" && l.status === "reconnect", 15_000);
     nc = await connect({ servers: server.url });
+    // Two connections reconnect (commands and queries; the projection's own): the line above can be the projection's,
+    // logged before the endpoints are subscribed again. Serving means answering $SRV.PING again.
+    const pingDeadline = Date.now() + 10_000;
+    const pings = async (): Promise<number> => {
+      let n = 0;
+      try {
+        for await (const _ of await nc.requestMany("$SRV.PING.policy-service", "", { maxWait: 300 })) n++;
+      } catch { /* no responders yet */ }
+      return n;
+    };
+    while ((await pings()) === 0) {
+      assert.ok(Date.now() < pingDeadline, "the service did not answer $SRV.PING within 10 s of the reconnect");
+      await sleep(100);
+    }
     const approve = await call(nc, "approve", { policy_id: first.reply.aggregate_id, approved_by: "x" });
     assert.equal(approve.reply.ok, true, JSON.stringify(approve.reply));
     assert.equal(approve.reply.version, 2);

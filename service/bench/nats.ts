@@ -29,6 +29,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { freePort, SERVICE_MAIN, SERVICE_ROOT, sleep, startCluster, startNatsServer, type NatsServer } from "../test/helpers/nats.js";
 import { restartBench } from "./restart.js";
+import { RULES } from "./rules.js";
 
 interface PhaseResult {
   topology: string;
@@ -208,6 +209,18 @@ async function okRequest(nc: NatsConnection, subject: string, body: unknown): Pr
   return reply;
 }
 
+/** An Active policy with the 3 rules, and the body of an evaluate request against it (all rules pass). */
+async function evaluateRequestBody(nc: NatsConnection): Promise<string> {
+  const policy = await okRequest(nc, "policy.commands.create", { ...POLICY, rules: RULES });
+  const policyId = policy.aggregate_id as string;
+  await okRequest(nc, "policy.commands.approve", { policy_id: policyId, approved_by: "bench" });
+  await okRequest(nc, "policy.commands.activate", { policy_id: policyId, activated_by: "bench" });
+  return JSON.stringify({
+    policy_id: policyId,
+    context: { data: { retention_days: 2600, region: "eu-west-1", encryption: { enabled: true, algorithm: "AES-256-GCM" } } },
+  });
+}
+
 async function commandCounters(nc: NatsConnection): Promise<{ executed: number; conflictRetries: number; conflicts: number }> {
   const sum = { executed: 0, conflictRetries: 0, conflicts: 0 };
   const replies = await nc.requestMany("$SRV.STATS.policy-service", "", { maxWait: 500 });
@@ -353,14 +366,6 @@ const POLICY = {
   enforcement: "Mandatory",
   scope: "Organization",
 };
-const RULES = [
-  { rule_id: "retention", name: "Retention", severity: "High", expression: { op: "greater_than_or_equal", field: "data.retention_days", value: 2555 } },
-  { rule_id: "region", name: "Region", severity: "Medium", expression: { op: "in", field: "data.region", values: ["eu-west-1", "eu-central-1"] } },
-  { rule_id: "encrypted", name: "Encrypted", severity: "Critical", expression: { op: "and", args: [
-    { op: "equal", field: "data.encryption.enabled", value: true },
-    { op: "starts_with", field: "data.encryption.algorithm", value: "AES" },
-  ] } },
-];
 
 interface Phase {
   name: string;
@@ -397,14 +402,7 @@ async function runTopology(topology: string, server: NatsServer, replicas: numbe
       const batch = await Promise.all(Array.from({ length: 50 }, () => okRequest(nc, "policy.commands.create", POLICY)));
       many.push(...batch.map((r) => r.aggregate_id as string));
     }
-    const policy = await okRequest(nc, "policy.commands.create", { ...POLICY, rules: RULES });
-    const policyId = policy.aggregate_id as string;
-    await okRequest(nc, "policy.commands.approve", { policy_id: policyId, approved_by: "bench" });
-    await okRequest(nc, "policy.commands.activate", { policy_id: policyId, activated_by: "bench" });
-    const evaluateBody = JSON.stringify({
-      policy_id: policyId,
-      context: { data: { retention_days: 2600, region: "eu-west-1", encryption: { enabled: true, algorithm: "AES-256-GCM" } } },
-    });
+    const evaluateBody = await evaluateRequestBody(nc);
     let counter = 0;
     const update = (ids: string[], count: number, withCommandId: boolean) => async () => {
       const i = counter++;
@@ -598,14 +596,7 @@ async function steadyLoad(durationS: number): Promise<void> {
     console.log(`${created.ids.length} policies created in ${created.seconds.toFixed(1)} s (${created.failed} failed), peak RSS ${peakRss(during.samples)} MiB`);
     printSample("after the creates", loaded);
     const ids = created.ids;
-    const evaluated = await okRequest(nc, "policy.commands.create", { ...POLICY, rules: RULES });
-    const evaluatedId = evaluated.aggregate_id as string;
-    await okRequest(nc, "policy.commands.approve", { policy_id: evaluatedId, approved_by: "bench" });
-    await okRequest(nc, "policy.commands.activate", { policy_id: evaluatedId, activated_by: "bench" });
-    const evaluateBody = JSON.stringify({
-      policy_id: evaluatedId,
-      context: { data: { retention_days: 2600, region: "eu-west-1", encryption: { enabled: true, algorithm: "AES-256-GCM" } } },
-    });
+    const evaluateBody = await evaluateRequestBody(nc);
     let n = 0;
     // A list scans and sorts every aggregate (tens of ms with 100,000): one in 200 requests, in place of a get.
     const MIX = ["evaluate", "get", "update", "evaluate", "get", "get", "evaluate", "update", "get", "evaluate",

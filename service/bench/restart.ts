@@ -14,6 +14,7 @@
 // in per policy), interleaved across 5,000 policies at a time, about half with a command_id; occurred_at spreads
 // over the last 30 days (so the command-id index holds only the recent tail, as in production). One aggregate gets
 // 10,000 events (a create and updates) spread through the whole stream; one gets 10 through the service itself.
+import { RULES } from "./rules.js";
 import { randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -34,14 +35,6 @@ const STORY_LENGTH = 20;
 const INTERLEAVE = 5000;
 const DAY_MS = 86_400_000;
 
-const RULES = [
-  { rule_id: "retention", name: "Retention", severity: "High", expression: { op: "greater_than_or_equal", field: "data.retention_days", value: 2555 } },
-  { rule_id: "region", name: "Region", severity: "Medium", expression: { op: "in", field: "data.region", values: ["eu-west-1", "eu-central-1"] } },
-  { rule_id: "encrypted", name: "Encrypted", severity: "Critical", expression: { op: "and", args: [
-    { op: "equal", field: "data.encryption.enabled", value: true },
-    { op: "starts_with", field: "data.encryption.algorithm", value: "AES" },
-  ] } },
-];
 const CREATE = {
   name: "Bench retention policy",
   description: "Data must be retained for seven years and encrypted at rest; created by the benchmark to give the event a realistic size",

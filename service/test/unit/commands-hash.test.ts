@@ -8,7 +8,7 @@ import { pino } from "pino";
 import type { KV } from "@nats-io/kv";
 import type { PubAck } from "@nats-io/jetstream";
 import { evolve, type AggregateState, type EventEnvelope } from "../../src/domain/index.js";
-import { CommandHandler, canonicalJson } from "../../src/app/commands.js";
+import { CommandHandler, canonicalJson, type CommandProjection } from "../../src/app/commands.js";
 import { ConcurrencyError, type EventStore, type EventToAppend, type StoredEvent } from "../../src/adapters/nats/event-store.js";
 import { createHash } from "node:crypto";
 import { createPayload } from "./domainHarness.js";
@@ -17,6 +17,8 @@ const POLICY_ID = "550e8400-e29b-41d4-a716-446655440000";
 
 function world() {
   const stream: StoredEvent[] = [];
+  /** Events per append (a group of commands is one atomic batch). */
+  const batchSizes: number[] = [];
   const of = (id: string) => stream.filter((e) => e.envelope.aggregate_id === id);
   const store = {
     async lastSeqOf(id: string) { return of(id).at(-1)?.seq ?? 0; },
@@ -29,6 +31,7 @@ function world() {
       return { aggregateId: id, state, lastSeq: events.at(-1)?.seq ?? 0, version: state?.version ?? 0, snapshotSeq: 0, eventsRead: events.length, tail: events };
     },
     async append(id: string, expected: number, events: EventToAppend[]): Promise<PubAck[]> {
+      batchSizes.push(events.length);
       if ((of(id).at(-1)?.seq ?? 0) !== expected) throw new ConcurrencyError(id, expected, new Error("wrong last sequence"));
       return events.map(({ envelope, commandHash }) => {
         const seq = stream.length + 1;
@@ -47,7 +50,7 @@ function world() {
     async put(key: string, value: string) { records.set(key, value); return 1; },
   } as unknown as KV;
   const handler = new CommandHandler({ store, commands, logger: pino({ level: "silent" }), atomicBatches: false });
-  return { stream, records, handler };
+  return { stream, records, handler, store, commands, batchSizes };
 }
 
 const hash = (payload: unknown) => createHash("sha256").update(canonicalJson(payload)).digest("hex");
@@ -101,4 +104,62 @@ test("outcomes that store no event are remembered: a refusal and a no-op", async
   const noop = await handler.execute("update", JSON.stringify(again));
   assert.ok(noop.ok && noop.events.length === 0, JSON.stringify(noop));
   assert.ok(records.has(again.command_id), "the no-op is recorded");
+});
+
+/**
+ * With a projection that applies the stream only when told and atomic batches on: commands queued on one aggregate
+ * are appended as one batch (docs/concurrency.md, Grouped appends); each event must carry its own command's hash.
+ */
+test("a grouped append: each event carries its own command's payload hash; retries and reuses of each are told apart", async () => {
+  // The store and bucket of world(), with a projection stand-in in front of them.
+  const base = world();
+  assert.equal((await base.handler.execute("create", JSON.stringify(createPayload(POLICY_ID)))).ok, true);
+  const known = new Map<string, { state: AggregateState; seq: number }>();
+  const index = new Map<string, number[]>();
+  const listeners = new Set<(state: AggregateState, event: EventEnvelope, seq: number) => void>();
+  const waiters = new Set<{ seq: number; resolve: (ok: boolean) => void }>();
+  let applied = 0;
+  const release = () => {
+    for (const e of base.stream.filter((x) => x.seq > applied)) {
+      applied = e.seq;
+      const state = evolve(known.get(e.envelope.aggregate_id)?.state, e.envelope)!;
+      known.set(e.envelope.aggregate_id, { state, seq: e.seq });
+      if (e.envelope.command_id) index.set(e.envelope.command_id, [...(index.get(e.envelope.command_id) ?? []), e.seq]);
+      for (const l of listeners) l(state, e.envelope, e.seq);
+    }
+    for (const w of waiters) if (w.seq <= applied) { waiters.delete(w); w.resolve(true); }
+  };
+  release();
+  const projection = {
+    caughtUp: true,
+    get lastSeq() { return applied; },
+    get: (id: string) => known.get(id),
+    commandSeqs: (id: string) => index.get(id),
+    onEvent(l: (state: AggregateState, event: EventEnvelope, seq: number) => void) { listeners.add(l); return () => listeners.delete(l); },
+    waitForSeq(seq: number, timeoutMs: number) {
+      if (seq <= applied) return Promise.resolve(true);
+      return new Promise<boolean>((resolve) => {
+        const w = { seq, resolve };
+        waiters.add(w);
+        setTimeout(() => { if (waiters.delete(w)) resolve(false); }, timeoutMs);
+      });
+    },
+  } as unknown as CommandProjection;
+  const grouped = new CommandHandler({ store: base.store, commands: base.commands, projection, logger: pino({ level: "silent" }), atomicBatches: true, groupAppends: true });
+  const bodies = [0, 1, 2, 3].map((i) => ({ policy_id: POLICY_ID, updated_by: "ops", name: `name ${i}`, command_id: `9a4f3c1e-0b2d-4e6f-8a1c-3d5e7f9b1c2${i}` }));
+  const pending = bodies.map((b) => grouped.execute("update", JSON.stringify(b)));
+  for (let i = 0; i < 200 && base.stream.length < 5; i++) await new Promise((r) => setTimeout(r, 2));
+  release();
+  const replies = await Promise.all(pending);
+  assert.ok(replies.every((r) => r.ok), JSON.stringify(replies));
+  assert.ok(base.batchSizes.some((n) => n > 1), `grouped into a batch: ${base.batchSizes.join(", ")}`);
+  assert.deepEqual(base.stream.slice(1).map((e) => e.commandHash), bodies.map(hash), "each event has its own command's hash");
+  // After the group: a retry of each gets its own reply, a reuse of each another payload is conflict.
+  for (const [i, b] of bodies.entries()) {
+    assert.deepEqual(await grouped.execute("update", JSON.stringify(b)), replies[i]);
+    const reuse = await grouped.execute("update", JSON.stringify({ ...b, name: "reused" }));
+    assert.ok(!reuse.ok && reuse.error.code === "conflict", JSON.stringify(reuse));
+  }
+  assert.equal(base.stream.length, 5);
+  assert.equal(base.records.size, 0, "no records for stored commands");
 });

@@ -1,5 +1,6 @@
 // The command pipeline: bytes in, one reply out, whatever happens.
-//   parse → (idempotency: the projection's command-id index, then the COMMANDS bucket for remembered refusals)
+//   parse → (idempotency: the COMMANDS bucket for remembered refusals and no-ops, then the projection's command-id
+//   index; a stored event carries its command's payload hash as a header, so a stored command needs no record)
 //   → decide against the state this instance already holds (its projection) → ONE acknowledged publish with the
 //   aggregate's expected last sequence → reply once the projection has applied it.
 // The server's expected-sequence check is the safety net of the optimistic state: a lost race (or a projection that
@@ -101,7 +102,7 @@ export interface CommandHandlerOptions {
 }
 
 /** One event this instance appended (acknowledged) that its projection has not applied yet. */
-interface OwnAppend { seq: number; commandId: string | null; reply: SuccessReply }
+interface OwnAppend { seq: number; commandId: string | null; payloadHash: string; reply: SuccessReply }
 
 /**
  * This instance's own acknowledged appends on an aggregate, ahead of its projection: the state after them and the
@@ -244,7 +245,7 @@ export class CommandHandler {
       if (remembered) {
         this.counters.replayedReplies++;
         if (remembered.payload_sha256 !== payloadHash) {
-          return failure("conflict", `command_id ${commandId} was already used for a different payload`);
+          return reusedFailure(commandId);
         }
         return remembered.reply;
       }
@@ -255,7 +256,9 @@ export class CommandHandler {
     // Commands waiting behind one that is about to publish may join its append as one atomic batch (takeFollowers).
     const { reply, settle, afterReply } = await this.enqueue(aggregateIdOf(command), { command, commandId, meta, payloadHash, now, deadline });
     await settle;
-    if (commandId && (reply.ok || REMEMBERED_FAILURES.has(reply.error.code)) && !reply.recorded) {
+    // Only outcomes that stored no event need a record: a stored event answers a retry itself (its reply is rebuilt
+    // from it, its COMMAND_HASH_HEADER tells a different payload apart), see docs/concurrency.md.
+    if (commandId && (reply.ok ? reply.events.length === 0 : REMEMBERED_FAILURES.has(reply.error.code)) && !reply.recorded) {
       await this.remember(commandId, { payload_sha256: payloadHash, reply: withoutMark(reply) });
     }
     if (afterReply) setImmediate(afterReply);
@@ -282,7 +285,9 @@ export class CommandHandler {
         const ownAppend = commandId ? current.ownAppends.find((a) => a.commandId === commandId) : undefined;
         if (ownAppend) {
           this.counters.duplicates++;
+          this.counters.replayedReplies++;
           appended = true; // nothing written, nothing learned: the own appends ahead of the projection still stand
+          if (ownAppend.payloadHash !== payloadHash) return { reply: { ...reusedFailure(commandId!), recorded: true } };
           return { reply: { ...ownAppend.reply, recorded: true } };
         }
         // Was this command stored already (a retry, elsewhere or here; a publish whose ack was lost)? The check covers
@@ -293,6 +298,8 @@ export class CommandHandler {
         }
         if (mine) {
           this.counters.duplicates++;
+          if (commandId) this.counters.replayedReplies++;
+          if (commandId && reusedFor(mine, payloadHash)) return { reply: { ...reusedFailure(commandId), recorded: true } };
           return { reply: { ...replyFrom(mine), recorded: true } };
         }
         // Aggregates the decision only reads are not guarded by the append: make sure they are as fresh as a load.
@@ -346,8 +353,11 @@ export class CommandHandler {
           : [];
         // A group carries no Nats-Msg-Id: the server refuses a batch with an id it holds (10201) rather than answering
         // a duplicate ack, and exactly-once does not rest on the id (a re-sent batch that did land fails the check).
+        // Each event carries its own command's payload hash (COMMAND_HASH_HEADER): what a retry compares its own with.
+        const hashes = [...envelopes.map(() => payloadHash), ...followers.flatMap((f) => f.envelopes.map(() => f.job.payloadHash))];
         const toAppend = [...envelopes, ...followers.flatMap((f) => f.envelopes)].map((envelope, i) => ({
           envelope, msgId: followers.length > 0 ? "" : commandId ? `${commandId}:${i}:${current.lastSeq}` : envelope.event_id,
+          ...(hashes[i] ? { commandHash: hashes[i] } : {}),
         }));
         let acks: PubAck[];
         try {
@@ -373,7 +383,10 @@ export class CommandHandler {
         }
         if (acks.some((a) => a.duplicate)) {
           this.counters.duplicates++;
-          return { reply: await this.originalReply(acks, deadline) };
+          // Same Nats-Msg-Id (command_id and expectation): an attempt of this command_id, maybe with another payload.
+          const stored = await this.eventsAt(acks.map((a) => a.seq), deadline);
+          if (commandId && reusedFor(stored, payloadHash)) return { reply: { ...reusedFailure(commandId), recorded: true } };
+          return { reply: { ...replyFrom(stored), recorded: true } };
         }
         appended = true;
         const head = this.appended(aggregateId, commandId, payloadHash, current.version, current.state, envelopes, acks.slice(0, envelopes.length));
@@ -422,16 +435,12 @@ export class CommandHandler {
       version: envelopes[envelopes.length - 1]!.version,
       events: envelopes.map((e, i) => ({ type: e.event_type, subject: aggregateSubject(aggregateId, e.event_type), seq: acks[i]!.seq })),
     };
-    // Before the reply (outside the aggregate's queue), concurrently: the idempotency record (with the payload hash,
-    // so a reuse of the command_id for another payload is told apart) and this instance's projection applying the
-    // event (read-your-writes here).
+    // Before the reply (outside the aggregate's queue): this instance's projection applying the event
+    // (read-your-writes here). No idempotency record: the stored event, with its payload hash, answers a retry.
     const projection = this.opts.projection;
-    const settle = Promise.all([
-      commandId ? this.remember(commandId, { payload_sha256: payloadHash, reply }) : undefined,
-      projection?.caughtUp ? projection.waitForSeq(seq, PROJECTION_WAIT_MS) : undefined,
-    ]);
+    const settle = projection?.caughtUp ? projection.waitForSeq(seq, PROJECTION_WAIT_MS) : undefined;
     const outcome: Outcome = { reply: { ...reply, recorded: true }, settle, afterReply: () => this.opts.store.maybeSnapshot(aggregateId, previousVersion, reply.version, () => state, seq) };
-    return { outcome, own: { seq, commandId, reply }, state };
+    return { outcome, own: { seq, commandId, payloadHash, reply }, state };
   }
 
   /**
@@ -637,12 +646,6 @@ export class CommandHandler {
     return events;
   }
 
-  /** A duplicate ack: the command was stored before; rebuild its reply from the stored events. */
-  private async originalReply(acks: PubAck[], deadline: number): Promise<SuccessReply> {
-    const events = await this.eventsAt(acks.map((a) => a.seq), deadline);
-    return replyFrom(events);
-  }
-
   private async recall(commandId: string, deadline: number): Promise<IdempotencyRecord | null> {
     const entry = await this.retryTransient(() => this.opts.commands.get(commandId), deadline);
     if (!entry || entry.operation !== "PUT" || entry.length === 0) return null;
@@ -682,6 +685,18 @@ export class CommandHandler {
 function evolveAll(state: AggregateState | undefined, envelopes: EventEnvelope[]): AggregateState | undefined {
   for (const e of envelopes) state = evolve(state, e);
   return state;
+}
+
+/**
+ * Whether these stored events of a command_id were stored for another payload than `payloadHash`. Events without the
+ * hash header (earlier releases) do not tell: their writer kept an idempotency record, which was consulted first.
+ */
+function reusedFor(events: StoredEvent[], payloadHash: string): boolean {
+  return events.some((e) => typeof e.commandHash === "string" && e.commandHash !== payloadHash);
+}
+
+function reusedFailure(commandId: string): Reply {
+  return failure("conflict", `command_id ${commandId} was already used for a different payload`);
 }
 
 /** The reply a command got when it stored these events (its original outcome). */

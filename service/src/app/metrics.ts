@@ -93,7 +93,7 @@ export class Metrics {
         },
       });
     fromCounters("command_conflict_retries_total", "Commands decided again after losing an append race on their aggregate.", (c) => c.conflictRetries);
-    fromCounters("command_idempotent_replays_total", "Commands answered from the idempotency record of their command_id (a resend).", (c) => c.replayedReplies);
+    fromCounters("command_idempotent_replays_total", "Resent commands answered for their command_id: from its idempotency record, or rebuilt from the events it stored.", (c) => c.replayedReplies);
     fromCounters("command_duplicates_total", "Appends JetStream recognised as duplicates (same Nats-Msg-Id), answered without a new event.", (c) => c.duplicates);
 
     new Gauge({

@@ -6,6 +6,7 @@
 // client, the matching line in the server's log), and the server logs no other violation: each role's
 // permitted work needs nothing the doc does not grant, and the service's neither.
 import { after, before, describe, test } from "node:test";
+import { randomUUID } from "node:crypto";
 import * as assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -151,6 +152,9 @@ describe("the client roles of docs/security.md against a real nats-server", () =
   test("the administrator runs the documented story and sees the service's discovery endpoints", TEST_TIMEOUT, async () => {
     const { acknowledged } = await runLifecycle(clients.administrator);
     assert.ok(acknowledged.length > 20);
+    // A refusal with a command_id is remembered in the idempotency bucket (stored commands need no record).
+    const refused = (await clients.administrator.request("policy.commands.approve", JSON.stringify({ policy_id: randomUUID(), approved_by: "admin", command_id: randomUUID() }), { timeout: 5000 })).json<Json>();
+    assert.equal(refused.error?.code, "not_found", JSON.stringify(refused));
     const info = (await clients.administrator.request("$SRV.INFO.policy-service", "", { timeout: 5000 })).json<Json>();
     assert.equal(info.name, "policy-service");
     // The data the refused reads below would have found: snapshots (every 2 events) and command ids.

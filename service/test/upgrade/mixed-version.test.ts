@@ -3,7 +3,10 @@
 // and creates the streams; then one node at a time its instance is replaced by this tree's build, and finally one
 // node is rolled back. At every step clients on every node send commands (both versions take them: checked with
 // each instance's $SRV.STATS) and the get/list answers of every instance must agree, with contiguous versions in
-// the stream. Without a previous release to build, the test says why and skips.
+// the stream. While mixed, a command with a command_id stored by one build is retried until the other build has
+// answered (the original reply, stored once; a reuse with another payload answered by this tree is conflict): this
+// tree keeps no idempotency record for a stored command. Without a previous release to build, the test says why and
+// skips.
 import { after, before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -119,6 +122,63 @@ describe(`rolling upgrade from ${prev.ok ? `${prev.ref} (${prev.commit.slice(0, 
     assert.deepEqual([...served].sort(), [...running].sort(), `${label}: every running build handled commands (counts ${JSON.stringify([...afterCounts])})`);
   }
 
+  /** Sends a command and says which build's instance handled it (the one whose $SRV.STATS count rose). */
+  async function handledBy(label: string, send: () => Promise<Json>): Promise<{ reply: Json; build: Build }> {
+    const before = await commandCounts();
+    const reply = await send();
+    // The micro-service counts a request once its handler has returned: poll briefly (bounded).
+    for (let i = 0; i < 40; i++) {
+      const after = await commandCounts();
+      const handler = instances.find((inst) => inst && (after.get(inst.id) ?? 0) > (before.get(inst.id) ?? 0));
+      if (handler) return { reply, build: handler.build };
+      await sleep(50);
+    }
+    assert.fail(`${label}: no instance counted the request`);
+  }
+
+  /**
+   * A command with a command_id first handled by a `stored` instance, then retried (the first reply "lost") until an
+   * instance of the other build has answered a retry (bounded; requests go to any instance of the queue group):
+   * every retry gets the original reply and nothing is stored twice, whichever build stored it (this tree keeps no
+   * idempotency record for a stored command, the previous release does). A reuse with another payload answered by
+   * this tree is `conflict`.
+   */
+  async function retryAcrossBuilds(label: string, stored: Build): Promise<void> {
+    const id = [...expected.keys()][0]!;
+    let k = 0;
+    const via = () => clients[k++ % clients.length]!;
+    let original: Json | undefined;
+    let body: Json = {};
+    for (let i = 0; i < 20 && !original; i++) {
+      const version = expected.get(id)!;
+      body = { policy_id: id, updated_by: label, description: `${label}: version ${version}`, command_id: randomUUID() };
+      const first = await handledBy(label, () => callOk(via(), "update", body));
+      assert.equal(first.reply.version, version + 1);
+      expected.set(id, version + 1);
+      if (first.build === stored) original = first.reply;
+    }
+    assert.ok(original, `${label}: a command handled by the ${stored} build within 20 tries`);
+    const other: Build = stored === "current" ? "previous" : "current";
+    let crossed = false;
+    for (let i = 0; i < 20 && !crossed; i++) {
+      const retry = await handledBy(label, () => callOk(via(), "update", body));
+      assert.deepEqual(retry.reply, original, `${label}: a retry answered by the ${retry.build} build gets the original reply`);
+      crossed = retry.build === other;
+    }
+    assert.ok(crossed, `${label}: a retry answered by the ${other} build within 20 tries`);
+    const events = (await readAllEvents(admin, "POLICY_EVENTS")).filter((e) => e.envelope.command_id === body.command_id);
+    assert.equal(events.length, 1, `${label}: stored once`);
+    let reusedOnThisTree = false;
+    for (let i = 0; i < 20 && !reusedOnThisTree; i++) {
+      const reuse = await handledBy(label, async () => (await via().request("policy.commands.update", JSON.stringify({ ...body, description: "another payload" }), { timeout: 15_000 })).json<Json>());
+      if (reuse.build !== "current") continue;
+      assert.equal(reuse.reply.error?.code, "conflict", `${label}: a reuse with another payload on this tree: ${JSON.stringify(reuse.reply)}`);
+      reusedOnThisTree = true;
+    }
+    assert.ok(reusedOnThisTree, `${label}: a reuse answered by this tree within 20 tries`);
+    assert.equal((await readAllEvents(admin, "POLICY_EVENTS")).filter((e) => e.envelope.command_id === body.command_id).length, 1, `${label}: the reuses stored nothing`);
+  }
+
   /** The same query through every client, repeatedly, until every answer is identical (projections caught up). */
   async function agreedAnswer(subject: string, body: Json, pick: (reply: Json) => unknown): Promise<unknown> {
     const deadline = Date.now() + 20_000;
@@ -178,6 +238,8 @@ describe(`rolling upgrade from ${prev.ok ? `${prev.ref} (${prev.commit.slice(0, 
   test("leaf 1 upgraded: the previous release and this tree serve side by side and agree", async () => {
     await replace(0, "current");
     await workload("mixed 1+2");
+    await retryAcrossBuilds("stored by this tree, retried on the previous release", "current");
+    await retryAcrossBuilds("stored by the previous release, retried on this tree", "previous");
     await checkAgreement("mixed 1+2");
   });
 

@@ -25,7 +25,24 @@ export function aggregateFilter(aggregateId: string): string {
   return `events.policy.${aggregateId}.*`;
 }
 
-export interface StoredEvent { seq: number; subject: string; envelope: EventEnvelope }
+/**
+ * Header on an event stored for a command with a command_id: the sha256 of the command's canonical payload, so a
+ * retry is told apart from a reuse of the command_id for another payload without an idempotency record. A header, not
+ * an envelope field: the envelope is the durable contract. Events of earlier releases have none (their writer kept a
+ * record in the COMMANDS bucket instead).
+ */
+export const COMMAND_HASH_HEADER = "Policy-Command-Sha256";
+
+export interface StoredEvent {
+  seq: number;
+  subject: string;
+  envelope: EventEnvelope;
+  /** The COMMAND_HASH_HEADER of the stored message; null or absent when it has none (no command_id, an earlier release). */
+  commandHash?: string | null;
+}
+
+/** One event to append: its Nats-Msg-Id ("" for none) and, for a command with a command_id, its payload hash. */
+export interface EventToAppend { envelope: EventEnvelope; msgId: string; commandHash?: string }
 
 export interface LoadedAggregate {
   aggregateId: string;
@@ -193,7 +210,7 @@ export class EventStore {
         for await (const m of iter) {
           got++;
           if (m.seq > toSeq) { iter.stop(); return out; }
-          out.push({ seq: m.seq, subject: m.subject, envelope: parseEnvelope(m.data, m.seq) });
+          out.push({ seq: m.seq, subject: m.subject, envelope: parseEnvelope(m.data, m.seq), commandHash: commandHashOf(m.headers) });
           if (m.seq === toSeq) { iter.stop(); return out; }
         }
         if (got === 0) throw new Error(`events of ${aggregateId} up to sequence ${toSeq} are not readable (stream leader lagging?)`);
@@ -210,35 +227,35 @@ export class EventStore {
    * allow_atomic), never partially. An empty msgId sends no Nats-Msg-Id (the server refuses a batch that repeats an
    * id it holds, error 10201, instead of answering a duplicate ack).
    */
-  async append(aggregateId: string, expectedLastSeq: number, events: { envelope: EventEnvelope; msgId: string }[], atomicBatches: boolean): Promise<PubAck[]> {
+  async append(aggregateId: string, expectedLastSeq: number, events: EventToAppend[], atomicBatches: boolean): Promise<PubAck[]> {
     if (events.length === 0) return [];
     const expect = { lastSubjectSequence: expectedLastSeq, lastSubjectSequenceSubject: aggregateFilter(aggregateId) };
     try {
       if (events.length === 1) {
-        const { envelope, msgId } = events[0]!;
+        const { envelope, msgId, commandHash } = events[0]!;
         const body = JSON.stringify(envelope);
-        return [await batchedRequest(() => this.opts.js.publish(aggregateSubject(aggregateId, envelope.event_type), body, { msgID: msgId, expect, timeout: 3000 }))];
+        return [await batchedRequest(() => this.opts.js.publish(aggregateSubject(aggregateId, envelope.event_type), body, { msgID: msgId, expect, timeout: 3000, headers: hashHeader(commandHash) }))];
       }
       if (!atomicBatches) throw new Error(`a command produced ${events.length} events; writing several events atomically needs nats-server ≥ 2.12`);
       const nc = this.opts.nc;
       if (nc) {
         const batchId = nuid.next();
         const ack = await batchedRequest(async () => {
-          events.forEach(({ envelope, msgId }, i) => {
+          events.forEach(({ envelope, msgId, commandHash }, i) => {
             if (i === events.length - 1) return;
-            nc.publish(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { headers: batchHeaders(batchId, i + 1, msgId, i === 0 ? expect : undefined, false) });
+            nc.publish(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { headers: batchHeaders(batchId, i + 1, msgId, commandHash, i === 0 ? expect : undefined, false) });
           });
-          const { envelope, msgId } = events[events.length - 1]!;
-          const reply = await nc.request(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { timeout: 5000, headers: batchHeaders(batchId, events.length, msgId, undefined, true) });
+          const { envelope, msgId, commandHash } = events[events.length - 1]!;
+          const reply = await nc.request(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { timeout: 5000, headers: batchHeaders(batchId, events.length, msgId, commandHash, undefined, true) });
           return parseBatchAck(reply.json<unknown>(), events.length);
         });
         return events.map((_, i) => ({ stream: ack.stream, seq: ack.seq - (events.length - 1 - i), duplicate: false }) as PubAck);
       }
       const [first, ...rest] = events;
-      const batch = await this.opts.js.startBatch(aggregateSubject(aggregateId, first!.envelope.event_type), JSON.stringify(first!.envelope), { ...(first!.msgId ? { msgID: first!.msgId } : {}), expect });
-      for (const e of rest.slice(0, -1)) batch.add(aggregateSubject(aggregateId, e.envelope.event_type), JSON.stringify(e.envelope), { headers: msgIdHeader(e.msgId) });
+      const batch = await this.opts.js.startBatch(aggregateSubject(aggregateId, first!.envelope.event_type), JSON.stringify(first!.envelope), { ...(first!.msgId ? { msgID: first!.msgId } : {}), expect, headers: hashHeader(first!.commandHash) });
+      for (const e of rest.slice(0, -1)) batch.add(aggregateSubject(aggregateId, e.envelope.event_type), JSON.stringify(e.envelope), { headers: msgIdHeader(e.msgId, e.commandHash) });
       const last = rest.at(-1)!;
-      const ack = await batch.commit(aggregateSubject(aggregateId, last.envelope.event_type), JSON.stringify(last.envelope), { timeout: 5000, headers: msgIdHeader(last.msgId) });
+      const ack = await batch.commit(aggregateSubject(aggregateId, last.envelope.event_type), JSON.stringify(last.envelope), { timeout: 5000, headers: msgIdHeader(last.msgId, last.commandHash) });
       // The batch ack names the last sequence; earlier events sit right before it, in order.
       return events.map((_, i) => ({ stream: ack.stream, seq: ack.seq - (events.length - 1 - i), duplicate: ack.duplicate ?? false }));
     } catch (err) {
@@ -317,12 +334,13 @@ export class EventStore {
   }
 }
 
-function batchHeaders(batchId: string, sequence: number, msgId: string, expect: { lastSubjectSequence: number; lastSubjectSequenceSubject: string } | undefined, commit: boolean): MsgHdrs {
+function batchHeaders(batchId: string, sequence: number, msgId: string, commandHash: string | undefined, expect: { lastSubjectSequence: number; lastSubjectSequenceSubject: string } | undefined, commit: boolean): MsgHdrs {
   const h = headers();
   h.set("Nats-Batch-Id", batchId);
   h.set("Nats-Batch-Sequence", String(sequence));
   if (commit) h.set("Nats-Batch-Commit", "1");
   if (msgId) h.set("Nats-Msg-Id", msgId);
+  if (commandHash) h.set(COMMAND_HASH_HEADER, commandHash);
   if (expect) {
     h.set("Nats-Expected-Last-Subject-Sequence", String(expect.lastSubjectSequence));
     h.set("Nats-Expected-Last-Subject-Sequence-Subject", expect.lastSubjectSequenceSubject);
@@ -340,9 +358,18 @@ function parseBatchAck(body: unknown, count: number): { stream: string; seq: num
   return { stream: ack.stream, seq: ack.seq };
 }
 
-function msgIdHeader(msgId: string): MsgHdrs {
+function msgIdHeader(msgId: string, commandHash: string | undefined): MsgHdrs {
   const h = headers();
   if (msgId) h.set("Nats-Msg-Id", msgId);
+  if (commandHash) h.set(COMMAND_HASH_HEADER, commandHash);
+  return h;
+}
+
+/** Headers for a single publish: only the hash (the client adds Nats-Msg-Id and the expectation to them). */
+function hashHeader(commandHash: string | undefined): MsgHdrs | undefined {
+  if (!commandHash) return undefined;
+  const h = headers();
+  h.set(COMMAND_HASH_HEADER, commandHash);
   return h;
 }
 
@@ -353,5 +380,10 @@ function parseEnvelope(data: Uint8Array, seq: number): EventEnvelope {
 }
 
 function toStoredEvent(msg: StoredMsg): StoredEvent {
-  return { seq: msg.seq, subject: msg.subject, envelope: parseEnvelope(msg.data, msg.seq) };
+  return { seq: msg.seq, subject: msg.subject, envelope: parseEnvelope(msg.data, msg.seq), commandHash: commandHashOf(msg.header) };
+}
+
+function commandHashOf(h: MsgHdrs | undefined): string | null {
+  const value = h?.get(COMMAND_HASH_HEADER);
+  return value ? value : null;
 }

@@ -116,18 +116,18 @@ in
         example = "--max-semi-space-size=32";
         description = ''
           `NODE_OPTIONS` of the service: V8 settings that only take effect when Node starts. The default,
-          `--max-semi-space-size=16` (package.json `config.nodeOptions`, which scripts/run and the benchmark use
-          too), keeps V8's young generation at 32 MiB instead of the up to 128 MiB it picks on a large machine;
-          it costs some throughput (docs/performance.md "Memory"). An empty string leaves V8's own sizes.
+          `--max-semi-space-size=8` (package.json `config.nodeOptions`, which scripts/run and the benchmark use
+          too), keeps V8's young generation at 16 MiB instead of the up to 128 MiB it picks on a large machine;
+          its cost is a little more GC time (docs/performance.md "Memory"). An empty string leaves V8's own sizes.
         '';
       };
       growingPercent = mkOption {
         type = types.ints.between 0 300;
-        default = 50;
+        default = 30;
         example = 100;
         description = ''
           `HEAP_GROWING_PERCENT`: after a full garbage collection the old generation may grow by this percentage
-          of what survived before the next one. The default bounds the heap to about 1.5 times the live heap
+          of what survived before the next one. The default bounds the heap to about 1.3 times the live heap
           (about 0.7 KiB per policy); a larger value trades memory for less GC time, 0 leaves V8's own factor
           (up to 4 times the live heap under a high allocation rate).
         '';

@@ -251,6 +251,18 @@ function rssMiB(pid: number): number | null {
   }
 }
 
+function rssSplit(pid: number): { rss_anon_mib?: number; rss_file_mib?: number } {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const kib = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)?.[1]);
+    const anon = kib("RssAnon");
+    const file = kib("RssFile");
+    return Number.isFinite(anon) && Number.isFinite(file) ? { rss_anon_mib: +(anon / 1024).toFixed(1), rss_file_mib: +(file / 1024).toFixed(1) } : {};
+  } catch {
+    return {};
+  }
+}
+
 /**
  * One memory sample of the service process. `rss_mib` is what the issue's figure counts: the resident set of the
  * instance's process, VmRSS of /proc/PID/status (Linux). The rest comes from the service's own /metrics
@@ -259,11 +271,16 @@ function rssMiB(pid: number): number | null {
 interface MemorySample {
   t_s: number;
   rss_mib: number | null;
+  /** RssAnon (heap, malloc, stacks) and RssFile (the node binary's text and libraries, shared with other processes). */
+  rss_anon_mib?: number;
+  rss_file_mib?: number;
   heap_used_mib?: number;
   heap_total_mib?: number;
   external_mib?: number;
   new_space_mib?: number;
   old_space_mib?: number;
+  /** V8's large-object space: objects over about 128 KiB (arrays and strings), each on pages of its own. */
+  large_object_space_mib?: number;
   gc_seconds?: number;
   cpu_seconds?: number;
 }
@@ -292,7 +309,7 @@ async function sampleMemory(pid: number, metricsUrl: string, t0: number): Promis
   const mib = (bytes: number | undefined) => (bytes === undefined ? undefined : +(bytes / 2 ** 20).toFixed(1));
   const text = await metricsText(metricsUrl);
   const rss = rssMiB(pid);
-  const sample: MemorySample = { t_s: +((Date.now() - t0) / 1000).toFixed(1), rss_mib: rss === null ? null : +rss.toFixed(1) };
+  const sample: MemorySample = { t_s: +((Date.now() - t0) / 1000).toFixed(1), rss_mib: rss === null ? null : +rss.toFixed(1), ...rssSplit(pid) };
   if (text === null) return sample;
   const m = (name: string, label?: string) => metricSum(text, `policy_service_${name}`, label);
   return {
@@ -302,14 +319,15 @@ async function sampleMemory(pid: number, metricsUrl: string, t0: number): Promis
     external_mib: mib(m("nodejs_external_memory_bytes")),
     new_space_mib: mib(m("nodejs_heap_space_size_total_bytes", 'space="new"')),
     old_space_mib: mib(m("nodejs_heap_space_size_total_bytes", 'space="old"')),
+    large_object_space_mib: mib(m("nodejs_heap_space_size_total_bytes", 'space="large_object"')),
     gc_seconds: m("nodejs_gc_duration_seconds_sum"),
     cpu_seconds: m("process_cpu_seconds_total"),
   };
 }
 
 function printSample(label: string, s: MemorySample): void {
-  console.log(`${label}: RSS ${s.rss_mib} MiB, heap used ${s.heap_used_mib} / total ${s.heap_total_mib} MiB ` +
-    `(new space ${s.new_space_mib}, old space ${s.old_space_mib}), external ${s.external_mib} MiB, ` +
+  console.log(`${label}: RSS ${s.rss_mib} MiB (anon ${s.rss_anon_mib}, file ${s.rss_file_mib}), heap used ${s.heap_used_mib} / total ${s.heap_total_mib} MiB ` +
+    `(new space ${s.new_space_mib}, old space ${s.old_space_mib}, large objects ${s.large_object_space_mib}), external ${s.external_mib} MiB, ` +
     `GC ${s.gc_seconds?.toFixed(1)} s of ${s.cpu_seconds?.toFixed(1)} s CPU`);
 }
 
@@ -613,7 +631,7 @@ async function steadyLoad(durationS: number): Promise<void> {
     let inFlight = 0;
     const t0 = Date.now();
     const sampler = startSampler(pid, metricsUrl, t0, everyS * 1000, (x) =>
-      process.stderr.write(`  t=${x.t_s}s RSS ${x.rss_mib} MiB heap ${x.heap_used_mib}/${x.heap_total_mib} MiB external ${x.external_mib} MiB\n`));
+      process.stderr.write(`  t=${x.t_s}s RSS ${x.rss_mib} MiB (anon ${x.rss_anon_mib}) heap ${x.heap_used_mib}/${x.heap_total_mib} MiB external ${x.external_mib} MiB\n`));
     const end = t0 + durationS * 1000;
     let issued = 0;
     const pending = new Set<Promise<void>>();
@@ -662,9 +680,9 @@ async function steadyLoad(durationS: number): Promise<void> {
       rss_fitted_growth_after_warmup_mib: +fittedGrowth.toFixed(1), flat_criterion: "fitted RSS growth after the warm-up < 5 % of the RSS at its end",
       flat, node_flags: serviceNodeOptions ?? null, node_options: LAUNCHER_NODE_OPTIONS, service_env: extraServiceEnv,
     };
-    console.log("t_s\trss_mib\theap_used\theap_total\tnew_space\told_space\texternal\tgc_s\tcpu_s");
+    console.log("t_s\trss_mib\tanon\tfile\theap_used\theap_total\tnew_space\told_space\tlarge_obj\texternal\tgc_s\tcpu_s");
     for (const x of samples) {
-      console.log([x.t_s, x.rss_mib, x.heap_used_mib, x.heap_total_mib, x.new_space_mib, x.old_space_mib, x.external_mib, x.gc_seconds?.toFixed(2), x.cpu_seconds?.toFixed(1)].join("\t"));
+      console.log([x.t_s, x.rss_mib, x.rss_anon_mib, x.rss_file_mib, x.heap_used_mib, x.heap_total_mib, x.new_space_mib, x.old_space_mib, x.large_object_space_mib, x.external_mib, x.gc_seconds?.toFixed(2), x.cpu_seconds?.toFixed(1)].join("\t"));
     }
     for (const [k, v] of Object.entries(figures)) console.log(`${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`);
     if (jsonFile) {

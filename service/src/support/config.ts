@@ -9,7 +9,7 @@ export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** Bounds the old generation to 1.5× the live heap (docs/performance.md "Memory": measured against V8's own factor). */
-export const DEFAULT_HEAP_GROWING_PERCENT = 50;
+export const DEFAULT_HEAP_GROWING_PERCENT = 30;
 
 /** Seconds; JetStream's own default duplicate window, and our floor (issue 2: "at least 2 minutes"). */
 export const MIN_DUPLICATE_WINDOW_S = 120;

@@ -18,7 +18,7 @@ test("defaults follow the seed", () => {
   assert.equal(c.commandsBucket, "POLICY_EVENTS_COMMANDS");
   assert.deepEqual(c.audit, { enabled: true, streamName: "POLICY_AUDIT", maxAgeDays: 90 });
   assert.equal(c.metricsListen, null, "metrics are off by default");
-  assert.equal(c.heapGrowingPercent, 50, "the old generation is bounded to 1.5x the live heap by default");
+  assert.equal(c.heapGrowingPercent, 30, "the old generation is bounded to 1.3x the live heap by default");
 });
 
 test("HEAP_GROWING_PERCENT: 0 leaves V8's factor, up to 300", () => {

@@ -112,8 +112,8 @@
     AUDIT_ENABLED = "true";
     AUDIT_STREAM_NAME = "POLICY_AUDIT";
     AUDIT_MAX_AGE_DAYS = "90";
-    HEAP_GROWING_PERCENT = "50";
-    NODE_OPTIONS = "--max-semi-space-size=16";
+    HEAP_GROWING_PERCENT = "30";
+    NODE_OPTIONS = "--max-semi-space-size=8";
     NODE_ENV = "production";
   };
 }

@@ -330,7 +330,9 @@ export async function documentedAuditMessage() {
   ];
   for (const request of requests) {
     const reply = await evaluation.evaluate(request);
-    if (!reply.ok || reply.result.status !== "NonCompliant") throw new Error(`audit example: unexpected reply ${JSON.stringify(reply)}`);
+    // An ok evaluate reply is the body already serialised (`json`, sent as it is), as the endpoint sends it.
+    const body = reply.ok && reply.json !== undefined ? JSON.parse(reply.json) : reply;
+    if (!body.ok || body.result.status !== "NonCompliant") throw new Error(`audit example: unexpected reply ${JSON.stringify(body)}`);
   }
   await audit.close();
   if (captured.length !== 1 || captured[0].body.events?.length !== requests.length) {

@@ -14,7 +14,11 @@ import { auditTypeFor, type AuditSink } from "../adapters/nats/audit.js";
 import { parsePlain, validationError } from "./queries.js";
 import { DateTimeSchema, UuidSchema } from "../domain/commands.js";
 
-export type EvaluationReply = { ok: true; result: Record<string, unknown> } | { ok: false; error: DomainError };
+/** `json`: the whole reply body already serialised (an evaluate answer), sent as it is. */
+export type EvaluationReply =
+  | { ok: true; result: Record<string, unknown> }
+  | { ok: true; json: string }
+  | { ok: false; error: DomainError };
 
 // The commands' own schemas: one definition of an id and a date-time (strict: 2025-02-30 is refused, not a 500).
 const at = DateTimeSchema;
@@ -165,8 +169,9 @@ export class Evaluation {
       evaluatedAt: new Date().toISOString(),
     });
     const durationUs = Number(process.hrtime.bigint() - started) / 1000;
-    this.audit("evaluate", request.policy_id, request, entity, view.atIso, evaluationId, durationUs, [{ policy_id: request.policy_id, result }]);
+    const members = [{ policy_id: request.policy_id, result }];
     if (!result.applicable) {
+      this.audit("evaluate", request.policy_id, request, entity, view.atIso, evaluationId, durationUs, members, JSON.stringify(result));
       return failure("not_applicable", `${result.reason}; nothing was evaluated`, {
         evaluation_id: evaluationId,
         policy_id: result.policy_id,
@@ -175,7 +180,12 @@ export class Evaluation {
         at: view.atIso,
       });
     }
-    return { ok: true, result: { evaluation_id: evaluationId, ...withoutApplicable(result) } };
+    // The result serialised once for both: the reply's is {evaluation_id, ...rest}, the record's the domain result
+    // itself, {applicable: true, ...rest} (applicable is its first key; test/unit/evaluate-path.test.ts holds both
+    // to the bytes JSON.stringify gave them before).
+    const rest = JSON.stringify(withoutApplicable(result)).slice(1); // `"status":…}`: never empty, status is in it
+    this.audit("evaluate", request.policy_id, request, entity, view.atIso, evaluationId, durationUs, members, `{"applicable":true,${rest}`);
+    return { ok: true, json: `{"ok":true,"result":{"evaluation_id":${JSON.stringify(evaluationId)},${rest}}` };
   }
 
   async checkCompliance(payload: unknown): Promise<EvaluationReply> {
@@ -226,7 +236,7 @@ export class Evaluation {
     const composed = composeSet(spec, members);
     const evaluationId = randomUUID();
     const durationUs = Number(process.hrtime.bigint() - started) / 1000;
-    this.audit("check_compliance", request.policy_set_id ?? "adhoc", request, entity, view.atIso, evaluationId, durationUs, members, composed.applicable ? composed.status : "not_applicable", composed);
+    this.audit("check_compliance", request.policy_set_id ?? "adhoc", request, entity, view.atIso, evaluationId, durationUs, members, JSON.stringify(composed), composed.applicable ? composed.status : "not_applicable", composed);
     const unknownMembers = missing.length > 0 ? { unknown_policies: missing } : {};
     if (!composed.applicable) {
       return failure("not_applicable", `${composed.reason}; nothing was evaluated`, {
@@ -307,6 +317,8 @@ export class Evaluation {
     evaluationId: string,
     durationUs: number,
     members: readonly SetMember[],
+    /** The record's `result` (the composed result, else the one member's) as JSON. */
+    resultJson: string,
     overallStatus?: string,
     overall?: unknown,
   ): void {
@@ -327,7 +339,7 @@ export class Evaluation {
       context: body.context,
       status,
       blocking,
-      result: overall ?? single,
+      result_json: resultJson,
       duration_us: Math.round(durationUs),
       evaluated_at: new Date().toISOString(),
       at: atIso,

@@ -17,7 +17,8 @@ const MAX_REQUEST_BYTES = 256 * 1024;
 /** One decoder for every request: without `stream`, each decode() starts afresh (a fatal error leaves no state). */
 const UTF8 = new TextDecoder("utf-8", { fatal: true });
 
-type Reply = { ok: true } | { ok: false; error: { code: ErrorCode | string; message: string; details?: unknown } };
+/** `json`, when present, is the whole reply already serialised (see HandlerResult.json). */
+type Reply = { ok: true; json?: string } | { ok: false; error: { code: ErrorCode | string; message: string; details?: unknown } };
 
 export const LOADING_RETRY_AFTER_MS = 1000;
 /** The read side's endpoints: `policy.queries.<name>`, and `policy.commands.<name>` for evaluation. */
@@ -52,7 +53,8 @@ export function jsonEndpoint(handle: (payload: unknown) => Promise<Reply> | Repl
       }
     }
     const reply = await handle(payload);
-    return reply.ok ? { body: reply } : { body: reply, error: { code: reply.error.code, message: reply.error.message } };
+    if (!reply.ok) return { body: reply, error: { code: reply.error.code, message: reply.error.message } };
+    return reply.json !== undefined ? { body: reply, json: reply.json } : { body: reply };
   };
 }
 

@@ -115,6 +115,45 @@ describe("decision audit (enabled by default)", () => {
   });
 });
 
+describe("decision audit: the record's result is the reply's", () => {
+  const node = singleNode();
+
+  test("an ok evaluate reply and its stored event carry the same result, the same bytes (the event's with applicable first)", async () => {
+    const jsm = await jetstreamManager(node.nc);
+    const policyId = await activePolicy(node.nc);
+    await evaluateWhenVisible(node.nc, { policy_id: policyId, context: { user: { mfa: true } } }, (r) => r.ok === true);
+    const subject = `audit.policy.${policyId}.violation_detected`;
+    const before = (await auditEvents(jsm, "POLICY_AUDIT", subject, 0, 0)).length;
+    // Text that JSON escapes, so a second serialisation that differed in the least would show.
+    const context = { user: { mfa: false, name: "ann \"the\" admin \u00fc\u0000\u2028" }, region: "eu" };
+    const msg = await node.nc.request("policy.commands.evaluate", JSON.stringify({ policy_id: policyId, context, requester: "r", purpose: "p" }), { timeout: 10_000 });
+    const replyText = msg.string();
+    const reply = JSON.parse(replyText) as Reply;
+    assert.equal(reply.ok, true, replyText);
+    assert.equal(reply.result.status, "NonCompliant");
+    const evaluationId = reply.result.evaluation_id as string;
+    const events = (await auditEvents(jsm, "POLICY_AUDIT", subject, before + 1)).slice(before);
+    assert.equal(events.length, 1, "one event for the one evaluation");
+    const event = events[0]!;
+    assert.equal(event.evaluation_id, evaluationId);
+    const { evaluation_id: _id, ...replyResult } = reply.result as Reply;
+    assert.deepEqual(event.result, { applicable: true, ...replyResult });
+    assert.deepEqual(Object.keys(event.result), ["applicable", ...Object.keys(replyResult)], "same key order");
+    // The bytes: the reply is {"ok":true,"result":{"evaluation_id":…,REST}; the stored message holds "result":{"applicable":true,REST.
+    const prefix = `{"ok":true,"result":{"evaluation_id":${JSON.stringify(evaluationId)},`;
+    assert.ok(replyText.startsWith(prefix) && replyText.endsWith("}}"), replyText);
+    const rest = replyText.slice(prefix.length, -1);
+    const info = await jsm.streams.info("POLICY_AUDIT");
+    let storedText: string | undefined;
+    for (let seq = info.state.first_seq; seq <= info.state.last_seq && storedText === undefined; seq++) {
+      const m = await jsm.streams.getMessage("POLICY_AUDIT", { seq });
+      if (m?.subject === subject && m.string().includes(`"evaluation_id":${JSON.stringify(evaluationId)},`)) storedText = m.string();
+    }
+    assert.ok(storedText !== undefined, "the stored message that holds the event");
+    assert.ok(storedText.includes(`"result":{"applicable":true,${rest},"duration_us":`), `${rest} not in ${storedText}`);
+  });
+});
+
 describe("decision audit at load", () => {
   const node = singleNode();
 

@@ -1,12 +1,17 @@
 // The evaluate path's shortcuts keep their behaviour: the hand-checked request gives zod's exact output (and anything
 // else still goes through zod), the one-pass canonical JSON equals the sorted JSON.stringify, the audit publisher
-// keeps every record (grouped, in order), counts and logs what it drops or cannot store, and replies of one socket
-// read share one write.
+// keeps every record (grouped, in order), counts and logs what it drops or cannot store, the evaluate reply and its
+// audit record (serialised once) are the bytes the code before gave them, and replies of one socket read share one write.
 import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { createHash, randomUUID } from "node:crypto";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { EvaluateRequest, fastEvaluateRequest, parseEvaluateRequest } from "../../src/app/evaluation.js";
+import { Evaluation, EvaluateRequest, fastEvaluateRequest, parseEvaluateRequest } from "../../src/app/evaluation.js";
+import {
+  EVENT_AGGREGATE, decide, parseCommand, referencedIds, replay,
+  type AggregateState, type CommandName, type EventEnvelope, type ExemptionState, type PolicyState,
+} from "../../src/domain/index.js";
+import { evaluatePolicy, requestEntity, type PolicyEvaluation } from "../../src/domain/evaluation/evaluate.js";
 import { parsePlain } from "../../src/app/queries.js";
 import { AuditPublisher, canonicalJson, contextHash, type AuditBatch, type AuditRecord } from "../../src/adapters/nats/audit.js";
 import { batchedWrite, registerBacklog, requestEnded, requestStarted } from "../../src/adapters/nats/write-batch.js";
@@ -124,11 +129,11 @@ describe("evaluate request: the hand-checked path gives zod's answer", () => {
 
 /** A JetStream client that records publishes and acknowledges them when told to. */
 function fakeJetStream(mode: "ack" | "hold" | "fail" = "ack") {
-  const published: { subject: string; batch: AuditBatch }[] = [];
+  const published: { subject: string; batch: AuditBatch; data: string }[] = [];
   const held: (() => void)[] = [];
   const js = {
     publish(subject: string, data: string) {
-      published.push({ subject, batch: JSON.parse(data) as AuditBatch });
+      published.push({ subject, batch: JSON.parse(data) as AuditBatch, data });
       if (mode === "fail") return Promise.reject(new Error("stream unavailable"));
       if (mode === "hold") return new Promise((resolve) => held.push(() => resolve({ stream: "POLICY_AUDIT", seq: published.length })));
       return Promise.resolve({ stream: "POLICY_AUDIT", seq: published.length });
@@ -148,7 +153,7 @@ function recordingLogger() {
 function record(i: number, subject = "p1", status = "Compliant"): AuditRecord {
   return {
     type: status === "Compliant" ? "compliance_passed" : "violation_detected", evaluation_id: `e${i}`, request: "evaluate", subject_id: subject,
-    context: { i }, status, blocking: false, result: { status }, duration_us: 1, evaluated_at: "2026-01-01T00:00:00.000Z",
+    context: { i }, status, blocking: false, result_json: JSON.stringify({ status }), duration_us: 1, evaluated_at: "2026-01-01T00:00:00.000Z",
     at: "2026-01-01T00:00:00.000Z", requester: null, purpose: null, entity_id: null, policies: [], exemptions: [],
   };
 }
@@ -204,6 +209,139 @@ describe("audit publisher", () => {
     await audit.close(1000);
     assert.deepEqual(audit.stats(), { published: 0, dropped: 0, failed: 3, queued: 0 });
     assert.equal(warnings.filter((w) => w.msg === "audit events not stored").length, 1);
+  });
+});
+
+/** Aggregates built through the real parseCommand / decide / evolve, held as a projection would hold them. */
+class States {
+  readonly events = new Map<string, EventEnvelope[]>();
+
+  state(id: string): AggregateState | undefined {
+    const list = this.events.get(id);
+    return list ? replay(list) : undefined;
+  }
+
+  run(name: CommandName, idField: string, payload: Record<string, unknown>, now: string): string {
+    const parsed = parseCommand(name, payload);
+    if (!parsed.ok) throw new Error(`${name} rejected: ${JSON.stringify(parsed.error)}`);
+    const id = payload[idField] as string;
+    const refs = new Map(referencedIds(parsed.command).map((ref) => [ref, this.state(ref)]));
+    const current = this.state(id);
+    const decision = decide(current, parsed.command, { now, refs });
+    if (!decision.ok) throw new Error(`${name} refused: ${JSON.stringify(decision.error)}`);
+    const list = this.events.get(id) ?? [];
+    let version = current?.version ?? 0;
+    for (const event of decision.events) {
+      list.push({
+        event_id: randomUUID(), event_type: event.event_type, aggregate_type: EVENT_AGGREGATE[event.event_type], aggregate_id: id,
+        version: ++version, occurred_at: now, command_id: null, correlation_id: null, causation_id: null, data: event.data,
+      });
+    }
+    this.events.set(id, list);
+    return id;
+  }
+
+  policy(rules: unknown[], enforcement: string, activate: boolean): string {
+    const id = randomUUID();
+    this.run("create", "policy_id", {
+      policy_id: id, name: "Access", description: "Access rules", policy_type: "Security", enforcement, scope: "Organization", rules,
+    }, "2025-11-01T09:00:00Z");
+    if (activate) {
+      this.run("approve", "policy_id", { policy_id: id, approved_by: "officer" }, "2025-11-02T09:00:00Z");
+      this.run("activate", "policy_id", { policy_id: id, activated_by: "officer" }, "2025-11-03T09:00:00Z");
+    }
+    return id;
+  }
+}
+
+describe("evaluate: the result serialised once for the reply and the audit record", () => {
+  test("reply and record are, byte for byte, what the code before gave for 600 evaluations of every shape", async () => {
+    const RULES = [
+      { rule_id: "min-age", name: "min-age", severity: "High", expression: { op: "greater_than_or_equal", field: "user.age", value: 18 } },
+      { rule_id: "region", name: "region", severity: "Low", expression: { op: "in", field: "region", values: ["eu", "us"] } },
+      {
+        rule_id: "mfa", name: "mfa", severity: "Medium", expression: { op: "equal", field: "user.mfa", value: true },
+        error_message: "multi-factor \"MFA\" is off", remediation_hint: "enable MFA é\u2028",
+      },
+    ];
+    const states = new States();
+    const mandatory = states.policy(RULES, "Mandatory", true);
+    const advisory = states.policy(RULES.slice(1), "Advisory", true);
+    const draft = states.policy(RULES, "Mandatory", false); // not in force: not_applicable
+    const exemptionId = randomUUID();
+    states.run("grant_exemption", "exemption_id", {
+      exemption_id: exemptionId, policy_id: mandatory, entity_id: "crm", reason: "Legacy system migration",
+      granted_by: "data-officer", expires_at: "2099-01-01T00:00:00Z",
+    }, "2025-11-05T00:00:00Z");
+    const exemptionsOf = (policyId: string): ExemptionState[] =>
+      [...states.events.keys()].map((id) => states.state(id)!)
+        .filter((s) => s.aggregate_type === "PolicyExemption" && (s as ExemptionState).policy_id === policyId) as ExemptionState[];
+    const projection = { getState: (id: string) => states.state(id), exemptionsForPolicy: exemptionsOf };
+    const { js, published } = fakeJetStream();
+    const { logger } = recordingLogger();
+    const publisher = new AuditPublisher({ js, logger: logger as never, instance: "i1", lingerMs: 1, maxBatch: 7 });
+    const records: AuditRecord[] = [];
+    const audit = { record(r: AuditRecord) { records.push(r); publisher.record(r); }, stats: () => publisher.stats(), close: (ms?: number) => publisher.close(ms) };
+    const evaluation = new Evaluation({ projection: projection as never, history: {} as never, audit });
+
+    const seed = { s: 7 };
+    const next = () => (seed.s = (seed.s * 1103515245 + 12345) % 2147483648) / 2147483648;
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)]!;
+    const domainResults = new Map<string, PolicyEvaluation>();
+    for (let i = 0; i < 600; i++) {
+      const policyId = pick([mandatory, mandatory, advisory, draft]);
+      const context: Record<string, unknown> = { user: { age: pick([12, 18, 40, "x"]), mfa: pick([true, false, undefined]) }, region: pick(["eu", "cn", "ünï\u0000"]) };
+      if (next() < 0.3) context.entity = { id: pick(["crm", "erp"]) };
+      const payload: Record<string, unknown> = { policy_id: policyId, context };
+      if (next() < 0.3) payload.entity_id = pick(["crm", "erp"]);
+      if (next() < 0.5) payload.requester = pick(["svc-a", "ann \"the\" admin"]);
+      if (next() < 0.5) payload.purpose = "checkout";
+      const reply = await evaluation.evaluate(payload);
+      const record = records.at(-1)!;
+      assert.equal(records.length, i + 1, "one record per evaluation");
+      // What evaluatePolicy gave the code before (the record's `result`), from the same inputs and instants.
+      const entity = requestEntity(context, payload.entity_id as string | undefined);
+      const result = evaluatePolicy(states.state(policyId) as PolicyState, context, {
+        at: record.at, exemptions: entity === undefined ? [] : exemptionsOf(policyId).filter((e) => e.entity_id === entity),
+        ...(payload.entity_id !== undefined ? { entityId: payload.entity_id as string } : {}),
+        evaluatedAt: (JSON.parse(record.result_json) as { evaluated_at: string }).evaluated_at,
+      });
+      domainResults.set(record.evaluation_id, result);
+      assert.equal(record.result_json, JSON.stringify(result));
+      if (result.applicable) {
+        const { applicable: _applicable, ...rest } = result;
+        assert.ok("json" in reply && reply.ok);
+        assert.equal(reply.json, JSON.stringify({ ok: true, result: { evaluation_id: record.evaluation_id, ...rest } }));
+      } else {
+        assert.equal(reply.ok, false);
+        assert.ok(!reply.ok && reply.error.code === "not_applicable");
+      }
+    }
+    await publisher.close(2000);
+    const shapes = new Set([...domainResults.values()].map((r) => (r.applicable ? r.status : "not_applicable")));
+    assert.deepEqual([...shapes].sort(), ["Compliant", "CompliantWithExemption", "NonCompliant", "PartiallyCompliant", "not_applicable"]);
+    const byId = new Map(records.map((r) => [r.evaluation_id, r]));
+    let events = 0;
+    for (const message of published) {
+      // The message as the code before serialised it: each event {schema_version, audit_id, instance, context_hash,
+      // ...the record with its result object}, audit_id the one drawn (random).
+      const before = {
+        schema_version: 1,
+        events: message.batch.events.map((e) => {
+          const r = byId.get(e.evaluation_id)!;
+          // The record as evaluation.ts built it before, in its key order, `context` left out as the publisher did.
+          const old = {
+            type: r.type, evaluation_id: r.evaluation_id, request: r.request, subject_id: r.subject_id, status: r.status,
+            blocking: r.blocking, result: domainResults.get(e.evaluation_id), duration_us: r.duration_us, evaluated_at: r.evaluated_at,
+            at: r.at, requester: r.requester, purpose: r.purpose, entity_id: r.entity_id, policies: r.policies, exemptions: r.exemptions,
+          };
+          return { schema_version: 1, audit_id: e.audit_id, instance: "i1", context_hash: contextHash(r.context), ...old };
+        }),
+      };
+      assert.equal(message.data, JSON.stringify(before));
+      events += message.batch.events.length;
+    }
+    assert.equal(events, 600);
   });
 });
 

@@ -14,6 +14,8 @@ export const QUEUE_GROUP = "q";
 export interface HandlerResult {
   /** JSON-serialisable reply body. */
   body: unknown;
+  /** The reply body as JSON text, when the handler serialised it already: sent as it is, `body` not serialised. */
+  json?: string;
   /** When set, the reply also carries Nats-Service-Error(-Code) (code is an ErrorCode, mapped to a number). */
   error?: { code: string; message: string };
 }
@@ -130,7 +132,7 @@ export class MicroService {
     if (!msg.reply) return; // a publish without a reply subject: nothing to answer
     let body: string;
     try {
-      body = JSON.stringify(result.body);
+      body = result.json ?? JSON.stringify(result.body);
     } catch (err) {
       this.log.error({ err, subject }, "reply not serialisable");
       body = JSON.stringify({ ok: false, error: { code: "internal", message: "internal error" } });

@@ -3,15 +3,20 @@
 // record; once an instance without the payload-hash capability answers $SRV.PING (here a micro-service registered
 // under the service's name with 0.9.0's metadata, as the rolling-upgrade test does with the real 0.9.0), every
 // stored command writes its record too (4 messages), and keeps doing so after it left (the hold, peers.ts). An
-// instance of another stream does not count.
+// instance of another stream does not count. And a service user with 0.9.0's permissions (no publish on
+// $SRV.PING.policy-service): the ping is refused, the instance never hears itself, so it keeps writing every record.
 import { after, before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { Svcm, type Service } from "@nats-io/services";
 import { sleep, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
 import { callOk, policyBody } from "../helpers/client.js";
+import { documentedPermissionsText } from "../helpers/permissions.js";
 import { PEER_DISCOVERY_INTERVAL_MS } from "../../src/adapters/nats/peers.js";
 
 const STREAM = "POLICY_EVENTS";
@@ -92,5 +97,53 @@ describe("success records follow the peers that serve the stream", () => {
     assert.equal(afterLeft.recorded, OPS, "records continue after the older instance left (the hold)");
     const gateLines = svc!.lines.filter((l) => typeof l.msg === "string" && /^(an instance without|every instance serving)/.test(l.msg));
     assert.match(String(gateLines.at(-1)?.msg), /^an instance without/, "the gate did not open again");
+  });
+});
+
+describe("a service user with 0.9.0's permissions (no publish on $SRV.PING.policy-service)", () => {
+  let dir = "";
+  let server: NatsServer | undefined;
+  let nc: NatsConnection | undefined;
+  let svc: ServiceProcess | undefined;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "success-records-"));
+    writeFileSync(join(dir, "service-password"), "service-secret\n", { mode: 0o600 });
+    const documented = documentedPermissionsText("service");
+    const withoutPing = documented.replace(/^\s*"\$SRV\.PING\.policy-service"\n/m, "");
+    assert.notEqual(withoutPing, documented, "docs/security.md lists $SRV.PING.policy-service for the service user");
+    server = await startNatsServer({
+      extraConfig: [
+        "authorization {",
+        `  SERVICE_PERMISSIONS = ${withoutPing}`,
+        "  users = [",
+        '    { user: "policy-service", password: "service-secret", permissions: $SERVICE_PERMISSIONS }',
+        '    { user: "tester", password: "tester-secret" }',
+        "  ]",
+        "}",
+      ].join("\n"),
+    });
+    svc = startService({ NATS_URL: server.url, NATS_USER: "policy-service", NATS_PASSWORD_FILE: join(dir, "service-password"), LOG_LEVEL: "info" });
+    await svc.ready(60_000);
+    nc = await connect({ servers: server.url, user: "tester", pass: "tester-secret" });
+  });
+  after(async () => {
+    await nc?.close();
+    await svc?.stop();
+    await server?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("the refused ping counts as an older instance seen: every stored command writes its record, and the instance serves", async () => {
+    const policyId = (await callOk(nc!, "create", policyBody())).aggregate_id;
+    await sleep(PEER_DISCOVERY_INTERVAL_MS + 2000); // rounds after the first refused too
+    const commandId = randomUUID();
+    await callOk(nc!, "update", { policy_id: policyId, updated_by: "ops", description: "records kept", command_id: commandId });
+    const entry = await (await new Kvm(nc!).open(`${STREAM}_COMMANDS`)).get(commandId).catch(() => null);
+    // The tester user has no limits: it reads the bucket directly.
+    assert.ok(entry && entry.operation === "PUT" && entry.length > 0, "the record is written");
+    assert.ok(svc!.lines.some((l) => l.msg === "peer discovery failed; writing success records as if an older instance were present"), "the instance says why");
+    assert.ok(!svc!.lines.some((l) => typeof l.msg === "string" && l.msg.startsWith("every instance serving this stream")), "the gate never opened");
+    assert.ok(svc!.running);
   });
 });

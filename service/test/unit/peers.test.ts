@@ -69,6 +69,10 @@ test("a failed round counts as an older peer seen", async () => {
   advance(HOLD_MS);
   await g.round();
   assert.equal(g.successRecords(), false);
+  // Its own answer missing (the server refused the ping: no publish permission) is a failed round too.
+  setPeers([newPeer]);
+  await g.round();
+  assert.equal(g.successRecords(), true);
 });
 
 test("COMMAND_RECORDS=always: records whatever the peers", async () => {

@@ -61,11 +61,17 @@ export class SuccessRecordGate {
     return this.oldSeenAt !== null && this.clock() - this.oldSeenAt < this.opts.holdMs;
   }
 
-  /** One discovery round; a round that fails counts as an old peer seen (records are the safe side). */
+  /**
+   * One discovery round. A round that fails, or in which this instance did not hear its own answer (a ping the
+   * server refused: a user without publish permission on `$SRV.PING.policy-service`, docs/security.md), counts as
+   * an old peer seen: records are the safe side.
+   */
   async round(): Promise<void> {
+    const self = this.opts.selfId();
     let peers: PeerIdentity[];
     try {
       peers = await this.opts.discover();
+      if (!peers.some((p) => p.id === self)) throw new Error(`no answer from this instance itself (${peers.length} others answered): is publishing to $SRV.PING.policy-service allowed?`);
     } catch (err) {
       this.opts.logger.warn({ err }, "peer discovery failed; writing success records as if an older instance were present");
       this.oldSeenAt = this.clock();
@@ -73,7 +79,6 @@ export class SuccessRecordGate {
       this.report();
       return;
     }
-    const self = this.opts.selfId();
     const old = peers.find((p) => p.id !== self && servesStream(p, this.opts.streamName) && p.metadata?.[COMMAND_HASH_METADATA] !== "1");
     if (old) {
       this.oldSeenAt = this.clock();

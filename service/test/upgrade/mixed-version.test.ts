@@ -301,7 +301,7 @@ describe(`rolling upgrade from ${prev.ok ? `${prev.ref} (${prev.commit.slice(0, 
   test("leaf 2 upgraded: still mixed, still agreeing", async () => {
     await replace(1, "current");
     await workload("mixed 2+1");
-    await retryOnPreviousAfterSnapshot("two of this tree: stored, snapshotted, retried on the previous release");
+    await retryOnPreviousAfterSnapshot("two of this tree, stored, snapshotted, retried on the previous release");
     await checkAgreement("mixed 2+1");
   });
 

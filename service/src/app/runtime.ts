@@ -169,9 +169,11 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
       },
       closed: () => Promise.race([nc.closed(), feedNc!.closed()]).then(() => undefined),
     };
-    // The first round is bounded (peers.ts); until it has answered, stored commands write their records.
-    await gate.start();
-    const readSide = await startReadSide(runtime); // projection caught up, queries/evaluation endpoints, expiry sweeper, audit (READ)
+    // The first round (bounded, peers.ts) runs beside the read side's start; until it has answered, stored commands
+    // write their records. "ready" waits for both, so a started instance has its answer.
+    const firstRound = gate.start();
+    const readSide = await startReadSide(runtime);
+    await firstRound; // projection caught up, queries/evaluation endpoints, expiry sweeper, audit (READ)
     metrics?.attach({ commandCounters: commands.counters, projection: readSide.projection, jsm, streamName: config.streamName, nc });
     metrics?.setReady(true);
     log.info({ server_version: server.text, stream: config.streamName, replicas: config.streamReplicas, service_id: service.id }, "ready");

@@ -22,6 +22,7 @@ Environment (defaults in brackets):
   STREAM_REPLICAS     1..5                          [1]
   DUPLICATE_WINDOW    seconds, ≥ 120                [120]
   MAX_IN_FLIGHT       concurrent requests/instance  [64]
+  COMMAND_RECORDS     auto|always: idempotency record of a stored command only while a 0.9.0 instance serves the stream, or always  [auto]
   HEAP_GROWING_PERCENT  old-generation growth after a full GC, % of the live heap (0: V8's own)  [30]
   AUDIT_ENABLED, AUDIT_STREAM_NAME [POLICY_AUDIT], AUDIT_MAX_AGE_DAYS [90]
   METRICS_LISTEN      host:port of GET /metrics (Prometheus) and GET /ready   [off]

@@ -98,6 +98,12 @@ export interface CommandHandlerOptions {
   projection?: CommandProjection;
   /** Test-only switch, see DISABLE_IDEMPOTENCY_ENV. */
   idempotencyDisabled?: boolean;
+  /**
+   * Whether a command that stored an event must also write its idempotency record now: while an instance of an
+   * older build, which answers retries from the record only, may serve the stream (adapters/nats/peers.ts).
+   * Undefined: never (every instance answers retries from the event's payload hash).
+   */
+  successRecords?: () => boolean;
   clock?: () => Date;
 }
 
@@ -256,9 +262,11 @@ export class CommandHandler {
     // Commands waiting behind one that is about to publish may join its append as one atomic batch (takeFollowers).
     const { reply, settle, afterReply } = await this.enqueue(aggregateIdOf(command), { command, commandId, meta, payloadHash, now, deadline });
     await settle;
-    // Only outcomes that stored no event need a record: a stored event answers a retry itself (its reply is rebuilt
-    // from it, its COMMAND_HASH_HEADER tells a different payload apart), see docs/concurrency.md.
-    if (commandId && (reply.ok ? reply.events.length === 0 : REMEMBERED_FAILURES.has(reply.error.code)) && !reply.recorded) {
+    // Outcomes that stored no event need a record. A stored event answers a retry itself (its reply is rebuilt from
+    // it, its COMMAND_HASH_HEADER tells a different payload apart), see docs/concurrency.md, except on an older
+    // build: while one may serve the stream, a replayed stored command gets its record too (a fresh one writes it
+    // in `appended`), so a retry landing there finds it.
+    if (commandId && (reply.ok ? reply.events.length === 0 || this.successRecords() : REMEMBERED_FAILURES.has(reply.error.code)) && !reply.recorded) {
       await this.remember(commandId, { payload_sha256: payloadHash, reply: withoutMark(reply) });
     }
     if (afterReply) setImmediate(afterReply);
@@ -288,7 +296,7 @@ export class CommandHandler {
           this.counters.replayedReplies++;
           appended = true; // nothing written, nothing learned: the own appends ahead of the projection still stand
           if (ownAppend.payloadHash !== payloadHash) return { reply: { ...reusedFailure(commandId!), recorded: true } };
-          return { reply: { ...ownAppend.reply, recorded: true } };
+          return { reply: this.replayed(ownAppend.reply, true) };
         }
         // Was this command stored already (a retry, elsewhere or here; a publish whose ack was lost)? The check covers
         // every event of the aggregate at seq ≤ current.lastSeq, which is exactly what the append's expectation pins.
@@ -300,7 +308,7 @@ export class CommandHandler {
           this.counters.duplicates++;
           if (commandId) this.counters.replayedReplies++;
           if (commandId && reusedFor(mine, payloadHash)) return { reply: { ...reusedFailure(commandId), recorded: true } };
-          return { reply: { ...replyFrom(mine), recorded: true } };
+          return { reply: this.replayed(replyFrom(mine), storedFor(mine, payloadHash)) };
         }
         // Aggregates the decision only reads are not guarded by the append: make sure they are as fresh as a load.
         const refIds = [...new Set(referencedIds(command))].filter((id) => id !== aggregateId);
@@ -386,7 +394,7 @@ export class CommandHandler {
           // Same Nats-Msg-Id (command_id and expectation): an attempt of this command_id, maybe with another payload.
           const stored = await this.eventsAt(acks.map((a) => a.seq), deadline);
           if (commandId && reusedFor(stored, payloadHash)) return { reply: { ...reusedFailure(commandId), recorded: true } };
-          return { reply: { ...replyFrom(stored), recorded: true } };
+          return { reply: this.replayed(replyFrom(stored), storedFor(stored, payloadHash)) };
         }
         appended = true;
         const head = this.appended(aggregateId, commandId, payloadHash, current.version, current.state, envelopes, acks.slice(0, envelopes.length));
@@ -436,9 +444,12 @@ export class CommandHandler {
       events: envelopes.map((e, i) => ({ type: e.event_type, subject: aggregateSubject(aggregateId, e.event_type), seq: acks[i]!.seq })),
     };
     // Before the reply (outside the aggregate's queue): this instance's projection applying the event
-    // (read-your-writes here). No idempotency record: the stored event, with its payload hash, answers a retry.
+    // (read-your-writes here). No idempotency record (the stored event, with its payload hash, answers a retry)
+    // unless an older build may serve the stream: then the record too, concurrently, as 0.9.0 did.
     const projection = this.opts.projection;
-    const settle = projection?.caughtUp ? projection.waitForSeq(seq, PROJECTION_WAIT_MS) : undefined;
+    const record = commandId && this.successRecords() ? this.remember(commandId, { payload_sha256: payloadHash, reply }) : undefined;
+    const projected = projection?.caughtUp ? projection.waitForSeq(seq, PROJECTION_WAIT_MS) : undefined;
+    const settle = record ? Promise.all([record, projected]) : projected;
     const outcome: Outcome = { reply: { ...reply, recorded: true }, settle, afterReply: () => this.opts.store.maybeSnapshot(aggregateId, previousVersion, reply.version, () => state, seq) };
     return { outcome, own: { seq, commandId, payloadHash, reply }, state };
   }
@@ -658,6 +669,19 @@ export class CommandHandler {
     }
   }
 
+  private successRecords(): boolean {
+    return this.opts.successRecords?.() ?? false;
+  }
+
+  /**
+   * The original reply of a stored command, for a retry with the same payload. Marked as needing no record, unless
+   * an older build may serve the stream and the events are known to be this payload's (`verified`): then the retry
+   * writes the record a first attempt stored without.
+   */
+  private replayed(reply: SuccessReply, verified: boolean): SuccessReply & { recorded?: true } {
+    return verified && this.successRecords() ? reply : { ...reply, recorded: true };
+  }
+
   private async remember(commandId: string, record: IdempotencyRecord): Promise<void> {
     try {
       await this.opts.commands.put(commandId, JSON.stringify(record));
@@ -693,6 +717,11 @@ function evolveAll(state: AggregateState | undefined, envelopes: EventEnvelope[]
  */
 function reusedFor(events: StoredEvent[], payloadHash: string): boolean {
   return events.some((e) => typeof e.commandHash === "string" && e.commandHash !== payloadHash);
+}
+
+/** Whether every one of these stored events carries `payloadHash` (stored for this very payload, by this build). */
+function storedFor(events: StoredEvent[], payloadHash: string): boolean {
+  return events.length > 0 && events.every((e) => e.commandHash === payloadHash);
 }
 
 function reusedFailure(commandId: string): Reply {

@@ -11,6 +11,7 @@ import { EventStore } from "../adapters/nats/event-store.js";
 import { MicroService, answerWhileStarting, type EndpointHandler, type HandlerResult } from "../adapters/nats/service.js";
 import { atLeast, checkServerVersion, commandsTtlMs, ensureBucket, ensureEventStream, type ServerVersion } from "../adapters/nats/setup.js";
 import { Projection } from "../adapters/nats/projection.js";
+import { COMMAND_HASH_METADATA, pingPeers, SuccessRecordGate } from "../adapters/nats/peers.js";
 import { CommandHandler, idempotencyDisabledByEnv } from "./commands.js";
 import { untilProvisioned } from "../support/transient.js";
 import { readCredentials, describeConfig, type Config } from "../support/config.js";
@@ -78,6 +79,9 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
   const nc = await connectWithRetry(connectionOptions(config, credentials, `policy-service@${hostname()}`), componentLogger(logger, "nats"), signal, config);
   watchStatus(nc, componentLogger(logger, "nats"));
   let feedNc: NatsConnection | undefined;
+  // Success records while an older build may serve the stream (rolling upgrade from 0.9.0): until the first
+  // discovery round has answered, and for the COMMANDS TTL after the last older instance was seen (peers.ts).
+  let gate: SuccessRecordGate | undefined;
   try {
     const server = checkServerVersion(nc.info?.version, config.streamReplicas);
     // Every endpoint's subject is answered at once, before anything that needs JetStream: a coded `unavailable` with
@@ -114,16 +118,22 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
       store, projection, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
       groupAppends: atLeast(server, 2, 12) && config.streamReplicas > 1,
       idempotencyDisabled: idempotencyDisabledByEnv(),
+      successRecords: () => gate?.successRecords() ?? true,
     });
     const service = await MicroService.start(nc, {
       version,
       description: "Event-sourced policy management: commands, queries and evaluation",
-      metadata: { stream: config.streamName, server_version: server.text },
+      // command_hash: this build's stored events answer retries themselves (what peers.ts looks for in its peers).
+      metadata: { stream: config.streamName, server_version: server.text, [COMMAND_HASH_METADATA]: "1" },
       maxInFlight: config.maxInFlight,
       logger: componentLogger(logger, "service"),
       // Instance-wide command counters (conflict retries, duplicates, unavailable…) on every command endpoint.
       statsData: (subject) => (subject.startsWith("policy.commands.") && !/\.(evaluate|check_compliance)$/.test(subject) ? { commands: { ...commands.counters } } : undefined),
       ...(metrics ? { observe: metrics.observe } : {}),
+    });
+    gate = new SuccessRecordGate({
+      selfId: () => service.id, streamName: config.streamName, mode: config.commandRecords, holdMs: commandsTtlMs(config),
+      discover: pingPeers(nc), logger: componentLogger(logger, "peers"),
     });
     service.addEndpoints("policy.commands", commandEndpoints(commands));
     // The read side binds its handlers in place of these once its audit stream exists (read-side.ts).
@@ -146,6 +156,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
           log.info({ reason }, "shutting down: no new requests, finishing in-flight ones");
           metrics?.setReady(false);
           await service.stop(Math.max(0, deadline - Date.now()));
+          await gate!.stop();
           for (const hook of [...hooks].reverse()) {
             try { await hook(); } catch (err) { log.warn({ err }, "shutdown hook failed"); }
           }
@@ -158,12 +169,17 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
       },
       closed: () => Promise.race([nc.closed(), feedNc!.closed()]).then(() => undefined),
     };
-    const readSide = await startReadSide(runtime); // projection caught up, queries/evaluation endpoints, expiry sweeper, audit (READ)
+    // The first round (bounded, peers.ts) runs beside the read side's start; until it has answered, stored commands
+    // write their records. "ready" waits for both, so a started instance has its answer.
+    const firstRound = gate.start();
+    const readSide = await startReadSide(runtime);
+    await firstRound; // projection caught up, queries/evaluation endpoints, expiry sweeper, audit (READ)
     metrics?.attach({ commandCounters: commands.counters, projection: readSide.projection, jsm, streamName: config.streamName, nc });
     metrics?.setReady(true);
     log.info({ server_version: server.text, stream: config.streamName, replicas: config.streamReplicas, service_id: service.id }, "ready");
     return runtime;
   } catch (err) {
+    await gate?.stop();
     await feedNc?.close().catch(() => undefined);
     await nc.close().catch(() => undefined);
     throw err;

@@ -14,6 +14,14 @@ export const DEFAULT_HEAP_GROWING_PERCENT = 30;
 /** Seconds; JetStream's own default duplicate window, and our floor (issue 2: "at least 2 minutes"). */
 export const MIN_DUPLICATE_WINDOW_S = 120;
 
+/**
+ * COMMAND_RECORDS: whether a command that stored an event also writes its idempotency record. "auto": only while an
+ * instance of an older build (without the payload-hash header) serves the stream, and for the records' TTL after
+ * (adapters/nats/peers.ts); "always": the behaviour of 0.9.0, e.g. before a rollback to it (docs/operations.md).
+ */
+export type CommandRecordsMode = "auto" | "always";
+export const COMMAND_RECORDS_MODES: readonly CommandRecordsMode[] = ["auto", "always"];
+
 export interface Config {
   natsUrl: string;
   natsServers: string[];
@@ -23,6 +31,7 @@ export interface Config {
   streamReplicas: number;
   duplicateWindowSeconds: number;
   maxInFlight: number;
+  commandRecords: CommandRecordsMode;
   /**
    * HEAP_GROWING_PERCENT: after a full GC, V8 lets the old generation grow to (1 + p/100) × what survived before the
    * next one (V8's --heap-growing-percent); 0 leaves V8's own factor (up to 4× under a high allocation rate).
@@ -159,6 +168,7 @@ export function parseConfig(env: Env = process.env): Config {
   const heapGrowingPercent = integer(env, "HEAP_GROWING_PERCENT", DEFAULT_HEAP_GROWING_PERCENT, 0, 300);
   const duplicateWindowSeconds = integer(env, "DUPLICATE_WINDOW", MIN_DUPLICATE_WINDOW_S, MIN_DUPLICATE_WINDOW_S, 7 * 24 * 3600);
   const maxInFlight = integer(env, "MAX_IN_FLIGHT", 64, 1, 10_000);
+  const commandRecords = oneOf(env, "COMMAND_RECORDS", COMMAND_RECORDS_MODES, "auto");
   const audit = {
     enabled: boolean(env, "AUDIT_ENABLED", true),
     streamName: streamLikeName(env, "AUDIT_STREAM_NAME", "POLICY_AUDIT"),
@@ -197,6 +207,7 @@ export function parseConfig(env: Env = process.env): Config {
     duplicateWindowSeconds,
     heapGrowingPercent,
     maxInFlight,
+    commandRecords,
     audit,
     metricsListen,
     credentialFiles,

@@ -15,7 +15,7 @@ import { createPayload } from "./domainHarness.js";
 
 const POLICY_ID = "550e8400-e29b-41d4-a716-446655440000";
 
-function world() {
+function world(successRecords?: () => boolean) {
   const stream: StoredEvent[] = [];
   /** Events per append (a group of commands is one atomic batch). */
   const batchSizes: number[] = [];
@@ -49,7 +49,7 @@ function world() {
     },
     async put(key: string, value: string) { records.set(key, value); return 1; },
   } as unknown as KV;
-  const handler = new CommandHandler({ store, commands, logger: pino({ level: "silent" }), atomicBatches: false });
+  const handler = new CommandHandler({ store, commands, logger: pino({ level: "silent" }), atomicBatches: false, ...(successRecords ? { successRecords } : {}) });
   return { stream, records, handler, store, commands, batchSizes };
 }
 
@@ -162,4 +162,41 @@ test("a grouped append: each event carries its own command's payload hash; retri
   }
   assert.equal(base.stream.length, 5);
   assert.equal(base.records.size, 0, "no records for stored commands");
+});
+
+test("while an older build may serve the stream (the gate says so), a stored command writes its record too; a retry writes the one its first attempt stored without", async () => {
+  let olderPeer = true;
+  const { stream, records, handler } = world(() => olderPeer);
+  assert.equal((await handler.execute("create", JSON.stringify(createPayload(POLICY_ID)))).ok, true);
+  const update = { policy_id: POLICY_ID, updated_by: "ops", name: "during the roll", command_id: "9a4e1c2b-7d3f-4e5a-8b6c-0d1e2f3a4b51" };
+  const first = await handler.execute("update", JSON.stringify(update));
+  assert.equal(first.ok, true, JSON.stringify(first));
+  assert.deepEqual(JSON.parse(records.get(update.command_id)!), { payload_sha256: hash(update), reply: first }, "the record 0.9.0 looks up");
+  assert.equal(stream.at(-1)!.commandHash, hash(update), "and the header");
+
+  olderPeer = false;
+  const later = { ...update, name: "after the roll", command_id: "1b2c3d4e-5f60-4a7b-8c9d-0e1f2a3b4c52" };
+  const stored = await handler.execute("update", JSON.stringify(later));
+  assert.equal(stored.ok, true);
+  assert.equal(records.has(later.command_id), false, "no older peer: no record");
+  // An older instance appears (a rollback): a retry of that command, answered here, writes the missing record.
+  olderPeer = true;
+  assert.deepEqual(await handler.execute("update", JSON.stringify(later)), stored);
+  assert.deepEqual(JSON.parse(records.get(later.command_id)!), { payload_sha256: hash(later), reply: stored });
+  // A reuse with another payload writes nothing (the record keeps the first payload's hash).
+  const reuse = await handler.execute("update", JSON.stringify({ ...later, name: "another payload" }));
+  assert.ok(!reuse.ok && reuse.error.code === "conflict", JSON.stringify(reuse));
+  assert.equal(JSON.parse(records.get(later.command_id)!).payload_sha256, hash(later));
+  assert.equal(stream.length, 3, "nothing stored twice");
+});
+
+test("a retry of an event without the hash header (an older build stored it and kept its record) writes no record", async () => {
+  const { stream, records, handler } = world(() => true);
+  assert.equal((await handler.execute("create", JSON.stringify(createPayload(POLICY_ID)))).ok, true);
+  const update = { policy_id: POLICY_ID, updated_by: "ops", name: "older", command_id: "2c3d4e5f-6a7b-4c8d-9e0f-1a2b3c4d5e63" };
+  const first = await handler.execute("update", JSON.stringify(update));
+  stream.at(-1)!.commandHash = null;
+  records.clear(); // its record expired or was never readable: the retry cannot tell which payload the event was for
+  assert.deepEqual(await handler.execute("update", JSON.stringify(update)), first);
+  assert.equal(records.size, 0, "no record with a hash the event does not confirm");
 });

@@ -46,6 +46,8 @@ test("values are parsed", () => {
   assert.equal(c.duplicateWindowSeconds, 600);
   assert.equal(c.audit.enabled, false);
   assert.equal(c.snapshotBucket, "X_EVENTS_SNAPSHOTS");
+  assert.equal(c.commandRecords, "auto");
+  assert.equal(parseConfig({ COMMAND_RECORDS: "Always" }).commandRecords, "always");
 });
 
 const bad: [Record<string, string>, string, RegExp][] = [
@@ -57,6 +59,7 @@ const bad: [Record<string, string>, string, RegExp][] = [
   [{ HEAP_GROWING_PERCENT: "301" }, "HEAP_GROWING_PERCENT", /from 0 to 300/],
   [{ HEAP_GROWING_PERCENT: "-1" }, "HEAP_GROWING_PERCENT", /from 0 to 300/],
   [{ DUPLICATE_WINDOW: "60" }, "DUPLICATE_WINDOW", /from 120 to/],
+  [{ COMMAND_RECORDS: "never" }, "COMMAND_RECORDS", /^COMMAND_RECORDS: expected one of auto\|always, got "never"$/],
   [{ STREAM_NAME: "events.policy" }, "STREAM_NAME", /A-Z a-z 0-9 _ -/],
   [{ STREAM_NAME: "A*" }, "STREAM_NAME", /got "A\*"/],
   [{ NATS_URL: "http://x" }, "NATS_URL", /nats:\/\//],

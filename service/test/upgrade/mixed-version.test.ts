@@ -4,9 +4,12 @@
 // node is rolled back. At every step clients on every node send commands (both versions take them: checked with
 // each instance's $SRV.STATS) and the get/list answers of every instance must agree, with contiguous versions in
 // the stream. While mixed, a command with a command_id stored by one build is retried until the other build has
-// answered (the original reply, stored once; a reuse with another payload answered by this tree is conflict): this
-// tree keeps no idempotency record for a stored command. Without a previous release to build, the test says why and
-// skips.
+// answered (the original reply, stored once; a reuse with another payload answered by this tree is conflict). The
+// dangerous case of the roll (issue 11): a command stored by this tree, then covered by a snapshot, retried on the
+// previous release, which finds no event of it after the snapshot; it must find the idempotency record this tree
+// writes while an instance without the payload-hash capability serves the stream (adapters/nats/peers.ts), so the
+// retry gets the original reply and nothing is stored twice. SNAPSHOT_FREQUENCY=2 on every instance, so snapshots
+// follow commands closely. Without a previous release to build, the test says why and skips.
 import { after, before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -15,6 +18,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Svcm } from "@nats-io/services";
+import { Kvm } from "@nats-io/kv";
 import { SERVICE_MAIN, SERVICE_ROOT, sleep, startCluster, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
 import { callOk, policyBody, readAllEvents, streamInfo, type Json } from "../helpers/client.js";
 import { previousRelease } from "../helpers/previous-release.js";
@@ -54,7 +58,7 @@ describe(`rolling upgrade from ${prev.ok ? `${prev.ref} (${prev.commit.slice(0, 
     if (!prev.ok) throw new Error(prev.reason);
     const before = await instanceIds();
     const main = build === "previous" ? prev.main : SERVICE_MAIN;
-    const proc = startService({ NATS_URL: cluster.servers[node]!.url, STREAM_REPLICAS: "3", LOG_LEVEL: "info" }, [], main);
+    const proc = startService({ NATS_URL: cluster.servers[node]!.url, STREAM_REPLICAS: "3", LOG_LEVEL: "info", SNAPSHOT_FREQUENCY: "2" }, [], main);
     await proc.ready(60_000);
     // The new instance id is the one $SRV.INFO did not list before (works whatever the ready line says).
     const deadline = Date.now() + 15_000;
@@ -179,6 +183,56 @@ describe(`rolling upgrade from ${prev.ok ? `${prev.ref} (${prev.commit.slice(0, 
     assert.equal((await readAllEvents(admin, "POLICY_EVENTS")).filter((e) => e.envelope.command_id === body.command_id).length, 1, `${label}: the reuses stored nothing`);
   }
 
+  /** A KV entry's JSON, or null (none, deleted). */
+  async function kvJson(bucket: string, key: string): Promise<Json | null> {
+    const entry = await (await new Kvm(admin).open(bucket)).get(key);
+    return entry && entry.operation === "PUT" && entry.length > 0 ? entry.json<Json>() : null;
+  }
+
+  /**
+   * The issue-11 duplicate, made safe by the success-record gate: a command with a command_id stored by this tree
+   * while an instance of the previous release serves the stream, then covered by a snapshot, then retried until the
+   * previous release has answered: it gets the original reply (from the record this tree wrote), stored once.
+   */
+  async function retryOnPreviousAfterSnapshot(label: string): Promise<void> {
+    const id = [...expected.keys()][1]!;
+    let k = 0;
+    const via = () => clients[k++ % clients.length]!;
+    const update = (body: Json) => handledBy(label, () => callOk(via(), "update", body));
+    const next = (commandId?: string): Json => ({ policy_id: id, updated_by: label, description: `${label}: version ${expected.get(id)!}`, ...(commandId ? { command_id: commandId } : {}) });
+    let original: Json | undefined;
+    let body: Json = {};
+    for (let i = 0; i < 20 && !original; i++) {
+      body = next(randomUUID());
+      const first = await update(body);
+      expected.set(id, first.reply.version as number);
+      if (first.build === "current") original = first.reply;
+    }
+    assert.ok(original, `${label}: a command handled by this tree within 20 tries`);
+    const storedSeq = original.events[0].seq as number;
+    const record = await kvJson("POLICY_EVENTS_COMMANDS", body.command_id as string);
+    assert.deepEqual(record?.reply, original, `${label}: this tree wrote the record (an instance of the previous release serves the stream)`);
+    // Commands without a command_id on the same aggregate until a snapshot covers the stored one (bounded).
+    let covered = false;
+    for (let i = 0; i < 10 && !covered; i++) {
+      const more = await update(next());
+      expected.set(id, more.reply.version as number);
+      for (let poll = 0; poll < 20 && !covered; poll++) {
+        covered = Number((await kvJson("POLICY_EVENTS_SNAPSHOTS", id))?.seq ?? 0) > storedSeq;
+        if (!covered) await sleep(50);
+      }
+    }
+    assert.ok(covered, `${label}: a snapshot of ${id} covers the command (seq ${storedSeq})`);
+    let onPrevious = false;
+    for (let i = 0; i < 20 && !onPrevious; i++) {
+      const retry = await update(body);
+      assert.deepEqual(retry.reply, original, `${label}: a retry answered by the ${retry.build} build after the snapshot gets the original reply`);
+      onPrevious = retry.build === "previous";
+    }
+    assert.ok(onPrevious, `${label}: a retry answered by the previous release within 20 tries`);
+    assert.equal((await readAllEvents(admin, "POLICY_EVENTS")).filter((e) => e.envelope.command_id === body.command_id).length, 1, `${label}: stored once`);
+  }
+
   /** The same query through every client, repeatedly, until every answer is identical (projections caught up). */
   async function agreedAnswer(subject: string, body: Json, pick: (reply: Json) => unknown): Promise<unknown> {
     const deadline = Date.now() + 20_000;
@@ -240,12 +294,14 @@ describe(`rolling upgrade from ${prev.ok ? `${prev.ref} (${prev.commit.slice(0, 
     await workload("mixed 1+2");
     await retryAcrossBuilds("stored by this tree, retried on the previous release", "current");
     await retryAcrossBuilds("stored by the previous release, retried on this tree", "previous");
+    await retryOnPreviousAfterSnapshot("stored by this tree, snapshotted, retried on the previous release");
     await checkAgreement("mixed 1+2");
   });
 
   test("leaf 2 upgraded: still mixed, still agreeing", async () => {
     await replace(1, "current");
     await workload("mixed 2+1");
+    await retryOnPreviousAfterSnapshot("two of this tree, stored, snapshotted, retried on the previous release");
     await checkAgreement("mixed 2+1");
   });
 

@@ -347,11 +347,15 @@ export class Projection {
   async writeCheckpoint(): Promise<number> {
     const options = this.deps.checkpoint;
     const seq = this.appliedSeq;
+    const started = performance.now();
+    // Synchronous: the event loop pauses for this long (serialise + sha256); the write itself is asynchronous.
     const content = this.checkpointContent();
+    const pauseMs = +(performance.now() - started).toFixed(1);
     if (!options || content === undefined) return 0;
     await writeCheckpointFile(options.path, content);
     this.checkpointedSeq = seq;
-    this.deps.logger.info({ path: options.path, seq, bytes: Buffer.byteLength(content) }, "read-model checkpoint written");
+    const ms = +(performance.now() - started).toFixed(1);
+    this.deps.logger.info({ path: options.path, seq, aggregates: this.aggregates.size, bytes: Buffer.byteLength(content), pause_ms: pauseMs, ms }, "read-model checkpoint written");
     return seq;
   }
 

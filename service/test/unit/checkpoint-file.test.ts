@@ -116,3 +116,16 @@ test("every domain state survives the checkpoint's JSON round trip, and evolve c
   }
   assert.ok(checked >= 10, `${checked} cuts`);
 });
+
+test("the sliced encoding is byte for byte the one-piece encoding, at every slice size", async () => {
+  const { encodeCheckpointInSlices } = await import("../../src/support/checkpoint-file.js");
+  const many: CheckpointBody = { aggregates: [], commands: BODY.commands };
+  for (let i = 0; i < 25; i++) many.aggregates.push([`id-${i}`, i + 1, { n: i, s: "ü\n\"" }]);
+  const whole = encodeCheckpoint(HEADER, many);
+  for (const size of [1, 2, 7, 25, 100]) {
+    const { parts } = await encodeCheckpointInSlices(HEADER, many, size);
+    assert.equal(parts.join(""), whole, `slice size ${size}`);
+  }
+  const { parts } = await encodeCheckpointInSlices(HEADER, { aggregates: [], commands: [] });
+  assert.equal(parts.join(""), encodeCheckpoint(HEADER, { aggregates: [], commands: [] }));
+});

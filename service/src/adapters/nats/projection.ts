@@ -4,7 +4,7 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { evolve, replay, type AggregateState, type EventEnvelope } from "../../domain/index.js";
 import { StateCompactor } from "../../support/compact-state.js";
-import { decodeCheckpoint, encodeCheckpoint, writeCheckpointFile, type CheckpointBody } from "../../support/checkpoint-file.js";
+import { decodeCheckpoint, encodeCheckpoint, encodeCheckpointInSlices, writeCheckpointFile, type CheckpointBody, type CheckpointHeader } from "../../support/checkpoint-file.js";
 import { readFile } from "node:fs/promises";
 
 export const EVENT_SUBJECT_FILTER = "events.policy.>";
@@ -327,6 +327,12 @@ export class Projection {
    * catching up has a valid state too: that of the stream up to lastSeq.
    */
   checkpointContent(): string | undefined {
+    const captured = this.captureCheckpoint();
+    return captured && encodeCheckpoint(captured.header, captured.body);
+  }
+
+  /** What a checkpoint holds, captured synchronously (states are replaced, never mutated: the references suffice). */
+  private captureCheckpoint(): { header: Omit<CheckpointHeader, "sha256" | "format">; body: CheckpointBody } | undefined {
     const options = this.deps.checkpoint;
     if (!options || this.appliedSeq === 0 || this.appliedSeq === this.checkpointedSeq || this.streamCreated === "") return undefined;
     const aggregates: CheckpointBody["aggregates"] = [];
@@ -337,25 +343,31 @@ export class Projection {
       const entry = this.commandAges[i]!;
       if (this.commandIndex.get(entry.commandId)?.includes(entry.seq)) commands.push([entry.atMs, entry.commandId, entry.seq]);
     }
-    return encodeCheckpoint(
-      { build: options.build, stream: this.deps.streamName, streamCreated: this.streamCreated, seq: this.appliedSeq, eventId: this.lastEventId },
-      { aggregates, commands },
-    );
+    return {
+      header: { build: options.build, stream: this.deps.streamName, streamCreated: this.streamCreated, seq: this.appliedSeq, eventId: this.lastEventId },
+      body: { aggregates, commands },
+    };
   }
 
-  /** Writes the checkpoint (atomically) when there is something new; returns the sequence written, or 0. */
+  /**
+   * Writes the checkpoint (atomically) when there is something new; returns the sequence written, or 0. Serialised in
+   * slices with turns of the event loop between them: the longest synchronous stretch is logged as pause_ms.
+   */
   async writeCheckpoint(): Promise<number> {
     const options = this.deps.checkpoint;
-    const seq = this.appliedSeq;
     const started = performance.now();
-    // Synchronous: the event loop pauses for this long (serialise + sha256); the write itself is asynchronous.
-    const content = this.checkpointContent();
-    const pauseMs = +(performance.now() - started).toFixed(1);
-    if (!options || content === undefined) return 0;
-    await writeCheckpointFile(options.path, content);
-    this.checkpointedSeq = seq;
-    const ms = +(performance.now() - started).toFixed(1);
-    this.deps.logger.info({ path: options.path, seq, aggregates: this.aggregates.size, bytes: Buffer.byteLength(content), pause_ms: pauseMs, ms }, "read-model checkpoint written");
+    const captured = this.captureCheckpoint();
+    const captureMs = performance.now() - started;
+    if (!options || captured === undefined) return 0;
+    const { parts, longestSliceMs } = await encodeCheckpointInSlices(captured.header, captured.body);
+    await writeCheckpointFile(options.path, parts);
+    const seq = captured.header.seq;
+    this.checkpointedSeq = Math.max(this.checkpointedSeq, seq);
+    const bytes = parts.reduce((n, part) => n + Buffer.byteLength(part), 0);
+    this.deps.logger.info({
+      path: options.path, seq, aggregates: captured.body.aggregates.length, bytes,
+      pause_ms: +Math.max(captureMs, longestSliceMs).toFixed(1), capture_ms: +captureMs.toFixed(1), ms: +(performance.now() - started).toFixed(1),
+    }, "read-model checkpoint written");
     return seq;
   }
 

@@ -112,6 +112,7 @@ export class Projection {
   private streamCreated = "";
   private lastEventId: string | null = null;
   private checkpointedSeq = 0;
+  private checkpointWrite: Promise<number> = Promise.resolve(0);
 
   constructor(deps: ProjectionOptions) {
     this.deps = deps;
@@ -353,7 +354,14 @@ export class Projection {
    * Writes the checkpoint (atomically) when there is something new; returns the sequence written, or 0. Serialised in
    * slices with turns of the event loop between them: the longest synchronous stretch is logged as pause_ms.
    */
-  async writeCheckpoint(): Promise<number> {
+  writeCheckpoint(): Promise<number> {
+    // One write at a time (the periodic one and the one at shutdown share the temporary file's name).
+    const next = this.checkpointWrite.then(() => this.writeCheckpointNow(), () => this.writeCheckpointNow());
+    this.checkpointWrite = next.catch(() => 0);
+    return next;
+  }
+
+  private async writeCheckpointNow(): Promise<number> {
     const options = this.deps.checkpoint;
     const started = performance.now();
     const captured = this.captureCheckpoint();

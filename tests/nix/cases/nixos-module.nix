@@ -358,6 +358,13 @@ lib.mapAttrs' (
         false
         "0700"
       ];
+  "readModelCheckpoint through deployment/nix/leaf.nix (non-flake): the same default" =
+    check.eq
+      (unitOf (eval [
+        entryPoints.deployment-leaf
+        enabled
+      ])).environment.READ_MODEL_CHECKPOINT
+      "/var/lib/policy-service/read-model.checkpoint";
   "refused: readModelCheckpoint relative" = check.refused (envOf {
     readModelCheckpoint = "read-model.checkpoint";
   });

@@ -63,6 +63,9 @@ let
     }
     // lib.optionalAttrs (cfg.heap.nodeOptions != "") { NODE_OPTIONS = cfg.heap.nodeOptions; }
     // lib.optionalAttrs (cfg.natsUser != null) { NATS_USER = cfg.natsUser; }
+    // lib.optionalAttrs (cfg.readModelCheckpoint != null) {
+      READ_MODEL_CHECKPOINT = cfg.readModelCheckpoint;
+    }
     # An IPv6 address is bracketed: METRICS_LISTEN is host:port.
     // lib.optionalAttrs cfg.metrics.enable {
       METRICS_LISTEN =

@@ -134,6 +134,19 @@ in
       };
     };
 
+    readModelCheckpoint = mkOption {
+      type = types.nullOr (types.strMatching "/.*[^/]");
+      default = "/var/lib/policy-service/read-model.checkpoint";
+      example = null;
+      description = ''
+        `READ_MODEL_CHECKPOINT`: file of the read-model checkpoint, the in-memory read side as of a stream
+        sequence, written at a graceful stop and every 5 minutes (mode 0600). At start it is used only when it
+        belongs to the same stream, this build wrote it and it is intact; the instance then replays only the
+        events after it instead of the whole stream (docs/operations.md "Read-model checkpoint"). The default
+        lies in the service's state directory (0700); `null` turns it off (every start replays the whole stream).
+      '';
+    };
+
     credentialsFile = secretFileOption "NATS user credentials (a `.creds` file: JWT and NKey seed)" "/run/secrets/policy-service.creds";
     nkeySeedFile = secretFileOption "an NKey seed for NATS authentication" "/run/secrets/policy-service.nk";
 

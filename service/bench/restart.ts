@@ -16,7 +16,9 @@
 // 10,000 events (a create and updates) spread through the whole stream; one gets 10 through the service itself.
 import { RULES } from "./rules.js";
 import { randomUUID } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
@@ -237,6 +239,9 @@ async function coldLoads(nc: NatsConnection, g: Generated, rounds: number): Prom
 
 interface RestartFigures {
   service_main: string;
+  checkpoint: "on" | "off";
+  checkpoint_used: string | null;
+  checkpoint_written: Record<string, unknown> | null;
   ms_to_connected: number | null;
   ms_to_registered: number | null;
   ms_to_first_command: number | null;
@@ -266,16 +271,17 @@ function rssMiB(pid: number): number | null {
 }
 
 /** One restart, probed from the spawn. */
-async function restartOnce(nc: NatsConnection, url: string, main: string, g: Generated, cpuProfDir?: string): Promise<RestartFigures> {
+async function restartOnce(nc: NatsConnection, url: string, main: string, g: Generated, cpuProfDir?: string, checkpointPath?: string): Promise<RestartFigures> {
   const spawnedAt = Date.now();
   const profile = cpuProfDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${cpuProfDir}` } : {};
-  const service: ServiceProcess = startService({ NATS_URL: url, LOG_LEVEL: "info", ...profile }, [], main);
+  const checkpoint = checkpointPath ? { READ_MODEL_CHECKPOINT: checkpointPath } : {};
+  const service: ServiceProcess = startService({ NATS_URL: url, LOG_LEVEL: "info", ...profile, ...checkpoint }, [], main);
   const logTime = (msg: string) => {
     const line = service.lines.find((l) => l.msg === msg);
     return line && typeof line.time === "string" ? Date.parse(line.time) - spawnedAt : null;
   };
   const f: RestartFigures = {
-    service_main: main, ms_to_connected: null, ms_to_registered: null, ms_to_first_command: null, ms_to_first_query_answer: null, ms_to_query_data: null, ms_to_caught_up_log: null,
+    service_main: main, checkpoint: checkpointPath ? "on" : "off", checkpoint_used: null, checkpoint_written: null, ms_to_connected: null, ms_to_registered: null, ms_to_first_command: null, ms_to_first_query_answer: null, ms_to_query_data: null, ms_to_caught_up_log: null,
     probes_no_responders_before_connected: 0, probes_no_responders_after_connected: 0, probes_no_responders_after_registered: 0, probes_unavailable: 0, probes_timeout: 0, probes_other_error: 0,
     command_probes_unavailable: 0, command_probes_ok: 0, cold_command_ms_10000_events: null, cold_command_ms_10_events: null, rss_mib_after: null,
   };
@@ -339,6 +345,11 @@ async function restartOnce(nc: NatsConnection, url: string, main: string, g: Gen
   } finally {
     await service.stop();
   }
+  // A graceful stop (SIGTERM), as the service is stopped in operation: the checkpoint is written then.
+  const used = service.lines.find((l) => typeof l.msg === "string" && l.msg.startsWith("read-model checkpoint"));
+  if (checkpointPath) f.checkpoint_used = used?.msg === "read-model checkpoint used: replay from the next sequence" ? "used" : String(used?.code ?? "no line");
+  const written = service.lines.find((l) => l.msg === "read-model checkpoint written");
+  if (written) f.checkpoint_written = { seq: written.seq, aggregates: written.aggregates, bytes: written.bytes, pause_ms: written.pause_ms, ms: written.ms };
   return f;
 }
 
@@ -369,13 +380,28 @@ export async function restartBench(opts: { events: number; mains: string[]; roun
     for (const [k, v] of Object.entries(cold)) console.log(`${k}: ${v}`);
 
     const restarts: RestartFigures[] = [];
-    for (let round = 0; round < opts.rounds; round++) {
-      for (const main of opts.mains) {
-        process.stderr.write(`  restart ${round + 1}/${opts.rounds} of ${main}\n`);
-        const f = await restartOnce(nc, server.url, main, g, opts.cpuProfDir);
+    // This build also restarts with its read-model checkpoint: a first run with it on writes it at its graceful
+    // stop (full replay, not counted), then every "on" restart uses the one its predecessor wrote (a few events stale:
+    // each restart's probes append some).
+    const checkpointDir = mkdtempSync(join(tmpdir(), "bench-checkpoint-"));
+    const checkpointPath = join(checkpointDir, "read-model.checkpoint");
+    try {
+      process.stderr.write(`  priming the checkpoint of ${SERVICE_MAIN}\n`);
+      console.log(JSON.stringify({ priming: true, ...(await restartOnce(nc, server.url, SERVICE_MAIN, g, undefined, checkpointPath)) }));
+      for (let round = 0; round < opts.rounds; round++) {
+        for (const main of opts.mains) {
+          process.stderr.write(`  restart ${round + 1}/${opts.rounds} of ${main}\n`);
+          const f = await restartOnce(nc, server.url, main, g, opts.cpuProfDir);
+          restarts.push(f);
+          console.log(JSON.stringify(f));
+        }
+        process.stderr.write(`  restart ${round + 1}/${opts.rounds} of ${SERVICE_MAIN} with its checkpoint\n`);
+        const f = await restartOnce(nc, server.url, SERVICE_MAIN, g, opts.cpuProfDir, checkpointPath);
         restarts.push(f);
         console.log(JSON.stringify(f));
       }
+    } finally {
+      rmSync(checkpointDir, { recursive: true, force: true });
     }
     const result = {
       date: new Date().toISOString(), node: process.version, nats_server: server.version, events_in_stream: info.state.messages,

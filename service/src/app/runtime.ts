@@ -54,6 +54,27 @@ export function commandEndpoints(commands: CommandHandler): Record<string, Endpo
   return endpoints;
 }
 
+/**
+ * How often the read-model checkpoint is written while running (when there are new events): bounds what a crash
+ * (no graceful stop) costs at the next start to the events of this period. The write stalls the event loop while the
+ * state is serialised (docs/performance.md, startup block), so not more often.
+ */
+export const CHECKPOINT_INTERVAL_MS = 5 * 60_000;
+
+function periodicCheckpoints(projection: Projection, config: Config, log: Logger): () => void {
+  if (!config.checkpointPath) return () => undefined;
+  let writing = false;
+  const timer = setInterval(() => {
+    if (writing || !projection.caughtUp) return;
+    writing = true;
+    projection.writeCheckpoint()
+      .catch((err: unknown) => log.warn({ err, path: config.checkpointPath }, "read-model checkpoint not written"))
+      .finally(() => { writing = false; });
+  }, CHECKPOINT_INTERVAL_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
 /** How long a client should wait before retrying a request that reached an instance still provisioning. */
 export const STARTING_RETRY_AFTER_MS = 500;
 
@@ -113,7 +134,8 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     feedNc = await connectWithRetry(connectionOptions(config, credentials, `policy-service@${hostname()}/projection`), componentLogger(logger, "nats-projection"), signal, config);
     watchStatus(feedNc, componentLogger(logger, "nats-projection"));
     const feedJsm = await jetstreamManager(feedNc, { checkAPI: false });
-    const projection = new Projection({ js: jetstream(feedNc), jsm: feedJsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config) });
+    const projection = new Projection({ js: jetstream(feedNc), jsm: feedJsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config),
+      ...(config.checkpointPath ? { checkpoint: { path: config.checkpointPath, build: version } } : {}) });
     const commands = new CommandHandler({
       store, projection, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
       groupAppends: atLeast(server, 2, 12) && config.streamReplicas > 1,
@@ -145,6 +167,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     // stream (docs/concurrency.md), so its replay starts only now and does not hold up the endpoints above.
     await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer", signal);
 
+    const stopCheckpoints = periodicCheckpoints(projection, config, log);
     const hooks: (() => Promise<void> | void)[] = [];
     let shuttingDown: Promise<void> | null = null;
     const runtime: Runtime = {
@@ -161,6 +184,9 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
             try { await hook(); } catch (err) { log.warn({ err }, "shutdown hook failed"); }
           }
           await store.flushSnapshots();
+          // The read-model checkpoint at its latest: the next start replays only what comes after it.
+          stopCheckpoints();
+          try { await projection.writeCheckpoint(); } catch (err) { log.warn({ err, path: config.checkpointPath }, "read-model checkpoint not written"); }
           try { await feedNc!.drain(); } catch (err) { log.warn({ err }, "drain of the projection's connection failed"); }
           try { await nc.drain(); } catch (err) { log.warn({ err }, "drain failed"); }
           log.info({ reason }, "stopped");

@@ -40,6 +40,8 @@ export interface Config {
   audit: { enabled: boolean; streamName: string; maxAgeDays: number };
   /** The Prometheus /metrics and /ready HTTP endpoint (METRICS_LISTEN); null: off (the default). */
   metricsListen: { host: string; port: number } | null;
+  /** READ_MODEL_CHECKPOINT: the read-model checkpoint's file (docs/operations.md); null: off (the default). */
+  checkpointPath: string | null;
   /** Paths only; contents are read by readCredentials() and never logged. */
   credentialFiles: {
     creds?: string | undefined;
@@ -159,6 +161,16 @@ function credentialPath(env: Env, name: string): string | undefined {
   return raw;
 }
 
+/** An absolute file path; unset or empty: null (off). */
+function absolutePathOrOff(env: Env, name: string): string | null {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === "") return null;
+  if (!raw.startsWith("/") || raw.endsWith("/") || raw.includes("\0")) {
+    throw new ConfigError(name, `expected an absolute file path (or empty: off), got ${shown(raw)}`);
+  }
+  return raw;
+}
+
 export function parseConfig(env: Env = process.env): Config {
   const natsServers = natsUrls(env);
   const streamName = streamLikeName(env, "STREAM_NAME", "POLICY_EVENTS");
@@ -175,6 +187,7 @@ export function parseConfig(env: Env = process.env): Config {
     maxAgeDays: integer(env, "AUDIT_MAX_AGE_DAYS", 90, 1, 36_500),
   };
   const metricsListen = listenAddress(env, "METRICS_LISTEN");
+  const checkpointPath = absolutePathOrOff(env, "READ_MODEL_CHECKPOINT");
   if (audit.streamName === streamName) throw new ConfigError("AUDIT_STREAM_NAME", `must differ from STREAM_NAME (${streamName})`);
 
   const credentialFiles: Config["credentialFiles"] = {
@@ -210,6 +223,7 @@ export function parseConfig(env: Env = process.env): Config {
     commandRecords,
     audit,
     metricsListen,
+    checkpointPath,
     credentialFiles,
     snapshotBucket: `${streamName}_SNAPSHOTS`,
     commandsBucket: `${streamName}_COMMANDS`,

@@ -128,3 +128,12 @@ test("server version floor: 2.11 or newer, older refused with what cannot be gua
   }
   assert.throws(() => checkServerVersion("garbage", 1), /cannot parse/);
 });
+
+test("READ_MODEL_CHECKPOINT: an absolute file path, unset or empty is off, anything else a coded error", () => {
+  assert.equal(parseConfig({}).checkpointPath, null);
+  assert.equal(parseConfig({ READ_MODEL_CHECKPOINT: " " }).checkpointPath, null);
+  assert.equal(parseConfig({ READ_MODEL_CHECKPOINT: "/var/lib/policy-service/read-model.checkpoint" }).checkpointPath, "/var/lib/policy-service/read-model.checkpoint");
+  for (const bad of ["relative/file", "/var/lib/policy-service/"]) {
+    assert.throws(() => parseConfig({ READ_MODEL_CHECKPOINT: bad }), (err: unknown) => err instanceof ConfigError && err.message.includes("READ_MODEL_CHECKPOINT"), bad);
+  }
+});

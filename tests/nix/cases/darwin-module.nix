@@ -152,6 +152,18 @@ else
       && d.environment.NATS_CREDS_FILE == "/etc/policy-service/nats.creds"
     ) "unexpected command/environment";
     "assertions hold" = check.noFailedAssertions basic;
+    "readModelCheckpoint = null: no READ_MODEL_CHECKPOINT in the daemon's environment" = check.eq (
+      (eval [
+        flake.leafModule
+        {
+          services.policy-service = {
+            enable = true;
+            readModelCheckpoint = null;
+          };
+        }
+      ]).launchd.daemons.policy-service.serviceConfig.EnvironmentVariables
+        ? READ_MODEL_CHECKPOINT
+    ) false;
     "refused: snapshotFrequency = 0" = check.refused (
       plistOf (eval [
         flake.leafModule

@@ -344,6 +344,33 @@ lib.mapAttrs' (
       { tokenFile = "/var/lib/secrets/token"; }
     ]
   );
+  "readModelCheckpoint: in the state directory by default, another path, null turns it off" =
+    check.eq
+      [
+        (envOf { }).READ_MODEL_CHECKPOINT
+        (envOf { readModelCheckpoint = "/var/lib/policy-service/rm.ckpt"; }).READ_MODEL_CHECKPOINT
+        ((envOf { readModelCheckpoint = null; }) ? READ_MODEL_CHECKPOINT)
+        sc.StateDirectoryMode
+      ]
+      [
+        "/var/lib/policy-service/read-model.checkpoint"
+        "/var/lib/policy-service/rm.ckpt"
+        false
+        "0700"
+      ];
+  "readModelCheckpoint through deployment/nix/leaf.nix (non-flake): the same default" =
+    check.eq
+      (unitOf (eval [
+        entryPoints.deployment-leaf
+        enabled
+      ])).environment.READ_MODEL_CHECKPOINT
+      "/var/lib/policy-service/read-model.checkpoint";
+  "refused: readModelCheckpoint relative" = check.refused (envOf {
+    readModelCheckpoint = "read-model.checkpoint";
+  });
+  "refused: readModelCheckpoint a directory" = check.refused (envOf {
+    readModelCheckpoint = "/var/lib/policy-service/";
+  });
   "refused: snapshotFrequency = 0" = check.refused (envOf {
     snapshotFrequency = 0;
   });

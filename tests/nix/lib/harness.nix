@@ -115,5 +115,6 @@
     HEAP_GROWING_PERCENT = "30";
     NODE_OPTIONS = "--max-semi-space-size=8";
     NODE_ENV = "production";
+    READ_MODEL_CHECKPOINT = "/var/lib/policy-service/read-model.checkpoint";
   };
 }

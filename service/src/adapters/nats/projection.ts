@@ -4,6 +4,8 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { evolve, replay, type AggregateState, type EventEnvelope } from "../../domain/index.js";
 import { StateCompactor } from "../../support/compact-state.js";
+import { decodeCheckpoint, encodeCheckpoint, encodeCheckpointInSlices, writeCheckpointFile, type CheckpointBody, type CheckpointHeader } from "../../support/checkpoint-file.js";
+import { readFile } from "node:fs/promises";
 
 export const EVENT_SUBJECT_FILTER = "events.policy.>";
 /** Pull expiry of the projection's consumer; heartbeats are half of it (see start()). */
@@ -51,7 +53,27 @@ export interface ProjectionOptions {
    */
   commandWindowMs?: number;
   now?: () => number;
+  /**
+   * The read-model checkpoint (docs/operations.md): where the state is written at shutdown and now and then, and
+   * read at start. `build` is this build's version: a checkpoint written by another build is never used.
+   */
+  checkpoint?: { path: string; build: string };
 }
+
+/** Why a checkpoint was not used at start (logged with the reason in words); "used" when it was. */
+export type CheckpointOutcome =
+  | "used"
+  | "checkpoint_off"
+  | "checkpoint_absent"
+  | "checkpoint_unreadable"
+  | "checkpoint_truncated"
+  | "checkpoint_checksum_mismatch"
+  | "checkpoint_format_mismatch"
+  | "checkpoint_build_mismatch"
+  | "checkpoint_other_stream"
+  | "checkpoint_stream_recreated"
+  | "checkpoint_event_gone"
+  | "checkpoint_event_differs";
 
 /** Reads a field of a domain state without binding this module to every state shape. */
 export function stateField(state: AggregateState | undefined, name: string): unknown {
@@ -81,10 +103,16 @@ export class Projection {
   /** command_id → stream sequences of the events that carry it (only events within the window). */
   private readonly commandIndex = new Map<string, number[]>();
   /** The indexed command ids in stream order, for eviction by age. */
-  private readonly commandAges: { atMs: number; commandId: string }[] = [];
+  private readonly commandAges: { atMs: number; commandId: string; seq: number }[] = [];
   private commandAgesHead = 0;
 
   private readonly deps: ProjectionOptions;
+  /** What start() did with the checkpoint. */
+  checkpointOutcome: CheckpointOutcome = "checkpoint_off";
+  private streamCreated = "";
+  private lastEventId: string | null = null;
+  private checkpointedSeq = 0;
+  private checkpointWrite: Promise<number> = Promise.resolve(0);
 
   constructor(deps: ProjectionOptions) {
     this.deps = deps;
@@ -97,10 +125,12 @@ export class Projection {
   async start(): Promise<void> {
     const info = await this.deps.jsm.streams.info(this.deps.streamName);
     this.targetSeq = info.state.last_seq;
-    if (info.state.messages === 0 || this.targetSeq === 0) this.markReady();
+    this.streamCreated = info.created;
+    const fromSeq = await this.loadCheckpoint();
+    if (info.state.messages === 0 || this.targetSeq === 0 || (fromSeq > 0 && this.appliedSeq >= this.targetSeq)) this.markReady();
     const consumer = await this.deps.js.consumers.get(this.deps.streamName, {
       filter_subjects: EVENT_SUBJECT_FILTER,
-      deliver_policy: DeliverPolicy.All,
+      ...(fromSeq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fromSeq } : { deliver_policy: DeliverPolicy.All }),
     });
     // The ordered consumer lives on one server. When that server dies the client notices only by
     // missed heartbeats (two in a row), then recreates the consumer: with the default 30 s pull
@@ -223,6 +253,132 @@ export class Projection {
     this.seqWaiters.clear();
   }
 
+  /**
+   * Restores the state from the checkpoint when it is this stream's, this build's, intact, and the event it ends at
+   * is still in the stream with the same event_id; returns the sequence to resume at, 0 for a full replay.
+   * Nothing of the checkpoint is applied unless every check passed.
+   */
+  private async loadCheckpoint(): Promise<number> {
+    const options = this.deps.checkpoint;
+    if (!options) return 0;
+    const reject = (outcome: CheckpointOutcome, reason: string): number => {
+      this.checkpointOutcome = outcome;
+      const log = outcome === "checkpoint_absent" ? this.deps.logger.info : this.deps.logger.warn;
+      log.call(this.deps.logger, { code: outcome, path: options.path, reason }, "read-model checkpoint not used: full replay");
+      return 0;
+    };
+    let text: string;
+    try {
+      text = await readFile(options.path, "utf8");
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return reject("checkpoint_absent", "no checkpoint file (first start, or it was deleted)");
+      return reject("checkpoint_unreadable", `cannot read the file (${code ?? String(err)})`);
+    }
+    const decoded = decodeCheckpoint(text, options.build);
+    if (!decoded.ok) return reject(decoded.code, decoded.reason);
+    const { header, body } = decoded.checkpoint;
+    if (header.stream !== this.deps.streamName) {
+      return reject("checkpoint_other_stream", `written for stream ${header.stream}, this instance reads ${this.deps.streamName}`);
+    }
+    if (header.streamCreated !== this.streamCreated) {
+      return reject("checkpoint_stream_recreated", `stream created ${header.streamCreated} in the checkpoint, ${this.streamCreated} now: another stream of the same name`);
+    }
+    let storedId: string | null | undefined;
+    try {
+      const stored = await this.deps.jsm.streams.getMessage(this.deps.streamName, { seq: header.seq });
+      if (stored) {
+        try {
+          storedId = stored.json<EventEnvelope>().event_id ?? null;
+        } catch {
+          storedId = null;
+        }
+      }
+    } catch (err) {
+      // A missing message is an error of the direct get (10037), not a null.
+      storedId = undefined;
+      this.deps.logger.debug({ err, seq: header.seq }, "checkpoint: get of the event at its sequence failed");
+    }
+    if (storedId === undefined) return reject("checkpoint_event_gone", `the event at sequence ${header.seq} is no longer in the stream`);
+    if (storedId !== header.eventId) {
+      return reject("checkpoint_event_differs", `the event at sequence ${header.seq} is ${storedId}, the checkpoint recorded ${header.eventId}`);
+    }
+    this.restore(body, header.seq, header.eventId);
+    this.checkpointOutcome = "used";
+    this.deps.logger.info({ path: options.path, seq: header.seq, aggregates: this.aggregates.size, commands: this.commandIndex.size }, "read-model checkpoint used: replay from the next sequence");
+    return header.seq + 1;
+  }
+
+  private restore(body: CheckpointBody, seq: number, eventId: string | null): void {
+    for (const [id, aggregateSeq, rawState] of body.aggregates) {
+      const state = this.compactor.compact(rawState as AggregateState, undefined);
+      this.aggregates.set(id, { state, seq: aggregateSeq });
+      this.indexExemption(id, state);
+    }
+    // The same rule as while applying: entries older than the window now are not indexed.
+    for (const [atMs, commandId, commandSeq] of body.commands) this.indexCommandAt(commandId, atMs, commandSeq);
+    this.evictCommands();
+    this.appliedSeq = seq;
+    this.lastEventId = eventId;
+    this.checkpointedSeq = seq;
+  }
+
+  /**
+   * The state as a checkpoint file's content, or undefined when there is nothing new to write. A projection still
+   * catching up has a valid state too: that of the stream up to lastSeq.
+   */
+  checkpointContent(): string | undefined {
+    const captured = this.captureCheckpoint();
+    return captured && encodeCheckpoint(captured.header, captured.body);
+  }
+
+  /** What a checkpoint holds, captured synchronously (states are replaced, never mutated: the references suffice). */
+  private captureCheckpoint(): { header: Omit<CheckpointHeader, "sha256" | "format">; body: CheckpointBody } | undefined {
+    const options = this.deps.checkpoint;
+    if (!options || this.appliedSeq === 0 || this.appliedSeq === this.checkpointedSeq || this.streamCreated === "") return undefined;
+    const aggregates: CheckpointBody["aggregates"] = [];
+    for (const [id, { state, seq }] of this.aggregates) aggregates.push([id, seq, state]);
+    this.evictCommands();
+    const commands: CheckpointBody["commands"] = [];
+    for (let i = this.commandAgesHead; i < this.commandAges.length; i++) {
+      const entry = this.commandAges[i]!;
+      if (this.commandIndex.get(entry.commandId)?.includes(entry.seq)) commands.push([entry.atMs, entry.commandId, entry.seq]);
+    }
+    return {
+      header: { build: options.build, stream: this.deps.streamName, streamCreated: this.streamCreated, seq: this.appliedSeq, eventId: this.lastEventId },
+      body: { aggregates, commands },
+    };
+  }
+
+  /**
+   * Writes the checkpoint (atomically) when there is something new; returns the sequence written, or 0. Serialised in
+   * slices with turns of the event loop between them: the longest synchronous stretch is logged as pause_ms.
+   */
+  writeCheckpoint(): Promise<number> {
+    // One write at a time (the periodic one and the one at shutdown share the temporary file's name).
+    const next = this.checkpointWrite.then(() => this.writeCheckpointNow(), () => this.writeCheckpointNow());
+    this.checkpointWrite = next.catch(() => 0);
+    return next;
+  }
+
+  private async writeCheckpointNow(): Promise<number> {
+    const options = this.deps.checkpoint;
+    const started = performance.now();
+    const captured = this.captureCheckpoint();
+    const captureMs = performance.now() - started;
+    if (!options || captured === undefined) return 0;
+    const { parts, longestSliceMs } = await encodeCheckpointInSlices(captured.header, captured.body);
+    await writeCheckpointFile(options.path, parts);
+    const seq = captured.header.seq;
+    this.checkpointedSeq = Math.max(this.checkpointedSeq, seq);
+    const bytes = parts.reduce((n, part) => n + Buffer.byteLength(part), 0);
+    this.deps.logger.info({
+      path: options.path, seq, aggregates: captured.body.aggregates.length, bytes,
+      pause_ms: +Math.max(captureMs, longestSliceMs).toFixed(1), capture_ms: +captureMs.toFixed(1), ms: +(performance.now() - started).toFixed(1),
+    }, "read-model checkpoint written");
+    return seq;
+  }
+
   private markReady(): void {
     if (this.isCaughtUp) return;
     this.isCaughtUp = true;
@@ -232,9 +388,11 @@ export class Projection {
 
   private apply(msg: JsMsg): void {
     this.appliedSeq = msg.seq;
+    this.lastEventId = null;
     let event: EventEnvelope;
     try {
       event = msg.json<EventEnvelope>();
+      this.lastEventId = typeof event.event_id === "string" ? event.event_id : null;
     } catch (err) {
       this.deps.logger.warn({ err, seq: msg.seq, subject: msg.subject }, "projection skipped an unreadable event");
       this.releaseWaiters();
@@ -245,14 +403,7 @@ export class Projection {
     try {
       const state = this.compactor.compact(evolve(previous?.state, event), previous?.state);
       this.aggregates.set(event.aggregate_id, { state, seq: msg.seq });
-      if (state.aggregate_type === "PolicyExemption") {
-        const policyId = stateString(state, "policy_id");
-        if (policyId) {
-          let ids = this.exemptionIdsByPolicy.get(policyId);
-          if (!ids) this.exemptionIdsByPolicy.set(policyId, (ids = new Set()));
-          ids.add(event.aggregate_id);
-        }
-      }
+      this.indexExemption(event.aggregate_id, state);
       for (const listener of this.listeners) {
         try {
           listener(state, event, msg.seq);
@@ -266,16 +417,28 @@ export class Projection {
     this.releaseWaiters();
   }
 
+  private indexExemption(id: string, state: AggregateState): void {
+    if (state.aggregate_type !== "PolicyExemption") return;
+    const policyId = stateString(state, "policy_id");
+    if (!policyId) return;
+    let ids = this.exemptionIdsByPolicy.get(policyId);
+    if (!ids) this.exemptionIdsByPolicy.set(policyId, (ids = new Set()));
+    ids.add(id);
+  }
+
   private indexCommand(commandId: string, occurredAt: string, seq: number): void {
+    this.indexCommandAt(commandId, Date.parse(occurredAt), seq);
+  }
+
+  private indexCommandAt(commandId: string, atMs: number, seq: number): void {
     const windowMs = this.deps.commandWindowMs ?? 0;
-    const atMs = Date.parse(occurredAt);
     const nowMs = (this.deps.now ?? Date.now)();
     // Older than the window (or unparseable): outside the documented guarantee, not worth the memory.
     if (!(atMs >= nowMs - windowMs)) return;
     const seqs = this.commandIndex.get(commandId);
     if (seqs) seqs.push(seq);
     else this.commandIndex.set(commandId, [seq]);
-    this.commandAges.push({ atMs, commandId });
+    this.commandAges.push({ atMs, commandId, seq });
     if ((this.commandAges.length & 1023) === 0) this.evictCommands();
   }
 

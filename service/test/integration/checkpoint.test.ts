@@ -1,0 +1,200 @@
+// The read-model checkpoint (READ_MODEL_CHECKPOINT, docs/operations.md): written at a graceful stop, used at the
+// next start only when it is this stream's, intact, this build's and its last event is still the one in the stream;
+// otherwise a coded reason and a full replay. Either way the read side equals a full replay's, and exactly-once and
+// exemption expiry hold across the restart.
+import { after, before, describe, test } from "node:test";
+import * as assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/nats-core";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { sleep, startNatsServer, startService, type NatsServer, type ServiceProcess, type ServiceLogLine } from "../helpers/nats.js";
+import { call, callOk, policyBody, readAllEvents, type Json } from "../helpers/client.js";
+
+const STREAM = "POLICY_EVENTS";
+let server: NatsServer;
+let nc: NatsConnection;
+let dir: string;
+let path: string;
+
+before(async () => {
+  server = await startNatsServer();
+  nc = await connect({ servers: server.url });
+  dir = mkdtempSync(join(tmpdir(), "checkpoint-it-"));
+  path = join(dir, "read-model.checkpoint");
+});
+
+after(async () => {
+  await nc?.close();
+  await server?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function run<T>(env: Record<string, string>, fn: (service: ServiceProcess) => Promise<T>): Promise<{ result: T; lines: ServiceLogLine[] }> {
+  const service = startService({ NATS_URL: server.url, LOG_LEVEL: "info", AUDIT_ENABLED: "false", ...env });
+  try {
+    await service.ready(60_000);
+    const result = await fn(service);
+    const stopped = await service.stop();
+    assert.equal(stopped.code, 0, "graceful stop");
+    return { result, lines: service.lines };
+  } finally {
+    if (service.running) await service.kill();
+  }
+}
+
+const withCheckpoint = { READ_MODEL_CHECKPOINT: "" };
+const caughtUp = (lines: ServiceLogLine[]) => lines.find((l) => l.msg === "projection caught up");
+const notUsed = (lines: ServiceLogLine[]) => lines.find((l) => l.msg === "read-model checkpoint not used: full replay");
+const used = (lines: ServiceLogLine[]) => lines.find((l) => l.msg === "read-model checkpoint used: replay from the next sequence");
+
+/** Every aggregate as the read side answers it (get by id), in id order. */
+async function readSide(ids: string[]): Promise<Json[]> {
+  const out: Json[] = [];
+  for (const id of [...ids].sort()) out.push(await callOk(nc, "policy.queries.get", { id }));
+  return out;
+}
+
+async function lastSeq(): Promise<number> {
+  const jsm = await jetstreamManager(nc);
+  return (await jsm.streams.info(STREAM)).state.last_seq;
+}
+
+describe("read-model checkpoint", () => {
+  const ids: string[] = [];
+  let storedReply: Json;
+  let storedCommand: Json;
+
+  test("written at a graceful stop (mode 0600), used at the next start: replay starts after it, same read side", async () => {
+    withCheckpoint.READ_MODEL_CHECKPOINT = path;
+    const first = await run(withCheckpoint, async () => {
+      for (let i = 0; i < 30; i++) ids.push((await callOk(nc, "create", policyBody({ name: `checkpointed ${i}` }))).aggregate_id);
+      storedCommand = { policy_id: ids[0], updated_by: "ops", name: "renamed once", command_id: randomUUID() };
+      storedReply = await callOk(nc, "update", storedCommand);
+      return readSide(ids);
+    });
+    assert.ok(first.lines.some((l) => l.msg === "read-model checkpoint written"), "written at the stop");
+    assert.equal(statSync(path).mode & 0o777, 0o600);
+    const seqAtStop = await lastSeq();
+    const header = JSON.parse(readFileSync(path, "utf8").split("\n")[0]!) as Json;
+    assert.equal(header.seq, seqAtStop);
+
+    const second = await run(withCheckpoint, async () => readSide(ids));
+    assert.equal(used(second.lines)?.seq, seqAtStop, "used at the recorded sequence");
+    assert.equal(caughtUp(second.lines)?.seq, seqAtStop, "nothing replayed before it");
+    assert.deepEqual(second.result, first.result);
+
+    // A full replay (the checkpoint off) gives the same read side.
+    const full = await run({}, async () => readSide(ids));
+    assert.equal(used(full.lines), undefined);
+    assert.deepEqual(full.result, first.result);
+  });
+
+  test("exactly once across a restart with a checkpoint: a retry of a command stored before it gets the original reply", async () => {
+    const { result } = await run(withCheckpoint, async (service) => {
+      assert.ok(used(service.lines), "the checkpoint was used");
+      return call(nc, "update", storedCommand);
+    });
+    assert.equal(result.reply.ok, true, JSON.stringify(result.reply));
+    assert.equal(result.reply.version, storedReply.version);
+    assert.deepEqual(result.reply.events, storedReply.events);
+    const stored = (await readAllEvents(nc, STREAM)).filter((e) => e.envelope.command_id === storedCommand.command_id);
+    assert.equal(stored.length, 1, "stored once");
+  });
+
+  test("stale (the stream grew while it was off): used, and the rest is replayed", async () => {
+    const before = JSON.parse(readFileSync(path, "utf8").split("\n")[0]!) as Json;
+    // Another instance without a checkpoint appends more.
+    await run({}, async () => {
+      for (let i = 0; i < 5; i++) ids.push((await callOk(nc, "create", policyBody({ name: `later ${i}` }))).aggregate_id);
+    });
+    const seqNow = await lastSeq();
+    assert.ok(seqNow > before.seq);
+    const resumed = await run(withCheckpoint, async () => readSide(ids));
+    assert.equal(used(resumed.lines)?.seq, before.seq);
+    assert.equal(caughtUp(resumed.lines)?.seq, seqNow);
+    const full = await run({}, async () => readSide(ids));
+    assert.deepEqual(resumed.result, full.result);
+  });
+
+  async function rejectedWith(code: string, mutate: (text: string) => string): Promise<void> {
+    const original = readFileSync(path, "utf8");
+    writeFileSync(path, mutate(original), { mode: 0o600 });
+    const seq = await lastSeq();
+    const { result, lines } = await run(withCheckpoint, async () => readSide(ids));
+    assert.equal(notUsed(lines)?.code, code, JSON.stringify(notUsed(lines)));
+    assert.equal(used(lines), undefined);
+    assert.equal(caughtUp(lines)?.seq, seq, "full replay");
+    const full = await run({}, async () => readSide(ids));
+    assert.deepEqual(result, full.result);
+  }
+
+  test("corrupt (a changed byte in the body): checksum mismatch, full replay", async () => {
+    await rejectedWith("checkpoint_checksum_mismatch", (text) => text.replace("checkpointed 1", "checkpointed 9"));
+  });
+
+  test("truncated: full replay", async () => {
+    await rejectedWith("checkpoint_truncated", (text) => text.slice(0, Math.floor(text.length / 2)));
+  });
+
+  test("another build's: full replay", async () => {
+    await rejectedWith("checkpoint_build_mismatch", (text) => text.replace(/"build":"[^"]*"/, '"build":"0.0.1-older"'));
+  });
+
+  test("another format version: full replay", async () => {
+    await rejectedWith("checkpoint_format_mismatch", (text) => text.replace(/"format":"[^"]*"/, '"format":"policy-service-read-model/0"'));
+  });
+
+  test("another stream name: full replay", async () => {
+    await rejectedWith("checkpoint_other_stream", (text) => text.replace(/"stream":"[^"]*"/, '"stream":"OTHER_EVENTS"'));
+  });
+
+  test("the event at its sequence differs: full replay", async () => {
+    await rejectedWith("checkpoint_event_differs", (text) => text.replace(/"eventId":"[^"]*"/, `"eventId":"${randomUUID()}"`));
+  });
+
+  test("the event at its sequence is gone (a sequence past the stream): full replay", async () => {
+    const seq = await lastSeq();
+    // The checksum covers the body only, so a header naming a later sequence passes every other check.
+    await rejectedWith("checkpoint_event_gone", (text) => text.replace(/"seq":\d+/, `"seq":${seq + 1000}`));
+  });
+
+  test("the stream recreated under the same name: full replay, never the old state", async () => {
+    const jsm = await jetstreamManager(nc);
+    await run(withCheckpoint, async () => undefined); // a fresh, valid checkpoint
+    await jsm.streams.delete(STREAM);
+    const { lines, result } = await run(withCheckpoint, async () => call(nc, "policy.queries.get", { id: ids[0] }));
+    assert.equal(notUsed(lines)?.code, "checkpoint_stream_recreated", JSON.stringify(notUsed(lines)));
+    assert.equal(result.reply.ok, false, "the old stream's policy is not in the new read side");
+    ids.length = 0;
+  });
+
+  test("an exemption loaded from a checkpoint still expires", async () => {
+    const expiresInMs = 12_000;
+    const { result: exemption } = await run(withCheckpoint, async () => {
+      const policyId = (await callOk(nc, "create", policyBody({ name: "expiry across a checkpoint" }))).aggregate_id;
+      await callOk(nc, "policy.commands.approve", { policy_id: policyId, approved_by: "ciso" });
+      await callOk(nc, "policy.commands.activate", { policy_id: policyId, activated_by: "ops" });
+      const exemptionId = randomUUID();
+      const expiresAt = Date.now() + expiresInMs;
+      await callOk(nc, "policy.commands.grant_exemption", {
+        exemption_id: exemptionId, policy_id: policyId, entity_id: "team-a", reason: "across a restart",
+        granted_by: "tester", expires_at: new Date(expiresAt).toISOString(),
+      });
+      return { exemptionId, expiresAt };
+    });
+    await run(withCheckpoint, async (service) => {
+      assert.ok(used(service.lines), "the checkpoint was used");
+      const deadline = exemption.expiresAt + 10_000;
+      while (Date.now() < deadline) {
+        const events = (await readAllEvents(nc, STREAM)).filter((e) => e.envelope.aggregate_id === exemption.exemptionId);
+        if (events.some((e) => e.envelope.event_type === "exemption_expired")) return;
+        await sleep(250);
+      }
+      assert.fail("the exemption did not expire within 10 s of expires_at");
+    });
+  });
+});

@@ -16,7 +16,7 @@ import { CommandHandler, idempotencyDisabledByEnv } from "./commands.js";
 import { untilProvisioned } from "../support/transient.js";
 import { readCredentials, describeConfig, type Config } from "../support/config.js";
 import { componentLogger, type Logger } from "../support/logger.js";
-import { packageVersion } from "./version.js";
+import { buildFingerprint, packageVersion } from "./version.js";
 import { EVALUATION_ENDPOINTS, QUERY_ENDPOINTS, startReadSide } from "./read-side.js";
 import type { Metrics } from "./metrics.js";
 
@@ -135,7 +135,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     watchStatus(feedNc, componentLogger(logger, "nats-projection"));
     const feedJsm = await jetstreamManager(feedNc, { checkAPI: false });
     const projection = new Projection({ js: jetstream(feedNc), jsm: feedJsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config),
-      ...(config.checkpointPath ? { checkpoint: { path: config.checkpointPath, build: version } } : {}) });
+      ...(config.checkpointPath ? { checkpoint: { path: config.checkpointPath, build: buildFingerprint() } } : {}) });
     const commands = new CommandHandler({
       store, projection, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
       groupAppends: atLeast(server, 2, 12) && config.streamReplicas > 1,

@@ -16,6 +16,13 @@ export interface CheckpointHeader {
   stream: string;
   /** The stream's `created` timestamp (stream info): a stream recreated under the same name is another stream. */
   streamCreated: string;
+  /**
+   * The stream's first sequence when it was written: a higher one now means events were removed since (a purge, or
+   * the stream's max_age), which a full replay would not see; instances must not diverge on that.
+   */
+  firstSeq: number;
+  /** The command-id index's window (ms) it was written with: a shorter one lacks entries a longer window needs. */
+  commandWindowMs: number;
   /** The last applied stream sequence. */
   seq: number;
   /** event_id of the event at `seq` (checked with one direct get on load); null when that event was unreadable. */
@@ -119,6 +126,8 @@ export function decodeCheckpoint(text: string, expectedBuild: string): DecodeRes
   if (
     typeof header.stream !== "string" || typeof header.streamCreated !== "string" ||
     !Number.isSafeInteger(header.seq) || header.seq < 1 || typeof header.sha256 !== "string" ||
+    !Number.isSafeInteger(header.firstSeq) || header.firstSeq < 0 ||
+    !Number.isSafeInteger(header.commandWindowMs) || header.commandWindowMs < 0 ||
     !(typeof header.eventId === "string" || header.eventId === null)
   ) {
     return { ok: false, code: "checkpoint_unreadable", reason: "the header lacks a field or has one of the wrong type" };

@@ -83,7 +83,7 @@ describe("read-model checkpoint", () => {
     assert.equal(header.seq, seqAtStop);
 
     const second = await run(withCheckpoint, async () => readSide(ids));
-    assert.equal(used(second.lines)?.seq, seqAtStop, "used at the recorded sequence");
+    assert.equal(used(second.lines)?.seq, seqAtStop, `used at the recorded sequence (${JSON.stringify(notUsed(second.lines))})`);
     assert.equal(caughtUp(second.lines)?.seq, seqAtStop, "nothing replayed before it");
     assert.deepEqual(second.result, first.result);
 
@@ -160,6 +160,19 @@ describe("read-model checkpoint", () => {
     const seq = await lastSeq();
     // The checksum covers the body only, so a header naming a later sequence passes every other check.
     await rejectedWith("checkpoint_event_gone", (text) => text.replace(/"seq":\d+/, `"seq":${seq + 1000}`));
+  });
+
+  test("a command-id window longer than the checkpoint's: full replay (its index may lack entries)", async () => {
+    await rejectedWith("checkpoint_window_shorter", (text) => text.replace(/"commandWindowMs":\d+/, '"commandWindowMs":1000'));
+  });
+
+  test("events removed from the stream's start since it was written (its first sequence now higher): full replay", async () => {
+    // The event stream denies purges and deletes (a real purge is refused: checked here), so only its max_age (365
+    // days) removes events; the checkpoint standing for a stream that started earlier is the header's firstSeq.
+    const jsm = await jetstreamManager(nc);
+    await assert.rejects(jsm.streams.purge(STREAM, { seq: 2 }), /purge not permitted/);
+    const firstSeq = (await jsm.streams.info(STREAM)).state.first_seq;
+    await rejectedWith("checkpoint_stream_trimmed", (text) => text.replace(/"firstSeq":\d+/, `"firstSeq":${firstSeq - 1}`));
   });
 
   test("the stream recreated under the same name: full replay, never the old state", async () => {

@@ -1,5 +1,6 @@
 // The read-model checkpoint's file format (support/checkpoint-file.ts): a file is trusted only when it is complete,
 // its checksum matches, and it was written by this format and this build; anything else is a coded rejection.
+import { buildFingerprint, packageVersion } from "../../src/app/version.js";
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -13,7 +14,7 @@ import {
   type CheckpointBody,
 } from "../../src/support/checkpoint-file.js";
 
-const HEADER = { build: "1.2.3", stream: "POLICY_EVENTS", streamCreated: "2026-12-02T10:00:00.000Z", seq: 42, eventId: "e-42" };
+const HEADER = { build: "1.2.3", stream: "POLICY_EVENTS", streamCreated: "2026-12-02T10:00:00.000Z", firstSeq: 1, commandWindowMs: 1_200_000, seq: 42, eventId: "e-42" };
 const BODY: CheckpointBody = {
   aggregates: [["p1", 40, { aggregate_type: "Policy", aggregate_id: "p1", name: "ünïcode ✓" }], ["x1", 42, { a: 1 }]],
   commands: [[1_700_000_000_000, "c1", 40], [1_700_000_000_500, "c2", 42]],
@@ -128,4 +129,10 @@ test("the sliced encoding is byte for byte the one-piece encoding, at every slic
   }
   const { parts } = await encodeCheckpointInSlices(HEADER, { aggregates: [], commands: [] });
   assert.equal(parts.join(""), encodeCheckpoint(HEADER, { aggregates: [], commands: [] }));
+});
+
+test("the build a checkpoint is bound to: the package version plus a digest of the compiled code, stable within a build", () => {
+  const build = buildFingerprint();
+  assert.match(build, new RegExp(`^${packageVersion().replaceAll(".", "\\.")}\\+[0-9a-f]{16}$`));
+  assert.equal(buildFingerprint(), build);
 });

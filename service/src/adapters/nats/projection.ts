@@ -72,6 +72,8 @@ export type CheckpointOutcome =
   | "checkpoint_build_mismatch"
   | "checkpoint_other_stream"
   | "checkpoint_stream_recreated"
+  | "checkpoint_stream_trimmed"
+  | "checkpoint_window_shorter"
   | "checkpoint_event_gone"
   | "checkpoint_event_differs";
 
@@ -110,6 +112,8 @@ export class Projection {
   /** What start() did with the checkpoint. */
   checkpointOutcome: CheckpointOutcome = "checkpoint_off";
   private streamCreated = "";
+  /** The stream's first sequence as this read model knows it: at its start, or its first event on an empty stream. */
+  private streamFirstSeq = 0;
   private lastEventId: string | null = null;
   private checkpointedSeq = 0;
   private checkpointWrite: Promise<number> = Promise.resolve(0);
@@ -126,6 +130,7 @@ export class Projection {
     const info = await this.deps.jsm.streams.info(this.deps.streamName);
     this.targetSeq = info.state.last_seq;
     this.streamCreated = info.created;
+    if (info.state.messages > 0) this.streamFirstSeq = info.state.first_seq;
     const fromSeq = await this.loadCheckpoint();
     if (info.state.messages === 0 || this.targetSeq === 0 || (fromSeq > 0 && this.appliedSeq >= this.targetSeq)) this.markReady();
     const consumer = await this.deps.js.consumers.get(this.deps.streamName, {
@@ -284,6 +289,13 @@ export class Projection {
     if (header.streamCreated !== this.streamCreated) {
       return reject("checkpoint_stream_recreated", `stream created ${header.streamCreated} in the checkpoint, ${this.streamCreated} now: another stream of the same name`);
     }
+    if (this.streamFirstSeq > header.firstSeq) {
+      return reject("checkpoint_stream_trimmed", `the stream's first sequence was ${header.firstSeq} in the checkpoint and is ${this.streamFirstSeq} now: events were removed since (a purge, or the stream's max_age), and a full replay shows the stream as it is`);
+    }
+    const windowMs = this.deps.commandWindowMs ?? 0;
+    if (header.commandWindowMs < windowMs) {
+      return reject("checkpoint_window_shorter", `written with a command-id window of ${header.commandWindowMs} ms, this instance keeps ${windowMs} ms: its index may lack retries the longer window must recognise`);
+    }
     let storedId: string | null | undefined;
     try {
       const stored = await this.deps.jsm.streams.getMessage(this.deps.streamName, { seq: header.seq });
@@ -303,13 +315,13 @@ export class Projection {
     if (storedId !== header.eventId) {
       return reject("checkpoint_event_differs", `the event at sequence ${header.seq} is ${storedId}, the checkpoint recorded ${header.eventId}`);
     }
-    this.restore(body, header.seq, header.eventId);
+    this.restore(body, header.seq, header.eventId, header.firstSeq);
     this.checkpointOutcome = "used";
     this.deps.logger.info({ path: options.path, seq: header.seq, aggregates: this.aggregates.size, commands: this.commandIndex.size }, "read-model checkpoint used: replay from the next sequence");
     return header.seq + 1;
   }
 
-  private restore(body: CheckpointBody, seq: number, eventId: string | null): void {
+  private restore(body: CheckpointBody, seq: number, eventId: string | null, firstSeq: number): void {
     for (const [id, aggregateSeq, rawState] of body.aggregates) {
       const state = this.compactor.compact(rawState as AggregateState, undefined);
       this.aggregates.set(id, { state, seq: aggregateSeq });
@@ -321,6 +333,7 @@ export class Projection {
     this.appliedSeq = seq;
     this.lastEventId = eventId;
     this.checkpointedSeq = seq;
+    this.streamFirstSeq = firstSeq;
   }
 
   /**
@@ -345,7 +358,7 @@ export class Projection {
       if (this.commandIndex.get(entry.commandId)?.includes(entry.seq)) commands.push([entry.atMs, entry.commandId, entry.seq]);
     }
     return {
-      header: { build: options.build, stream: this.deps.streamName, streamCreated: this.streamCreated, seq: this.appliedSeq, eventId: this.lastEventId },
+      header: { build: options.build, stream: this.deps.streamName, streamCreated: this.streamCreated, firstSeq: this.streamFirstSeq, commandWindowMs: this.deps.commandWindowMs ?? 0, seq: this.appliedSeq, eventId: this.lastEventId },
       body: { aggregates, commands },
     };
   }
@@ -388,6 +401,7 @@ export class Projection {
 
   private apply(msg: JsMsg): void {
     this.appliedSeq = msg.seq;
+    if (this.streamFirstSeq === 0) this.streamFirstSeq = msg.seq;
     this.lastEventId = null;
     let event: EventEnvelope;
     try {

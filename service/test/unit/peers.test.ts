@@ -83,3 +83,22 @@ test("COMMAND_RECORDS=always: records whatever the peers", async () => {
   await g.start(); // no discovery loop to stop
   await g.stop();
 });
+
+test("a failing discovery is warned about once (it repeats every 2 s), again after a round succeeded", async () => {
+  const levels: string[] = [];
+  const logger = pino({ level: "debug" }, { write: (line: string) => { const l = JSON.parse(line) as { level: number; msg: string }; if (l.msg.startsWith("peer discovery failed")) levels.push(l.level === 40 ? "warn" : "debug"); } });
+  let peers: PeerIdentity[] | Error = new Error("Permissions Violation for Publish to \"$SRV.PING.policy-service\"");
+  const g = new SuccessRecordGate({
+    selfId: () => "self", streamName: "POLICY_EVENTS", mode: "auto", holdMs: HOLD_MS, logger,
+    discover: () => (peers instanceof Error ? Promise.reject(peers) : Promise.resolve(peers)),
+  });
+  await g.round();
+  await g.round();
+  await g.round();
+  peers = [self];
+  await g.round();
+  peers = new Error("timeout");
+  await g.round();
+  assert.deepEqual(levels, ["warn", "debug", "debug", "warn"]);
+  assert.equal(g.successRecords(), true, "a failed round keeps the records on");
+});

@@ -46,6 +46,8 @@ export class SuccessRecordGate {
   private stopped = false;
   private running: Promise<void> | undefined;
   private reported: boolean | undefined;
+  /** A failing discovery is warned about once until a round succeeds again (it repeats every 2 s). */
+  private failureWarned = false;
 
   constructor(opts: SuccessRecordGateOptions) {
     this.opts = opts;
@@ -73,12 +75,15 @@ export class SuccessRecordGate {
       peers = await this.opts.discover();
       if (!peers.some((p) => p.id === self)) throw new Error(`no answer from this instance itself (${peers.length} others answered): is publishing to $SRV.PING.policy-service allowed?`);
     } catch (err) {
-      this.opts.logger.warn({ err }, "peer discovery failed; writing success records as if an older instance were present");
+      const log = this.failureWarned ? this.opts.logger.debug : this.opts.logger.warn;
+      log.call(this.opts.logger, { err }, "peer discovery failed; writing success records as if an older instance were present");
+      this.failureWarned = true;
       this.oldSeenAt = this.clock();
       this.roundsDone++;
       this.report();
       return;
     }
+    this.failureWarned = false;
     const old = peers.find((p) => p.id !== self && servesStream(p, this.opts.streamName) && p.metadata?.[COMMAND_HASH_METADATA] !== "1");
     if (old) {
       this.oldSeenAt = this.clock();

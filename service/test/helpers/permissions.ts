@@ -49,3 +49,20 @@ export function parsePermissions(text: string): RolePermissions {
 export function documentedPermissions(role: Role): RolePermissions {
   return parsePermissions(documentedPermissionsText(role));
 }
+
+/**
+ * A nats-server `authorization` block (lines) with two password users: `policy-service`/`service-secret` holding
+ * `servicePermissions` (a conf block, e.g. documentedPermissionsText("service")), and `tester`/`tester-secret`
+ * without limits, for the test client.
+ */
+export function serviceAndTesterAuthorization(servicePermissions: string): string[] {
+  return [
+    "authorization {",
+    `  SERVICE_PERMISSIONS = ${servicePermissions}`,
+    "  users = [",
+    '    { user: "policy-service", password: "service-secret", permissions: $SERVICE_PERMISSIONS }',
+    '    { user: "tester", password: "tester-secret" }',
+    "  ]",
+    "}",
+  ];
+}

@@ -13,6 +13,7 @@ import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { SERVICE_ROOT, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
 import { VALID_EXAMPLES, INVALID_EXAMPLES, exampleBody } from "../../src/protocol/examples.js";
 import { ERROR_STATUS } from "../../src/support/replies.js";
+import { documentedPermissionsText, serviceAndTesterAuthorization } from "../helpers/permissions.js";
 
 type Json = Record<string, any>;
 interface Generator {
@@ -26,14 +27,6 @@ interface Generator {
 const REPO_ROOT = join(SERVICE_ROOT, "..");
 const generator = (await import(pathToFileURL(join(SERVICE_ROOT, "scripts", "gen-protocol-doc.mjs")).href)) as Generator;
 const pkgVersion: string = JSON.parse(readFileSync(join(SERVICE_ROOT, "package.json"), "utf8")).version;
-
-/** The `permissions` map between the markers in docs/security.md, in nats-server config syntax. */
-function documentedPermissions(): string {
-  const doc = readFileSync(join(REPO_ROOT, "docs", "security.md"), "utf8");
-  const m = /<!-- service-permissions:begin -->\s*```conf\n([\s\S]*?)\n```\s*<!-- service-permissions:end -->/.exec(doc);
-  if (!m) throw new Error("docs/security.md lacks the <!-- service-permissions:begin/end --> conf block");
-  return m[1]!;
-}
 
 /** Subjects listed in docs/protocol.md's Subjects table (policy.commands.* and policy.queries.*). */
 function documentedSubjects(): string[] {
@@ -86,13 +79,7 @@ before(async () => {
   server = await startNatsServer({
     extraConfig: [
       `log_file: "${join(dir, "nats.log")}"`,
-      "authorization {",
-      `  SERVICE_PERMISSIONS = ${documentedPermissions()}`,
-      "  users = [",
-      '    { user: "policy-service", password: "service-secret", permissions: $SERVICE_PERMISSIONS }',
-      '    { user: "tester", password: "tester-secret" }',
-      "  ]",
-      "}",
+      ...serviceAndTesterAuthorization(documentedPermissionsText("service")),
     ].join("\n"),
   });
   service = startService(serviceEnv());

@@ -16,7 +16,7 @@ import { Kvm } from "@nats-io/kv";
 import { Svcm, type Service } from "@nats-io/services";
 import { sleep, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
 import { callOk, policyBody } from "../helpers/client.js";
-import { documentedPermissionsText } from "../helpers/permissions.js";
+import { documentedPermissionsText, serviceAndTesterAuthorization } from "../helpers/permissions.js";
 import { PEER_DISCOVERY_INTERVAL_MS } from "../../src/adapters/nats/peers.js";
 
 const STREAM = "POLICY_EVENTS";
@@ -114,13 +114,7 @@ describe("a service user with 0.9.0's permissions (no publish on $SRV.PING.polic
     assert.notEqual(withoutPing, documented, "docs/security.md lists $SRV.PING.policy-service for the service user");
     server = await startNatsServer({
       extraConfig: [
-        "authorization {",
-        `  SERVICE_PERMISSIONS = ${withoutPing}`,
-        "  users = [",
-        '    { user: "policy-service", password: "service-secret", permissions: $SERVICE_PERMISSIONS }',
-        '    { user: "tester", password: "tester-secret" }',
-        "  ]",
-        "}",
+        ...serviceAndTesterAuthorization(withoutPing),
       ].join("\n"),
     });
     svc = startService({ NATS_URL: server.url, NATS_USER: "policy-service", NATS_PASSWORD_FILE: join(dir, "service-password"), LOG_LEVEL: "info" });

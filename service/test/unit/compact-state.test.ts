@@ -4,7 +4,7 @@ import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import { evolve, type AggregateState, type EventEnvelope } from "../../src/domain/index.js";
 import { StateCompactor } from "../../src/support/compact-state.js";
-import { createPayload, EventLog, givenPolicy, rule, uuid } from "./domainHarness.js";
+import { createPayload, EventLog, everyAggregateTypeLog, rule, uuid } from "./domainHarness.js";
 
 /** Folds events with and without compaction; asserts equality after every event; returns the compacted states. */
 function foldBoth(compactor: StateCompactor, events: EventEnvelope[]): AggregateState | undefined {
@@ -20,19 +20,7 @@ function foldBoth(compactor: StateCompactor, events: EventEnvelope[]): Aggregate
 }
 
 test("a compacted state is deep-equal to evolve()'s after every event of every aggregate type", () => {
-  const log = new EventLog();
-  givenPolicy(log, uuid(1), "Active");
-  log.ok("update", { policy_id: uuid(1), updated_by: "editor", name: "Renamed", tags: ["pii", "gdpr"] }, ["updated"]);
-  log.ok("add_rule", { policy_id: uuid(1), rule: rule("r3") }, ["rule_added"]);
-  givenPolicy(log, uuid(2), "Archived");
-  log.ok("create", createPayload(uuid(3)), ["created"]);
-  log.ok("grant_exemption", {
-    exemption_id: uuid(4), policy_id: uuid(1), entity_id: "team-a", reason: "migration", granted_by: "officer",
-    expires_at: "2027-01-01T00:00:00Z",
-  }, ["exemption_granted"]);
-  log.ok("revoke_exemption", { exemption_id: uuid(4), revoked_by: "officer", reason: "done" }, ["exemption_revoked"]);
-  log.ok("suspend", { policy_id: uuid(1), suspended_by: "officer", reason: "review" }, ["suspended"]);
-  log.ok("create_set", { policy_set_id: uuid(5), name: "Baseline", description: "Baseline set", policies: [uuid(1)], composition: "All", conflict_resolution: "FirstWins" }, ["set_created"]);
+  const log = everyAggregateTypeLog();
   const compactor = new StateCompactor();
   assert.ok(log.streams.size >= 5);
   for (const events of log.streams.values()) assert.ok(foldBoth(compactor, events));

@@ -152,3 +152,25 @@ export function givenPolicy(log: EventLog, policyId: string, status: PolicyStatu
   }
   assert.equal((log.state(policyId) as { status: string }).status, status);
 }
+
+/**
+ * One log with an aggregate of every type in several states: two policies (one edited, with a rule added and
+ * suspended, one archived), a fresh one, a granted then revoked exemption, a policy set. For tests that must hold for
+ * every state shape the domain makes (compaction, the checkpoint's JSON round trip).
+ */
+export function everyAggregateTypeLog(): EventLog {
+  const log = new EventLog();
+  givenPolicy(log, uuid(1), "Active");
+  log.ok("update", { policy_id: uuid(1), updated_by: "editor", name: "Renamed", tags: ["pii", "gdpr"] }, ["updated"]);
+  log.ok("add_rule", { policy_id: uuid(1), rule: rule("r3") }, ["rule_added"]);
+  givenPolicy(log, uuid(2), "Archived");
+  log.ok("create", createPayload(uuid(3)), ["created"]);
+  log.ok("grant_exemption", {
+    exemption_id: uuid(4), policy_id: uuid(1), entity_id: "team-a", reason: "migration", granted_by: "officer",
+    expires_at: "2027-01-01T00:00:00Z",
+  }, ["exemption_granted"]);
+  log.ok("revoke_exemption", { exemption_id: uuid(4), revoked_by: "officer", reason: "done" }, ["exemption_revoked"]);
+  log.ok("suspend", { policy_id: uuid(1), suspended_by: "officer", reason: "review" }, ["suspended"]);
+  log.ok("create_set", { policy_set_id: uuid(5), name: "Baseline", description: "Baseline set", policies: [uuid(1)], composition: "All", conflict_resolution: "FirstWins" }, ["set_created"]);
+  return log;
+}

@@ -7,11 +7,9 @@ import * as assert from "node:assert/strict";
 import { createHash, randomUUID } from "node:crypto";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { Evaluation, EvaluateRequest, fastEvaluateRequest, parseEvaluateRequest } from "../../src/app/evaluation.js";
-import {
-  EVENT_AGGREGATE, decide, parseCommand, referencedIds, replay,
-  type AggregateState, type CommandName, type EventEnvelope, type ExemptionState, type PolicyState,
-} from "../../src/domain/index.js";
+import type { ExemptionState, PolicyState } from "../../src/domain/index.js";
 import { evaluatePolicy, requestEntity, type PolicyEvaluation } from "../../src/domain/evaluation/evaluate.js";
+import { History } from "./history.js";
 import { parsePlain } from "../../src/app/queries.js";
 import { AuditPublisher, canonicalJson, contextHash, type AuditBatch, type AuditRecord } from "../../src/adapters/nats/audit.js";
 import { batchedWrite, registerBacklog, requestEnded, requestStarted } from "../../src/adapters/nats/write-batch.js";
@@ -212,46 +210,17 @@ describe("audit publisher", () => {
   });
 });
 
-/** Aggregates built through the real parseCommand / decide / evolve, held as a projection would hold them. */
-class States {
-  readonly events = new Map<string, EventEnvelope[]>();
-
-  state(id: string): AggregateState | undefined {
-    const list = this.events.get(id);
-    return list ? replay(list) : undefined;
+/** An active (or draft) policy with these rules, created through the real domain. */
+function givenPolicyWith(history: History, rules: unknown[], enforcement: string, activate: boolean): string {
+  const id = randomUUID();
+  history.run("create", {
+    policy_id: id, name: "Access", description: "Access rules", policy_type: "Security", enforcement, scope: "Organization", rules,
+  }, "2025-11-01T09:00:00Z");
+  if (activate) {
+    history.run("approve", { policy_id: id, approved_by: "officer" }, "2025-11-02T09:00:00Z");
+    history.run("activate", { policy_id: id, activated_by: "officer" }, "2025-11-03T09:00:00Z");
   }
-
-  run(name: CommandName, idField: string, payload: Record<string, unknown>, now: string): string {
-    const parsed = parseCommand(name, payload);
-    if (!parsed.ok) throw new Error(`${name} rejected: ${JSON.stringify(parsed.error)}`);
-    const id = payload[idField] as string;
-    const refs = new Map(referencedIds(parsed.command).map((ref) => [ref, this.state(ref)]));
-    const current = this.state(id);
-    const decision = decide(current, parsed.command, { now, refs });
-    if (!decision.ok) throw new Error(`${name} refused: ${JSON.stringify(decision.error)}`);
-    const list = this.events.get(id) ?? [];
-    let version = current?.version ?? 0;
-    for (const event of decision.events) {
-      list.push({
-        event_id: randomUUID(), event_type: event.event_type, aggregate_type: EVENT_AGGREGATE[event.event_type], aggregate_id: id,
-        version: ++version, occurred_at: now, command_id: null, correlation_id: null, causation_id: null, data: event.data,
-      });
-    }
-    this.events.set(id, list);
-    return id;
-  }
-
-  policy(rules: unknown[], enforcement: string, activate: boolean): string {
-    const id = randomUUID();
-    this.run("create", "policy_id", {
-      policy_id: id, name: "Access", description: "Access rules", policy_type: "Security", enforcement, scope: "Organization", rules,
-    }, "2025-11-01T09:00:00Z");
-    if (activate) {
-      this.run("approve", "policy_id", { policy_id: id, approved_by: "officer" }, "2025-11-02T09:00:00Z");
-      this.run("activate", "policy_id", { policy_id: id, activated_by: "officer" }, "2025-11-03T09:00:00Z");
-    }
-    return id;
-  }
+  return id;
 }
 
 describe("evaluate: the result serialised once for the reply and the audit record", () => {
@@ -264,19 +233,19 @@ describe("evaluate: the result serialised once for the reply and the audit recor
         error_message: "multi-factor \"MFA\" is off", remediation_hint: "enable MFA é\u2028",
       },
     ];
-    const states = new States();
-    const mandatory = states.policy(RULES, "Mandatory", true);
-    const advisory = states.policy(RULES.slice(1), "Advisory", true);
-    const draft = states.policy(RULES, "Mandatory", false); // not in force: not_applicable
+    const states = new History();
+    const mandatory = givenPolicyWith(states, RULES, "Mandatory", true);
+    const advisory = givenPolicyWith(states, RULES.slice(1), "Advisory", true);
+    const draft = givenPolicyWith(states, RULES, "Mandatory", false); // not in force: not_applicable
     const exemptionId = randomUUID();
-    states.run("grant_exemption", "exemption_id", {
+    states.run("grant_exemption", {
       exemption_id: exemptionId, policy_id: mandatory, entity_id: "crm", reason: "Legacy system migration",
       granted_by: "data-officer", expires_at: "2099-01-01T00:00:00Z",
     }, "2025-11-05T00:00:00Z");
     const exemptionsOf = (policyId: string): ExemptionState[] =>
-      [...states.events.keys()].map((id) => states.state(id)!)
+      [...states.events.keys()].map((id) => states.stateAt(id)!)
         .filter((s) => s.aggregate_type === "PolicyExemption" && (s as ExemptionState).policy_id === policyId) as ExemptionState[];
-    const projection = { getState: (id: string) => states.state(id), exemptionsForPolicy: exemptionsOf };
+    const projection = { getState: (id: string) => states.stateAt(id), exemptionsForPolicy: exemptionsOf };
     const { js, published } = fakeJetStream();
     const { logger } = recordingLogger();
     const publisher = new AuditPublisher({ js, logger: logger as never, instance: "i1", lingerMs: 1, maxBatch: 7 });
@@ -301,7 +270,7 @@ describe("evaluate: the result serialised once for the reply and the audit recor
       assert.equal(records.length, i + 1, "one record per evaluation");
       // What evaluatePolicy gave the code before (the record's `result`), from the same inputs and instants.
       const entity = requestEntity(context, payload.entity_id as string | undefined);
-      const result = evaluatePolicy(states.state(policyId) as PolicyState, context, {
+      const result = evaluatePolicy(states.stateAt(policyId) as PolicyState, context, {
         at: record.at, exemptions: entity === undefined ? [] : exemptionsOf(policyId).filter((e) => e.entity_id === entity),
         ...(payload.entity_id !== undefined ? { entityId: payload.entity_id as string } : {}),
         evaluatedAt: (JSON.parse(record.result_json) as { evaluated_at: string }).evaluated_at,

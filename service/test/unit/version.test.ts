@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { join, relative } from "node:path";
+import { buildFingerprint, packageVersion } from "../../src/app/version.js";
 
 // Compiled to service/.build/test/unit/, so the service root is three levels up.
 const SERVICE_ROOT = fileURLToPath(new URL("../../../", import.meta.url));
@@ -107,4 +108,10 @@ test("policy-service --version prints package.json's version", (t) => {
   assert.equal(out.status, 0, `exit status; stderr: ${out.stderr}`);
   // Either the bare version or "policy-service <version>".
   assert.match(out.stdout.trim(), new RegExp(`^(policy-service )?v?${version.replace(/\./g, "\\.")}$`));
+});
+
+test("the build a checkpoint is bound to: the package version plus a digest of the compiled code, stable within a build", () => {
+  const build = buildFingerprint();
+  assert.match(build, new RegExp(`^${packageVersion().replaceAll(".", "\\.")}\\+[0-9a-f]{16}$`));
+  assert.equal(buildFingerprint(), build);
 });

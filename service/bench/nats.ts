@@ -50,7 +50,15 @@ interface PhaseResult {
   /** Hot-aggregate updates: lost append races per executed command on the service ($SRV.STATS). */
   conflictRetryRate?: number;
   conflicts?: number;
+  /**
+   * CPU time per operation (µs, user + system, all threads) of each process taking part, from /proc/PID/stat around
+   * each slice: on a saturated machine throughput follows total CPU per operation, and CPU time moves far less than
+   * wall time with the shared machine's load.
+   */
+  cpuUsPerOp?: CpuPerOp;
 }
+
+interface CpuPerOp { client: number; service: number; responders: number; servers: number; total: number }
 
 const args = process.argv.slice(2);
 const flag = (name: string) => args.includes(name);
@@ -121,7 +129,7 @@ function summarise(topology: string, name: string, inFlight: number, acc: Accumu
 }
 
 /** A helper process (echo or minimal command), in its own Node process like the service. */
-function startResponder(kind: "echo" | "minimal", url: string): Promise<{ stop(): Promise<void> }> {
+function startResponder(kind: "echo" | "minimal", url: string): Promise<{ pid: number; stop(): Promise<void> }> {
   const code = kind === "echo"
     ? `
     import { connect } from "@nats-io/transport-node";
@@ -151,7 +159,7 @@ function startResponder(kind: "echo" | "minimal", url: string): Promise<{ stop()
   const stop = () => killChild(child);
   process.once("exit", () => child.kill("SIGKILL"));
   return new Promise((resolve, reject) => {
-    child.stdout!.once("data", () => resolve({ stop }));
+    child.stdout!.once("data", () => resolve({ pid: child.pid ?? -1, stop }));
     child.once("exit", (codeNum) => reject(new Error(`${kind} responder exited (${codeNum})`)));
   });
 }
@@ -240,6 +248,26 @@ async function commandCounters(nc: NatsConnection): Promise<{ executed: number; 
 async function serviceSentMsgs(server: NatsServer): Promise<number> {
   const connz = await server.monitor<{ connections?: { name?: string; in_msgs: number }[] }>("/connz?limit=1024");
   return (connz.connections ?? []).filter((c) => c.name?.startsWith("policy-service@")).reduce((sum, c) => sum + c.in_msgs, 0);
+}
+
+const CLOCK_TICKS_PER_S = 100; // USER_HZ: what /proc/PID/stat counts in on Linux
+
+/** utime + stime of a process (all its threads) in µs; 0 when it is gone or not on Linux. */
+function processCpuUs(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLOCK_TICKS_PER_S;
+  } catch {
+    return 0;
+  }
+}
+
+interface CpuReading { client: number; service: number; responders: number; servers: number }
+
+function readCpu(pids: { service: number; responders: number[]; servers: number[] }): CpuReading {
+  const usage = process.cpuUsage();
+  const sum = (list: number[]) => list.reduce((total, pid) => total + processCpuUs(pid), 0);
+  return { client: usage.user + usage.system, service: processCpuUs(pids.service), responders: sum(pids.responders), servers: sum(pids.servers) };
 }
 
 function rssMiB(pid: number): number | null {
@@ -398,7 +426,8 @@ interface Phase {
  * measured in interleaved slices (round after round, every phase once per round), so that the load of a shared machine
  * changing over time weighs on the ceilings and on the service alike: the ratios within a run are what count.
  */
-async function runTopology(topology: string, server: NatsServer, replicas: number, results: PhaseResult[], memory: Record<string, number | null>): Promise<void> {
+async function runTopology(topology: string, servers: NatsServer[], replicas: number, results: PhaseResult[], memory: Record<string, number | null>): Promise<void> {
+  const server = servers[0]!;
   const url = server.url;
   const nc = await connect({ servers: url });
   const stops: (() => Promise<void>)[] = [];
@@ -408,10 +437,13 @@ async function runTopology(topology: string, server: NatsServer, replicas: numbe
     const streamSettings = { storage: "file" as never, num_replicas: replicas };
     await jsm.streams.add({ name: "BENCH_PUB", subjects: ["bench.pub.>"], ...streamSettings });
     await jsm.streams.add({ name: "BENCH_MIN", subjects: ["bench.min.>"], ...streamSettings });
-    stops.push((await startResponder("echo", url)).stop);
-    stops.push((await startResponder("minimal", url)).stop);
+    const echo = await startResponder("echo", url);
+    stops.push(echo.stop);
+    const minimal = await startResponder("minimal", url);
+    stops.push(minimal.stop);
     const service = await startBenchService(nc, { NATS_URL: url, STREAM_REPLICAS: String(replicas) });
     stops.push(service.stop);
+    const pids = { service: service.pid, responders: [echo.pid, minimal.pid], servers: servers.map((s) => s.pid) };
 
     const MANY = 1000;
     const HOT = 4;
@@ -443,14 +475,21 @@ async function runTopology(topology: string, server: NatsServer, replicas: numbe
       const acc = new Map(active.map((p) => [p.name, { latencies: [], errors: 0, seconds: 0 } as Accumulator]));
       const conflicts = new Map(active.map((p) => [p.name, { executed: 0, conflictRetries: 0, conflicts: 0 }]));
       const sent = new Map(active.map((p) => [p.name, 0]));
+      const cpu = new Map(active.map((p) => [p.name, { client: 0, service: 0, responders: 0, servers: 0 } as CpuReading]));
       for (const p of active) await slice(n, warmupMs, p.op, null);
       for (let round = 0; round < rounds; round++) {
         for (const p of active) {
           const before = p.countConflicts ? await commandCounters(nc) : null;
           const sentBefore = await serviceSentMsgs(server);
+          const cpuBefore = readCpu(pids);
           await slice(n, (seconds * 1000) / rounds, p.op, acc.get(p.name)!);
           // Drain: replies still in flight when the slice ended are counted with it.
           sent.set(p.name, sent.get(p.name)! + (await serviceSentMsgs(server)) - sentBefore);
+          // The audit's linger (20 ms) and the last acks: the phase's work that finishes after its slice.
+          await sleep(50);
+          const cpuAfter = readCpu(pids);
+          const c = cpu.get(p.name)!;
+          for (const k of ["client", "service", "responders", "servers"] as const) c[k] += cpuAfter[k] - cpuBefore[k];
           if (before) {
             const after = await commandCounters(nc);
             const c = conflicts.get(p.name)!;
@@ -462,6 +501,12 @@ async function runTopology(topology: string, server: NatsServer, replicas: numbe
       }
       for (const p of active) {
         const r = summarise(topology, p.name, n, acc.get(p.name)!);
+        const c = cpu.get(p.name)!;
+        const perOp = (us: number) => +(us / Math.max(1, r.ops + r.errors)).toFixed(1);
+        r.cpuUsPerOp = {
+          client: perOp(c.client), service: perOp(c.service), responders: perOp(c.responders), servers: perOp(c.servers),
+          total: perOp(c.client + c.service + c.responders + c.servers),
+        };
         if (!p.name.startsWith("raw") && !p.name.startsWith("minimal")) r.serviceMsgsPerOp = sent.get(p.name)! / Math.max(1, r.ops + r.errors);
         if (p.countConflicts) {
           const c = conflicts.get(p.name)!;
@@ -491,12 +536,13 @@ function addRatios(results: PhaseResult[]): void {
 }
 
 function printTable(results: PhaseResult[], header: string): void {
-  const cols = ["topology", "phase", "in flight", "req/s", "p50 ms", "p99 ms", "errors", "vs ceiling", "× req/s", "× p50", "msgs/op", "retries/cmd"];
+  const cols = ["topology", "phase", "in flight", "req/s", "p50 ms", "p99 ms", "errors", "vs ceiling", "× req/s", "× p50", "msgs/op", "retries/cmd", "CPU µs/op (svc)"];
   const rows = results.map((r) => [
     r.topology, r.name, String(r.inFlight), r.reqPerSec.toFixed(0), r.p50ms.toFixed(3), r.p99ms.toFixed(3), String(r.errors),
     r.ceiling ?? "", r.ratio !== undefined ? r.ratio.toFixed(2) : "", r.p50Ratio !== undefined ? r.p50Ratio.toFixed(2) : "",
     r.serviceMsgsPerOp !== undefined ? r.serviceMsgsPerOp.toFixed(2) : "",
     r.conflictRetryRate !== undefined ? `${r.conflictRetryRate.toFixed(2)}${r.conflicts ? ` (${r.conflicts} conflict)` : ""}` : "",
+    r.cpuUsPerOp ? `${r.cpuUsPerOp.total.toFixed(0)} (${(r.name.startsWith("raw") || r.name.startsWith("minimal") ? r.cpuUsPerOp.responders : r.cpuUsPerOp.service).toFixed(0)})` : "",
   ]);
   const widths = cols.map((c, i) => Math.max(c.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) => "| " + cells.map((c, i) => (i <= 1 || i === 7 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(" | ") + " |";
@@ -721,7 +767,7 @@ async function main(): Promise<void> {
     const server: NatsServer = await startNatsServer({ syncAlways });
     version = server.version;
     try {
-      await runTopology("R1 (1 node)", server, 1, results, memory);
+      await runTopology("R1 (1 node)", [server], 1, results, memory);
     } finally {
       await server.stop();
     }
@@ -730,7 +776,7 @@ async function main(): Promise<void> {
     const cluster = await startCluster(3, { syncAlways });
     version = cluster.servers[0]!.version;
     try {
-      await runTopology("R3 (3 nodes)", cluster.servers[0]!, 3, results, memory);
+      await runTopology("R3 (3 nodes)", cluster.servers, 3, results, memory);
     } finally {
       await cluster.stop();
     }

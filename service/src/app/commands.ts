@@ -16,6 +16,7 @@ import {
 } from "../domain/index.js";
 import { ConcurrencyError, aggregateSubject, type EventStore, type StoredEvent } from "../adapters/nats/event-store.js";
 import type { Projection } from "../adapters/nats/projection.js";
+import type { RecordLookup } from "../adapters/nats/record-lookup.js";
 import { backoffDelay, sleep } from "../support/backoff.js";
 import { isTransient } from "../support/transient.js";
 import { uuidV5, uuidv7 } from "../support/ids.js";
@@ -82,6 +83,8 @@ export interface CommandHandlerOptions {
   store: EventStore;
   /** `<STREAM>_COMMANDS`: command_id → original reply. */
   commands: KV;
+  /** Step 2's reads of that bucket; default: its `get`, one request per lookup (the instance batches them, record-lookup.ts). */
+  recordLookup?: RecordLookup;
   logger: Logger;
   /** Whether several events can be appended atomically (server ≥ 2.12 and allow_atomic). */
   atomicBatches: boolean;
@@ -658,7 +661,8 @@ export class CommandHandler {
   }
 
   private async recall(commandId: string, deadline: number): Promise<IdempotencyRecord | null> {
-    const entry = await this.retryTransient(() => this.opts.commands.get(commandId), deadline);
+    const lookup = this.opts.recordLookup ?? this.opts.commands;
+    const entry = await this.retryTransient(() => lookup.get(commandId), deadline);
     if (!entry || entry.operation !== "PUT" || entry.length === 0) return null;
     try {
       const record = entry.json<IdempotencyRecord>();

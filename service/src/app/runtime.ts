@@ -7,6 +7,7 @@ import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManage
 import type { NatsConnection } from "@nats-io/nats-core";
 import { PUBLIC_COMMANDS, type CommandName } from "../domain/index.js";
 import { connectionOptions, connectWithRetry, watchStatus } from "../adapters/nats/connection.js";
+import { BatchedRecordLookup } from "../adapters/nats/record-lookup.js";
 import { EventStore } from "../adapters/nats/event-store.js";
 import { MicroService, answerWhileStarting, type EndpointHandler, type HandlerResult } from "../adapters/nats/service.js";
 import { atLeast, checkServerVersion, commandsTtlMs, ensureBucket, ensureEventStream, type ServerVersion } from "../adapters/nats/setup.js";
@@ -137,7 +138,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     const projection = new Projection({ js: jetstream(feedNc), jsm: feedJsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config),
       ...(config.checkpointPath ? { checkpoint: { path: config.checkpointPath, build: buildFingerprint() } } : {}) });
     const commands = new CommandHandler({
-      store, projection, commands: commandsKv, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
+      store, projection, commands: commandsKv, recordLookup: new BatchedRecordLookup({ nc, kv: commandsKv, bucket: config.commandsBucket, timeoutMs: JS_TIMEOUT_MS }), logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
       groupAppends: atLeast(server, 2, 12) && config.streamReplicas > 1,
       idempotencyDisabled: idempotencyDisabledByEnv(),
       successRecords: () => gate?.successRecords() ?? true,

@@ -65,6 +65,7 @@ let
     // lib.optionalAttrs (cfg.natsUser != null) { NATS_USER = cfg.natsUser; }
     // lib.optionalAttrs (cfg.readModelCheckpoint != null) {
       READ_MODEL_CHECKPOINT = cfg.readModelCheckpoint;
+      READ_MODEL_CHECKPOINT_INTERVAL_S = toString cfg.readModelCheckpointInterval;
     }
     # An IPv6 address is bracketed: METRICS_LISTEN is host:port.
     // lib.optionalAttrs cfg.metrics.enable {

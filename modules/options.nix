@@ -140,10 +140,25 @@ in
       example = null;
       description = ''
         `READ_MODEL_CHECKPOINT`: file of the read-model checkpoint, the in-memory read side as of a stream
-        sequence, written at a graceful stop and every 5 minutes (mode 0600). At start it is used only when it
-        belongs to the same stream, this build wrote it and it is intact; the instance then replays only the
-        events after it instead of the whole stream (docs/operations.md "Read-model checkpoint"). The default
-        lies in the service's state directory (0700); `null` turns it off (every start replays the whole stream).
+        sequence, written at a graceful stop and every
+        {option}`services.policy-service.readModelCheckpointInterval` seconds (mode 0600). At start it is used
+        only when it belongs to the same stream, this build wrote it and it is intact; the instance then replays
+        only the events after it instead of the whole stream (docs/operations.md "Read-model checkpoint"). The
+        default lies in the service's state directory (0700); `null` turns it off (every start replays the whole
+        stream).
+      '';
+    };
+
+    readModelCheckpointInterval = mkOption {
+      type = types.ints.between 1 86400;
+      default = 300;
+      example = 60;
+      description = ''
+        `READ_MODEL_CHECKPOINT_INTERVAL_S`: seconds between writes of the read-model checkpoint while the
+        service runs (1 to 86400; only when there are new events). A crash or a kill without a graceful stop
+        costs the next start the replay of at most this interval's events. Each write serialises the whole read
+        side in short slices (docs/performance.md), so a shorter interval costs more CPU. Not passed when
+        {option}`services.policy-service.readModelCheckpoint` is `null`.
       '';
     };
 

@@ -27,6 +27,7 @@ Environment (defaults in brackets):
   AUDIT_ENABLED, AUDIT_STREAM_NAME [POLICY_AUDIT], AUDIT_MAX_AGE_DAYS [90]
   METRICS_LISTEN      host:port of GET /metrics (Prometheus) and GET /ready   [off]
   READ_MODEL_CHECKPOINT  absolute path of the read-model checkpoint file (restarts replay only what follows it)  [off]
+  READ_MODEL_CHECKPOINT_INTERVAL_S  seconds between its writes while running (a crash replays at most this much), 1..86400  [300]
   Credentials (file paths; $CREDENTIALS_DIRECTORY/… allowed): NATS_CREDS_FILE, NATS_NKEY_SEED_FILE,
   NATS_USER + NATS_PASSWORD_FILE, NATS_TOKEN_FILE; TLS: NATS_CA_FILE, NATS_CERT_FILE + NATS_KEY_FILE.
 

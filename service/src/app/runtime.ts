@@ -56,22 +56,20 @@ export function commandEndpoints(commands: CommandHandler): Record<string, Endpo
 }
 
 /**
- * How often the read-model checkpoint is written while running (when there are new events): bounds what a crash
- * (no graceful stop) costs at the next start to the events of this period. The write stalls the event loop while the
- * state is serialised (docs/performance.md, startup block), so not more often.
+ * Writes the read-model checkpoint every READ_MODEL_CHECKPOINT_INTERVAL_S (when there are new events): bounds what a
+ * crash (no graceful stop) costs at the next start to the events of one interval. The write pauses the event loop in
+ * short slices while the state is serialised (docs/performance.md, startup block), so the default is minutes.
  */
-export const CHECKPOINT_INTERVAL_MS = 5 * 60_000;
-
 function periodicCheckpoints(projection: Projection, config: Config, log: Logger): () => void {
   if (!config.checkpointPath) return () => undefined;
   let writing = false;
   const timer = setInterval(() => {
     if (writing || !projection.caughtUp) return;
     writing = true;
-    projection.writeCheckpoint()
+    projection.writeCheckpoint("periodic")
       .catch((err: unknown) => log.warn({ err, path: config.checkpointPath }, "read-model checkpoint not written"))
       .finally(() => { writing = false; });
-  }, CHECKPOINT_INTERVAL_MS);
+  }, config.checkpointIntervalSeconds * 1000);
   timer.unref();
   return () => clearInterval(timer);
 }
@@ -187,7 +185,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
           await store.flushSnapshots();
           // The read-model checkpoint at its latest: the next start replays only what comes after it.
           stopCheckpoints();
-          try { await projection.writeCheckpoint(); } catch (err) { log.warn({ err, path: config.checkpointPath }, "read-model checkpoint not written"); }
+          try { await projection.writeCheckpoint("shutdown"); } catch (err) { log.warn({ err, path: config.checkpointPath }, "read-model checkpoint not written"); }
           try { await feedNc!.drain(); } catch (err) { log.warn({ err }, "drain of the projection's connection failed"); }
           try { await nc.drain(); } catch (err) { log.warn({ err }, "drain failed"); }
           log.info({ reason }, "stopped");

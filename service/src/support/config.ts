@@ -11,6 +11,15 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 /** Bounds the old generation to 1.5× the live heap (docs/performance.md "Memory": measured against V8's own factor). */
 export const DEFAULT_HEAP_GROWING_PERCENT = 30;
 
+/**
+ * READ_MODEL_CHECKPOINT_INTERVAL_S: seconds between the read-model checkpoint's writes while running (only when there
+ * are new events). A crash (no graceful stop) costs the next start the replay of at most this period's events; each
+ * write serialises the whole read side (docs/performance.md, startup block), hence minutes, not seconds, by default.
+ */
+export const DEFAULT_CHECKPOINT_INTERVAL_S = 300;
+export const MIN_CHECKPOINT_INTERVAL_S = 1;
+export const MAX_CHECKPOINT_INTERVAL_S = 86_400;
+
 /** Seconds; JetStream's own default duplicate window, and our floor (issue 2: "at least 2 minutes"). */
 export const MIN_DUPLICATE_WINDOW_S = 120;
 
@@ -42,6 +51,8 @@ export interface Config {
   metricsListen: { host: string; port: number } | null;
   /** READ_MODEL_CHECKPOINT: the read-model checkpoint's file (docs/operations.md); null: off (the default). */
   checkpointPath: string | null;
+  /** READ_MODEL_CHECKPOINT_INTERVAL_S: seconds between periodic checkpoint writes (used only with checkpointPath). */
+  checkpointIntervalSeconds: number;
   /** Paths only; contents are read by readCredentials() and never logged. */
   credentialFiles: {
     creds?: string | undefined;
@@ -188,6 +199,8 @@ export function parseConfig(env: Env = process.env): Config {
   };
   const metricsListen = listenAddress(env, "METRICS_LISTEN");
   const checkpointPath = absolutePathOrOff(env, "READ_MODEL_CHECKPOINT");
+  // Checked even when the checkpoint is off: a typo should not wait until the checkpoint is turned on to show.
+  const checkpointIntervalSeconds = integer(env, "READ_MODEL_CHECKPOINT_INTERVAL_S", DEFAULT_CHECKPOINT_INTERVAL_S, MIN_CHECKPOINT_INTERVAL_S, MAX_CHECKPOINT_INTERVAL_S);
   if (audit.streamName === streamName) throw new ConfigError("AUDIT_STREAM_NAME", `must differ from STREAM_NAME (${streamName})`);
 
   const credentialFiles: Config["credentialFiles"] = {
@@ -224,6 +237,7 @@ export function parseConfig(env: Env = process.env): Config {
     audit,
     metricsListen,
     checkpointPath,
+    checkpointIntervalSeconds,
     credentialFiles,
     snapshotBucket: `${streamName}_SNAPSHOTS`,
     commandsBucket: `${streamName}_COMMANDS`,

@@ -1,7 +1,7 @@
-// The read-model checkpoint (READ_MODEL_CHECKPOINT, docs/operations.md): written at a graceful stop, used at the
-// next start only when it is this stream's, intact, this build's and its last event is still the one in the stream;
-// otherwise a coded reason and a full replay. Either way the read side equals a full replay's, and exactly-once and
-// exemption expiry hold across the restart.
+// The read-model checkpoint (READ_MODEL_CHECKPOINT, docs/operations.md): written at a graceful stop and every
+// READ_MODEL_CHECKPOINT_INTERVAL_S while running, used at the next start only when it is this stream's, intact, this
+// build's and its last event is still the one in the stream; otherwise a coded reason and a full replay. Either way
+// the read side equals a full replay's, and exactly-once and exemption expiry hold across the restart (a crash too).
 import { after, before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -47,6 +47,7 @@ async function run<T>(env: Record<string, string>, fn: (service: ServiceProcess)
 }
 
 const withCheckpoint = { READ_MODEL_CHECKPOINT: "" };
+const written = (lines: ServiceLogLine[]) => lines.filter((l) => l.msg === "read-model checkpoint written");
 const caughtUp = (lines: ServiceLogLine[]) => lines.find((l) => l.msg === "projection caught up");
 const notUsed = (lines: ServiceLogLine[]) => lines.find((l) => l.msg === "read-model checkpoint not used: full replay");
 const used = (lines: ServiceLogLine[]) => lines.find((l) => l.msg === "read-model checkpoint used: replay from the next sequence");
@@ -61,6 +62,10 @@ async function readSide(ids: string[]): Promise<Json[]> {
 async function lastSeq(): Promise<number> {
   const jsm = await jetstreamManager(nc);
   return (await jsm.streams.info(STREAM)).state.last_seq;
+}
+
+function headerSeq(file: string): number {
+  return (JSON.parse(readFileSync(file, "utf8").split("\n")[0]!) as Json).seq as number;
 }
 
 describe("read-model checkpoint", () => {
@@ -209,5 +214,62 @@ describe("read-model checkpoint", () => {
       }
       assert.fail("the exemption did not expire within 10 s of expires_at");
     });
+  });
+
+  test("written every READ_MODEL_CHECKPOINT_INTERVAL_S while running; after a SIGKILL the next start uses the last one and replays only the tail", { timeout: 120_000 }, async () => {
+    const intervalS = 2;
+    // A file of its own, absent at the start: whatever is in it was written while the instance ran (it never stops gracefully).
+    const periodicPath = join(dir, "periodic.checkpoint");
+    rmSync(periodicPath, { force: true });
+    const env = { READ_MODEL_CHECKPOINT: periodicPath, READ_MODEL_CHECKPOINT_INTERVAL_S: String(intervalS) };
+    const periodicIds: string[] = [];
+    const create = async (name: string) => { periodicIds.push((await callOk(nc, "create", policyBody({ name }))).aggregate_id); };
+    /** The first periodic write that covers everything stored so far (the timer writes only when there is something new). */
+    const periodicWriteAtLeast = async (service: ServiceProcess, seq: number) =>
+      service.waitForLog((l) => l.msg === "read-model checkpoint written" && l.reason === "periodic" && (l.seq as number) >= seq, intervalS * 1000 * 4 + 5000);
+
+    const crashed = startService({ NATS_URL: server.url, LOG_LEVEL: "info", AUDIT_ENABLED: "false", ...env });
+    let killedAt: { seq: number; checkpointSeq: number; lastPeriodic: ServiceLogLine };
+    try {
+      await crashed.ready(60_000);
+      for (let i = 0; i < 10; i++) await create(`periodic ${i}`);
+      const firstWrite = await periodicWriteAtLeast(crashed, await lastSeq());
+      assert.equal(headerSeq(periodicPath), firstWrite.seq, "the file holds what the periodic write logged");
+      assert.equal(statSync(periodicPath).mode & 0o777, 0o600);
+
+      // More commands: the file is rewritten, its sequence advances.
+      for (let i = 0; i < 5; i++) await create(`periodic later ${i}`);
+      await callOk(nc, "update", { policy_id: periodicIds[0], updated_by: "ops", name: "renamed after the first periodic write", command_id: randomUUID() });
+      const secondWrite = await periodicWriteAtLeast(crashed, await lastSeq());
+      assert.ok((secondWrite.seq as number) > (firstWrite.seq as number), "the sequence advanced");
+      assert.equal(headerSeq(periodicPath), secondWrite.seq);
+      const apartMs = Date.parse(secondWrite.time as string) - Date.parse(firstWrite.time as string);
+      assert.ok(apartMs >= intervalS * 1000 - 250, `periodic writes ${apartMs} ms apart, the interval is ${intervalS} s`);
+
+      // The tail: stored after the last periodic write, then the process dies at once (well within one interval).
+      for (let i = 0; i < 3; i++) await create(`tail ${i}`);
+      const seqAtKill = await lastSeq();
+      await crashed.kill();
+      assert.equal((await crashed.exited()).signal, "SIGKILL");
+      const lastPeriodic = written(crashed.lines).at(-1)!;
+      killedAt = { seq: seqAtKill, checkpointSeq: headerSeq(periodicPath), lastPeriodic };
+    } finally {
+      if (crashed.running) await crashed.kill();
+    }
+    assert.ok(written(crashed.lines).every((l) => l.reason === "periodic"), "no write but the periodic ones");
+    assert.equal(killedAt.checkpointSeq, killedAt.lastPeriodic.seq, "the file is the last periodic write");
+    assert.ok(killedAt.checkpointSeq < killedAt.seq, `a tail after the checkpoint (checkpoint ${killedAt.checkpointSeq}, stream ${killedAt.seq})`);
+
+    const restarted = await run(env, async () => readSide(periodicIds));
+    assert.equal(used(restarted.lines)?.seq, killedAt.checkpointSeq, `the periodic checkpoint was used (${JSON.stringify(notUsed(restarted.lines))})`);
+    assert.equal(caughtUp(restarted.lines)?.seq, killedAt.seq);
+    assert.equal(caughtUp(restarted.lines)?.replayed, killedAt.seq - killedAt.checkpointSeq, "only the tail replayed");
+
+    const full = await run({}, async () => readSide(periodicIds));
+    assert.equal(used(full.lines), undefined);
+    const jsm = await jetstreamManager(nc);
+    assert.equal(caughtUp(full.lines)?.replayed, (await jsm.streams.info(STREAM)).state.messages, "a full replay replays every event");
+    assert.deepEqual(restarted.result, full.result);
+    assert.equal(restarted.result.length, 18);
   });
 });

@@ -19,7 +19,7 @@ describe("command line", () => {
   test("--help lists the environment", () => {
     const r = runService(["--help"]);
     assert.equal(r.code, 0);
-    for (const v of ["NATS_URL", "STREAM_NAME", "LOG_LEVEL", "SNAPSHOT_FREQUENCY", "STREAM_REPLICAS", "NATS_CREDS_FILE"]) assert.match(r.stdout, new RegExp(v));
+    for (const v of ["NATS_URL", "STREAM_NAME", "LOG_LEVEL", "SNAPSHOT_FREQUENCY", "STREAM_REPLICAS", "NATS_CREDS_FILE", "READ_MODEL_CHECKPOINT_INTERVAL_S"]) assert.match(r.stdout, new RegExp(v));
   });
 
   test("--check-config accepts a good environment without touching NATS", () => {
@@ -32,6 +32,7 @@ describe("command line", () => {
     [{ LOG_LEVEL: "loud" }, "LOG_LEVEL"],
     [{ STREAM_REPLICAS: "zero" }, "STREAM_REPLICAS"],
     [{ DUPLICATE_WINDOW: "10" }, "DUPLICATE_WINDOW"],
+    [{ READ_MODEL_CHECKPOINT_INTERVAL_S: "5m" }, "READ_MODEL_CHECKPOINT_INTERVAL_S"],
     [{ NATS_CREDS_FILE: "/nonexistent/policy.creds" }, "NATS_CREDS_FILE"],
   ] as const) {
     test(`--check-config and a normal start exit 2 with one line naming ${variable}`, () => {

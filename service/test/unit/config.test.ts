@@ -137,3 +137,16 @@ test("READ_MODEL_CHECKPOINT: an absolute file path, unset or empty is off, anyth
     assert.throws(() => parseConfig({ READ_MODEL_CHECKPOINT: bad }), (err: unknown) => err instanceof ConfigError && err.message.includes("READ_MODEL_CHECKPOINT"), bad);
   }
 });
+
+test("READ_MODEL_CHECKPOINT_INTERVAL_S: seconds from 1 to 86400, unset or empty is 300, anything else a coded error", () => {
+  assert.equal(parseConfig({}).checkpointIntervalSeconds, 300);
+  assert.equal(parseConfig({ READ_MODEL_CHECKPOINT_INTERVAL_S: "" }).checkpointIntervalSeconds, 300);
+  assert.equal(parseConfig({ READ_MODEL_CHECKPOINT_INTERVAL_S: "1" }).checkpointIntervalSeconds, 1);
+  assert.equal(parseConfig({ READ_MODEL_CHECKPOINT_INTERVAL_S: " 86400 " }).checkpointIntervalSeconds, 86_400);
+  // Checked with the checkpoint off too: the mistake shows before the checkpoint is turned on.
+  for (const bad of ["0", "-5", "86401", "1.5", "5m", "300s", "abc", "1e3"]) {
+    assert.throws(() => parseConfig({ READ_MODEL_CHECKPOINT_INTERVAL_S: bad }), (err: unknown) =>
+      err instanceof ConfigError && err.variable === "READ_MODEL_CHECKPOINT_INTERVAL_S" &&
+      err.message === `READ_MODEL_CHECKPOINT_INTERVAL_S: expected an integer from 1 to 86400, got ${JSON.stringify(bad)}`, bad);
+  }
+});

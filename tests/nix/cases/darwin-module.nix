@@ -152,18 +152,55 @@ else
       && d.environment.NATS_CREDS_FILE == "/etc/policy-service/nats.creds"
     ) "unexpected command/environment";
     "assertions hold" = check.noFailedAssertions basic;
-    "readModelCheckpoint = null: no READ_MODEL_CHECKPOINT in the daemon's environment" = check.eq (
-      (eval [
+    "readModelCheckpoint = null: neither READ_MODEL_CHECKPOINT nor its interval in the daemon's environment" =
+      check.eq
+        (
+          let
+            variables =
+              (eval [
+                flake.leafModule
+                {
+                  services.policy-service = {
+                    enable = true;
+                    readModelCheckpoint = null;
+                  };
+                }
+              ]).launchd.daemons.policy-service.serviceConfig.EnvironmentVariables;
+          in
+          [
+            (variables ? READ_MODEL_CHECKPOINT)
+            (variables ? READ_MODEL_CHECKPOINT_INTERVAL_S)
+          ]
+        )
+        [
+          false
+          false
+        ];
+    "readModelCheckpointInterval = 60: READ_MODEL_CHECKPOINT_INTERVAL_S in the daemon's environment" =
+      check.eq
+        ((eval [
+          flake.leafModule
+          {
+            services.policy-service = {
+              enable = true;
+              readModelCheckpointInterval = 60;
+            };
+          }
+        ])
+        .launchd.daemons.policy-service.serviceConfig.EnvironmentVariables.READ_MODEL_CHECKPOINT_INTERVAL_S
+        )
+        "60";
+    "refused: readModelCheckpointInterval = 0" = check.refused (
+      plistOf (eval [
         flake.leafModule
         {
           services.policy-service = {
             enable = true;
-            readModelCheckpoint = null;
+            readModelCheckpointInterval = 0;
           };
         }
-      ]).launchd.daemons.policy-service.serviceConfig.EnvironmentVariables
-        ? READ_MODEL_CHECKPOINT
-    ) false;
+      ])
+    );
     "refused: snapshotFrequency = 0" = check.refused (
       plistOf (eval [
         flake.leafModule

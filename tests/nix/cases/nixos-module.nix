@@ -365,6 +365,39 @@ lib.mapAttrs' (
         enabled
       ])).environment.READ_MODEL_CHECKPOINT
       "/var/lib/policy-service/read-model.checkpoint";
+  "readModelCheckpointInterval: 300 s by default, another value, not passed when the checkpoint is off" =
+    check.eq
+      [
+        (envOf { }).READ_MODEL_CHECKPOINT_INTERVAL_S
+        (envOf { readModelCheckpointInterval = 60; }).READ_MODEL_CHECKPOINT_INTERVAL_S
+        (
+          (envOf {
+            readModelCheckpoint = null;
+            readModelCheckpointInterval = 60;
+          })
+            ? READ_MODEL_CHECKPOINT_INTERVAL_S
+        )
+      ]
+      [
+        "300"
+        "60"
+        false
+      ];
+  "accepted: readModelCheckpointInterval at its bounds (1 and 86400)" = check.accepted (
+    map envOf [
+      { readModelCheckpointInterval = 1; }
+      { readModelCheckpointInterval = 86400; }
+    ]
+  );
+  "refused: readModelCheckpointInterval = 0" = check.refused (envOf {
+    readModelCheckpointInterval = 0;
+  });
+  "refused: readModelCheckpointInterval = 86401" = check.refused (envOf {
+    readModelCheckpointInterval = 86401;
+  });
+  "refused: readModelCheckpointInterval a string" = check.refused (envOf {
+    readModelCheckpointInterval = "5m";
+  });
   "refused: readModelCheckpoint relative" = check.refused (envOf {
     readModelCheckpoint = "read-model.checkpoint";
   });

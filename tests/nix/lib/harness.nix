@@ -116,5 +116,6 @@
     NODE_OPTIONS = "--max-semi-space-size=8";
     NODE_ENV = "production";
     READ_MODEL_CHECKPOINT = "/var/lib/policy-service/read-model.checkpoint";
+    READ_MODEL_CHECKPOINT_INTERVAL_S = "300";
   };
 }

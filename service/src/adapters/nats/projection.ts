@@ -60,6 +60,9 @@ export interface ProjectionOptions {
   checkpoint?: { path: string; build: string };
 }
 
+/** Why a checkpoint is written: every READ_MODEL_CHECKPOINT_INTERVAL_S while running, or at a graceful stop. */
+export type CheckpointWriteReason = "periodic" | "shutdown";
+
 /** Why a checkpoint was not used at start (logged with the reason in words); "used" when it was. */
 export type CheckpointOutcome =
   | "used"
@@ -94,6 +97,8 @@ export class Projection {
   private readonly compactor = new StateCompactor();
   private readonly seqWaiters = new Set<{ seq: number; resolve: () => void }>();
   private appliedSeq = 0;
+  /** Events applied from the stream since start (not those restored from a checkpoint): what the catch-up replayed. */
+  private appliedSinceStart = 0;
   private targetSeq = 0;
   private readyResolve: (() => void) | undefined;
   private readonly readyPromise: Promise<void>;
@@ -366,15 +371,16 @@ export class Projection {
   /**
    * Writes the checkpoint (atomically) when there is something new; returns the sequence written, or 0. Serialised in
    * slices with turns of the event loop between them: the longest synchronous stretch is logged as pause_ms.
+   * `reason` (why it is written: the periodic timer or the graceful stop) is logged with it.
    */
-  writeCheckpoint(): Promise<number> {
+  writeCheckpoint(reason: CheckpointWriteReason): Promise<number> {
     // One write at a time (the periodic one and the one at shutdown share the temporary file's name).
-    const next = this.checkpointWrite.then(() => this.writeCheckpointNow(), () => this.writeCheckpointNow());
+    const next = this.checkpointWrite.then(() => this.writeCheckpointNow(reason), () => this.writeCheckpointNow(reason));
     this.checkpointWrite = next.catch(() => 0);
     return next;
   }
 
-  private async writeCheckpointNow(): Promise<number> {
+  private async writeCheckpointNow(reason: CheckpointWriteReason): Promise<number> {
     const options = this.deps.checkpoint;
     const started = performance.now();
     const captured = this.captureCheckpoint();
@@ -386,7 +392,7 @@ export class Projection {
     this.checkpointedSeq = Math.max(this.checkpointedSeq, seq);
     const bytes = parts.reduce((n, part) => n + Buffer.byteLength(part), 0);
     this.deps.logger.info({
-      path: options.path, seq, aggregates: captured.body.aggregates.length, bytes,
+      reason, path: options.path, seq, aggregates: captured.body.aggregates.length, bytes,
       pause_ms: +Math.max(captureMs, longestSliceMs).toFixed(1), capture_ms: +captureMs.toFixed(1), ms: +(performance.now() - started).toFixed(1),
     }, "read-model checkpoint written");
     return seq;
@@ -395,12 +401,13 @@ export class Projection {
   private markReady(): void {
     if (this.isCaughtUp) return;
     this.isCaughtUp = true;
-    this.deps.logger.info({ seq: this.appliedSeq, aggregates: this.aggregates.size }, "projection caught up");
+    this.deps.logger.info({ seq: this.appliedSeq, aggregates: this.aggregates.size, replayed: this.appliedSinceStart }, "projection caught up");
     this.readyResolve?.();
   }
 
   private apply(msg: JsMsg): void {
     this.appliedSeq = msg.seq;
+    this.appliedSinceStart++;
     if (this.streamFirstSeq === 0) this.streamFirstSeq = msg.seq;
     this.lastEventId = null;
     let event: EventEnvelope;

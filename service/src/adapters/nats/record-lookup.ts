@@ -2,7 +2,7 @@
 // that arrive together (one socket read, one event-loop turn) go out as ONE direct get of the last message on each
 // key's subject (`multi_last`, nats-server ≥ 2.11), not one request per command. A command with a `command_id` cost
 // a lookup, a publish and a reply; at 64 in flight the lookups were a third of the messages the instance sent.
-import { errors as natsErrors, type Msg, type NatsConnection } from "@nats-io/nats-core";
+import { createInbox, errors as natsErrors, type Msg, type NatsConnection } from "@nats-io/nats-core";
 import type { KV } from "@nats-io/kv";
 import { batchedWrite } from "./write-batch.js";
 
@@ -53,9 +53,20 @@ export class BatchedRecordLookup implements RecordLookup {
   /** Requests sent and keys asked for (tests and the benchmark read them to see the batching). */
   readonly counters = { requests: 0, keys: 0 };
 
+  private readonly inbox: string;
+  private readonly inFlight = new Map<string, (msg: Msg) => void>();
+  private nextToken = 0;
+
   constructor(opts: BatchedRecordLookupOptions) {
     this.opts = { maxKeys: 256, ...opts };
     this.subjectPrefix = `$KV.${opts.bucket}.`;
+    this.inbox = createInbox(); // under _INBOX., which the service user may subscribe to (docs/security.md)
+    opts.nc.subscribe(`${this.inbox}.*`, {
+      callback: (err, msg) => {
+        if (err) return; // the connection's own errors are the connection's to report
+        this.inFlight.get(msg.subject.slice(this.inbox.length + 1))?.(msg);
+      },
+    });
   }
 
   get(key: string): Promise<RecordEntry | null> {
@@ -94,27 +105,41 @@ export class BatchedRecordLookup implements RecordLookup {
     }
   }
 
-  /** One `multi_last` direct get: a message per key that has one, then end of batch (or "no results"). */
-  private async lastOf(keys: string[]): Promise<Map<string, RecordEntry>> {
-    const found = new Map<string, RecordEntry>();
-    const request = JSON.stringify({ multi_last: keys.map((k) => this.subjectPrefix + k), batch: keys.length });
-    const replies = await this.opts.nc.requestMany(`$JS.API.DIRECT.GET.KV_${this.opts.bucket}`, request, {
-      strategy: "sentinel",
-      maxWait: this.opts.timeoutMs,
-    });
-    for await (const msg of replies) {
-      if (msg.data.length === 0) {
+  /**
+   * One `multi_last` direct get: a message per key that has a record (a delete marker has an empty body), then a
+   * status: 204 end of batch, or 404 when none has. The replies come to this lookup's own wildcard inbox (one
+   * subscription for the instance's life, a token per request), not to a subscription per request.
+   */
+  private lastOf(keys: string[]): Promise<Map<string, RecordEntry>> {
+    return new Promise((resolve, reject) => {
+      const token = String(++this.nextToken);
+      const found = new Map<string, RecordEntry>();
+      const timer = setTimeout(() => {
+        this.inFlight.delete(token);
+        reject(new natsErrors.TimeoutError());
+      }, this.opts.timeoutMs);
+      this.inFlight.set(token, (msg) => {
         const code = msg.headers?.code ?? 0;
-        // 204: end of the batch; 404: none of the keys has a record.
-        if (code === 204 || code === 404) return found;
-        if (code === 408) throw new natsErrors.TimeoutError();
-        if (code === 503) throw new Error("no responders for the command records' direct get (503)");
-        throw new Error(`direct get of command records failed: ${code} ${msg.headers?.description ?? ""}`.trim());
+        if (code === 0) {
+          const subject = msg.headers?.get("Nats-Subject") ?? "";
+          if (subject.startsWith(this.subjectPrefix)) found.set(subject.slice(this.subjectPrefix.length), entryOf(msg));
+          return;
+        }
+        clearTimeout(timer);
+        this.inFlight.delete(token);
+        if (code === 204 || code === 404) resolve(found);
+        else if (code === 408) reject(new natsErrors.TimeoutError());
+        else if (code === 503) reject(new Error("no responders for the command records' direct get (503)"));
+        else reject(new Error(`direct get of command records failed: ${code} ${msg.headers?.description ?? ""}`.trim()));
+      });
+      const request = JSON.stringify({ multi_last: keys.map((k) => this.subjectPrefix + k), batch: keys.length });
+      try {
+        this.opts.nc.publish(`$JS.API.DIRECT.GET.KV_${this.opts.bucket}`, request, { reply: `${this.inbox}.${token}` });
+      } catch (err) {
+        clearTimeout(timer);
+        this.inFlight.delete(token);
+        reject(err);
       }
-      const subject = msg.headers?.get("Nats-Subject") ?? "";
-      if (subject.startsWith(this.subjectPrefix)) found.set(subject.slice(this.subjectPrefix.length), entryOf(msg));
-    }
-    // The wait ran out before the end of the batch: as a timed-out request (transient, retried within the deadline).
-    throw new natsErrors.TimeoutError();
+    });
   }
 }

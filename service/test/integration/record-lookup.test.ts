@@ -1,0 +1,153 @@
+// Issue 12: step 2's command-id record lookups (docs/concurrency.md) of one event-loop turn go out as one
+// `multi_last` direct get. Real parts: a nats-server, a KV bucket written through the KV client, and the service
+// answering retries of remembered refusals that arrive together.
+import { after, before, describe, test } from "node:test";
+import * as assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { Kvm, type KV } from "@nats-io/kv";
+import { BatchedRecordLookup } from "../../src/adapters/nats/record-lookup.js";
+import { requestEnded, requestStarted } from "../../src/adapters/nats/write-batch.js";
+import { isTransient } from "../../src/support/transient.js";
+import { startNatsServer, type NatsServer } from "../helpers/nats.js";
+import { call, callOk, policyBody, readAllEvents, singleNode, type Json } from "../helpers/client.js";
+
+/** Messages a connection (by name) has sent to the server: its requests. */
+async function sentBy(server: NatsServer, name: string): Promise<number> {
+  const connz = await server.monitor<{ connections?: { name?: string; in_msgs: number }[] }>("/connz?limit=1024");
+  return (connz.connections ?? []).filter((c) => c.name === name).reduce((sum, c) => sum + c.in_msgs, 0);
+}
+
+describe("BatchedRecordLookup against a real bucket", () => {
+  let server: NatsServer | undefined;
+  let nc: NatsConnection | undefined;
+  let kv: KV | undefined;
+  const NAME = "record-lookup-test";
+
+  before(async () => {
+    server = await startNatsServer();
+    nc = await connect({ servers: server.url, name: NAME });
+    kv = await new Kvm(nc).create("LOOKUP_TEST", { history: 1, ttl: 120_000 });
+    await kv.put("a", JSON.stringify({ n: 1 }));
+    await kv.put("a", JSON.stringify({ n: 2 })); // the last value is the record
+    await kv.put("b", JSON.stringify({ n: 3 }));
+    await kv.put("gone", JSON.stringify({ n: 4 }));
+    await kv.delete("gone");
+  });
+  after(async () => {
+    await nc?.close();
+    await server?.stop();
+  });
+
+  test("the lookups of one turn are one request, each answered with its own record, a deleted or missing key with none or its marker", async () => {
+    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, bucket: "LOOKUP_TEST", timeoutMs: 3000 });
+    const before = await sentBy(server!, NAME);
+    // As the service's request loop does while several requests are in flight: their writes wait for the turn's end.
+    requestStarted();
+    requestStarted();
+    let results;
+    try {
+      results = await Promise.all(["a", "missing", "b", "gone", "a", "other-missing"].map((k) => lookup.get(k)));
+    } finally {
+      requestEnded();
+      requestEnded();
+    }
+    assert.deepEqual(lookup.counters, { requests: 1, keys: 5 }, "five distinct keys, one request");
+    assert.equal((await sentBy(server!, NAME)) - before, 1, "the server saw one request from this connection");
+    const [a, missing, b, gone, aAgain, otherMissing] = results;
+    assert.equal(a?.operation, "PUT");
+    assert.deepEqual(a?.json(), { n: 2 });
+    assert.equal(aAgain, a, "two lookups of one key in a turn share its answer");
+    assert.deepEqual(b?.json(), { n: 3 });
+    assert.equal(missing, null);
+    assert.equal(otherMissing, null);
+    assert.equal(gone?.operation, "DEL", "a deleted key reads as its delete marker, as KV's get reads it");
+    assert.equal(gone?.length, 0);
+  });
+
+  test("a lookup alone in flight is the bucket's plain get", async () => {
+    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, bucket: "LOOKUP_TEST", timeoutMs: 3000 });
+    const found = await lookup.get("b");
+    assert.deepEqual(found?.json(), { n: 3 });
+    assert.equal(await lookup.get("missing"), null);
+    assert.deepEqual(lookup.counters, { requests: 2, keys: 2 });
+  });
+
+  test("when none of the keys has a record, every lookup answers null", async () => {
+    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, bucket: "LOOKUP_TEST", timeoutMs: 3000 });
+    requestStarted();
+    requestStarted();
+    try {
+      assert.deepEqual(await Promise.all(["x", "y", "z"].map((k) => lookup.get(k))), [null, null, null]);
+    } finally {
+      requestEnded();
+      requestEnded();
+    }
+    assert.deepEqual(lookup.counters, { requests: 1, keys: 3 });
+  });
+
+  test("a bucket nobody serves fails the batch with a transient error (retried within the command's deadline)", async () => {
+    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, bucket: "NO_SUCH_BUCKET", timeoutMs: 3000 });
+    requestStarted();
+    requestStarted();
+    let outcomes;
+    try {
+      outcomes = await Promise.allSettled(["a", "b"].map((k) => lookup.get(k)));
+    } finally {
+      requestEnded();
+      requestEnded();
+    }
+    for (const outcome of outcomes) {
+      assert.equal(outcome.status, "rejected");
+      assert.ok(isTransient((outcome as PromiseRejectedResult).reason), String((outcome as PromiseRejectedResult).reason));
+    }
+  });
+
+  test("more keys than one request holds are split over several requests of the turn", async () => {
+    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, bucket: "LOOKUP_TEST", timeoutMs: 3000, maxKeys: 2 });
+    requestStarted();
+    requestStarted();
+    let results;
+    try {
+      results = await Promise.all(["a", "b", "missing", "gone", "b"].map((k) => lookup.get(k)));
+    } finally {
+      requestEnded();
+      requestEnded();
+    }
+    assert.deepEqual(lookup.counters, { requests: 2, keys: 4 });
+    assert.deepEqual(results.map((r) => (r ? [r.operation, r.length > 0 ? r.json() : null] : null)),
+      [["PUT", { n: 2 }], ["PUT", { n: 3 }], null, ["DEL", null], ["PUT", { n: 3 }]]);
+  });
+});
+
+describe("retries of remembered refusals arriving together", () => {
+  const node = singleNode();
+
+  test("each is answered with its remembered refusal, nothing is stored, and their lookups share requests", async () => {
+    const RETRIES = 32;
+    const policyId = randomUUID();
+    const commandIds = Array.from({ length: RETRIES }, () => randomUUID());
+    const approve = (commandId: string) => ({ policy_id: policyId, approved_by: "officer", command_id: commandId });
+    // First attempts, one at a time: the policy does not exist yet, so each is refused (not_found) and remembered.
+    const first: Json[] = [];
+    for (const id of commandIds) {
+      const { reply } = await call(node.nc, "approve", approve(id));
+      assert.equal(reply.error?.code, "not_found", JSON.stringify(reply));
+      first.push(reply);
+    }
+    // Now an approve would succeed: a retry that missed its record would store an event.
+    await callOk(node.nc, "create", policyBody({ policy_id: policyId }));
+    const serviceName = (await node.server.monitor<{ connections?: { name?: string }[] }>("/connz?limit=1024"))
+      .connections?.map((c) => c.name ?? "").find((n) => n.startsWith("policy-service@") && !n.endsWith("/projection"));
+    assert.ok(serviceName, "the service's connection is listed");
+    const sentBefore = await sentBy(node.server, serviceName);
+    const retries = await Promise.all(commandIds.map((id) => call(node.nc, "approve", approve(id))));
+    const sent = (await sentBy(node.server, serviceName)) - sentBefore;
+    retries.forEach(({ reply }, i) => assert.deepEqual(reply, first[i], `retry ${i} answers its first attempt's refusal`));
+    const approved = (await readAllEvents(node.nc, "POLICY_EVENTS")).filter((e) => e.envelope.aggregate_id === policyId && e.envelope.event_type === "approved");
+    assert.equal(approved.length, 0, "no retry was stored");
+    // Each retry sends its reply; one lookup request each would double that. Sent together, they share requests
+    // (how many arrive in one socket read depends on the machine's timing; a few reads are fine, 32 lookups are not).
+    assert.ok(sent < RETRIES + RETRIES / 2, `${sent} messages for ${RETRIES} retries: ${RETRIES} replies and ${sent - RETRIES} lookup requests`);
+  });
+});

@@ -237,25 +237,31 @@ export class EventStore {
         return [await batchedRequest(() => this.opts.js.publish(aggregateSubject(aggregateId, envelope.event_type), body, { msgID: msgId, expect, timeout: 3000, headers: hashHeader(commandHash) }))];
       }
       if (!atomicBatches) throw new Error(`a command produced ${events.length} events; writing several events atomically needs nats-server ≥ 2.12`);
+      // The expectation goes on EVERY message of the batch, not only the first. nats-server 2.14.9 marks the
+      // aggregate's filter "in process" until the message that last carried the expectation is applied; with it on
+      // the first message only, the mark was gone while the rest of the batch was still being applied, and another
+      // instance whose projection had seen only the batch's first event could append after it: two events with one
+      // version (scripts/faults caught it; server/jetstream_batching.go checkMsgHeadersPreClusteredProposal and
+      // jetstream_cluster.go's clear after apply). The server checks the repeats against the state before the batch.
       const nc = this.opts.nc;
       if (nc) {
         const batchId = nuid.next();
         const ack = await batchedRequest(async () => {
           events.forEach(({ envelope, msgId, commandHash }, i) => {
             if (i === events.length - 1) return;
-            nc.publish(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { headers: batchHeaders(batchId, i + 1, msgId, commandHash, i === 0 ? expect : undefined, false) });
+            nc.publish(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { headers: batchHeaders(batchId, i + 1, msgId, commandHash, expect, false) });
           });
           const { envelope, msgId, commandHash } = events[events.length - 1]!;
-          const reply = await nc.request(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { timeout: 5000, headers: batchHeaders(batchId, events.length, msgId, commandHash, undefined, true) });
+          const reply = await nc.request(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { timeout: 5000, headers: batchHeaders(batchId, events.length, msgId, commandHash, expect, true) });
           return parseBatchAck(reply.json<unknown>(), events.length);
         });
         return events.map((_, i) => ({ stream: ack.stream, seq: ack.seq - (events.length - 1 - i), duplicate: false }) as PubAck);
       }
       const [first, ...rest] = events;
       const batch = await this.opts.js.startBatch(aggregateSubject(aggregateId, first!.envelope.event_type), JSON.stringify(first!.envelope), { ...(first!.msgId ? { msgID: first!.msgId } : {}), expect, headers: hashHeader(first!.commandHash) });
-      for (const e of rest.slice(0, -1)) batch.add(aggregateSubject(aggregateId, e.envelope.event_type), JSON.stringify(e.envelope), { headers: msgIdHeader(e.msgId, e.commandHash) });
+      for (const e of rest.slice(0, -1)) batch.add(aggregateSubject(aggregateId, e.envelope.event_type), JSON.stringify(e.envelope), { headers: msgIdHeader(e.msgId, e.commandHash, expect) });
       const last = rest.at(-1)!;
-      const ack = await batch.commit(aggregateSubject(aggregateId, last.envelope.event_type), JSON.stringify(last.envelope), { timeout: 5000, headers: msgIdHeader(last.msgId, last.commandHash) });
+      const ack = await batch.commit(aggregateSubject(aggregateId, last.envelope.event_type), JSON.stringify(last.envelope), { timeout: 5000, headers: msgIdHeader(last.msgId, last.commandHash, expect) });
       // The batch ack names the last sequence; earlier events sit right before it, in order.
       return events.map((_, i) => ({ stream: ack.stream, seq: ack.seq - (events.length - 1 - i), duplicate: ack.duplicate ?? false }));
     } catch (err) {
@@ -358,10 +364,14 @@ function parseBatchAck(body: unknown, count: number): { stream: string; seq: num
   return { stream: ack.stream, seq: ack.seq };
 }
 
-function msgIdHeader(msgId: string, commandHash: string | undefined): MsgHdrs {
+function msgIdHeader(msgId: string, commandHash: string | undefined, expect?: { lastSubjectSequence: number; lastSubjectSequenceSubject: string }): MsgHdrs {
   const h = headers();
   if (msgId) h.set("Nats-Msg-Id", msgId);
   if (commandHash) h.set(COMMAND_HASH_HEADER, commandHash);
+  if (expect) {
+    h.set("Nats-Expected-Last-Subject-Sequence", String(expect.lastSubjectSequence));
+    h.set("Nats-Expected-Last-Subject-Sequence-Subject", expect.lastSubjectSequenceSubject);
+  }
   return h;
 }
 

@@ -55,3 +55,88 @@ export class StateCompactor {
     return value;
   }
 }
+
+/**
+ * A stored state without slots for its null fields (issue 12, memory): most fields of a policy are null in most of
+ * its states (19 of 32 for a draft), and each field is an 8-byte slot in official Node builds (no pointer
+ * compression). The stored object holds the non-null fields as its own, in the state's key order; its prototype is
+ * a frozen object with null for every key of that order (its layout), so reading any field gives the same value as
+ * the full state, and `in` answers the same. Spreads, Object.keys, JSON.stringify and Object.hasOwn see only the own
+ * fields: whatever serialises, copies or decides on a stored state takes withNullFields() of it first.
+ */
+interface Layout {
+  /** The full state's own keys, in its order. */
+  readonly keys: readonly string[];
+  /** The prototype of the layout's stored states: null under every key (then Object.prototype, as for any state). */
+  readonly nulls: object;
+}
+
+/** Layouts seen (a few per aggregate type: evolve() gives each type one key order), by key order and by prototype. */
+const layoutsByKeys = new Map<string, Layout>();
+const layoutsByNulls = new Map<object, Layout>();
+/** Key orders kept at most (then states of a new order are stored as they are): bounds the table, not the states. */
+const MAX_LAYOUTS = 64;
+
+function sameKeys(layout: Layout, keys: readonly string[]): boolean {
+  if (layout.keys.length !== keys.length) return false;
+  for (let i = 0; i < keys.length; i++) if (layout.keys[i] !== keys[i]) return false;
+  return true;
+}
+
+function layoutFor(keys: readonly string[], hint: Layout | undefined): Layout | undefined {
+  if (hint !== undefined && sameKeys(hint, keys)) return hint;
+  const id = keys.join("\n");
+  const known = layoutsByKeys.get(id);
+  if (known !== undefined) return known;
+  // "__proto__" as an own key would set the copy's prototype instead of a field: such a state is stored as it is.
+  if (layoutsByKeys.size >= MAX_LAYOUTS || keys.includes("__proto__")) return undefined;
+  const nulls: Record<string, null> = {};
+  for (const key of keys) nulls[key] = null;
+  const layout: Layout = { keys: Object.freeze([...keys]), nulls: Object.freeze(nulls) };
+  layoutsByKeys.set(id, layout);
+  layoutsByNulls.set(layout.nulls, layout);
+  return layout;
+}
+
+/** The layout of a stored state, undefined for an ordinary (full) object. */
+function layoutOf(state: unknown): Layout | undefined {
+  return state !== null && typeof state === "object" ? layoutsByNulls.get(Object.getPrototypeOf(state) as object) : undefined;
+}
+
+/**
+ * The stored form of a full state: its non-null fields as own properties, null fields read through the layout's
+ * prototype. The state itself when it has no null field, is already stored, or is no ordinary object (kept as it is).
+ * `previous` (the aggregate's stored state before) only saves the look-up of the layout.
+ */
+export function omitNullFields(state: AggregateState, previous?: AggregateState): AggregateState {
+  if (Object.getPrototypeOf(state) !== Object.prototype) return state;
+  const record = state as unknown as Record<string, unknown>;
+  const keys = Object.keys(record);
+  let nullCount = 0;
+  for (const key of keys) if (record[key] === null) nullCount++;
+  if (nullCount === 0) return state;
+  const layout = layoutFor(keys, layoutOf(previous));
+  if (layout === undefined) return state;
+  const stored: Record<string, unknown> = {};
+  for (const key of keys) {
+    const value = record[key];
+    if (value !== null) stored[key] = value;
+  }
+  // After the fields are set: a frozen prototype's fields would refuse assignments of the same names.
+  Object.setPrototypeOf(stored, layout.nulls);
+  return stored as unknown as AggregateState;
+}
+
+/**
+ * The full state of a stored one: an ordinary object with every field, null ones included, in the order evolve()
+ * gave them, so JSON, spreads and key lists are exactly those of the state before it was stored. Any other value is
+ * returned as it is (a full state already, e.g. one rebuilt from history).
+ */
+export function withNullFields<T>(state: T): T {
+  const layout = layoutOf(state);
+  if (layout === undefined) return state;
+  const source = state as unknown as Record<string, unknown>;
+  const full: Record<string, unknown> = {};
+  for (const key of layout.keys) full[key] = source[key];
+  return full as T;
+}

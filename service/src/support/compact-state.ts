@@ -69,30 +69,31 @@ interface Layout {
   readonly keys: readonly string[];
   /** The prototype of the layout's stored states: null under every key (then Object.prototype, as for any state). */
   readonly nulls: object;
+  /**
+   * The same nulls, not frozen (a spread of a frozen object is several times slower) and never handed out: the
+   * start of every full state withNullFields() makes.
+   */
+  readonly template: Readonly<Record<string, null>>;
 }
 
 /** Layouts seen (a few per aggregate type: evolve() gives each type one key order), by key order and by prototype. */
 const layoutsByKeys = new Map<string, Layout>();
 const layoutsByNulls = new Map<object, Layout>();
+/** Per aggregate type, the layout last found by its keys: the next state of that type likely has it too. */
+const lastLayoutByType = new Map<unknown, Layout>();
+
 /** Key orders kept at most (then states of a new order are stored as they are): bounds the table, not the states. */
 const MAX_LAYOUTS = 64;
 
-function sameKeys(layout: Layout, keys: readonly string[]): boolean {
-  if (layout.keys.length !== keys.length) return false;
-  for (let i = 0; i < keys.length; i++) if (layout.keys[i] !== keys[i]) return false;
-  return true;
-}
-
-function layoutFor(keys: readonly string[], hint: Layout | undefined): Layout | undefined {
-  if (hint !== undefined && sameKeys(hint, keys)) return hint;
+function layoutFor(keys: readonly string[]): Layout | undefined {
   const id = keys.join("\n");
   const known = layoutsByKeys.get(id);
   if (known !== undefined) return known;
   // "__proto__" as an own key would set the copy's prototype instead of a field: such a state is stored as it is.
   if (layoutsByKeys.size >= MAX_LAYOUTS || keys.includes("__proto__")) return undefined;
-  const nulls: Record<string, null> = {};
-  for (const key of keys) nulls[key] = null;
-  const layout: Layout = { keys: Object.freeze([...keys]), nulls: Object.freeze(nulls) };
+  // Built in one piece (fromEntries): a template grown key by key ends up a slow dictionary-mode object.
+  const template = Object.fromEntries(keys.map((key) => [key, null])) as Record<string, null>;
+  const layout: Layout = { keys: Object.freeze([...keys]), nulls: Object.freeze({ ...template }), template };
   layoutsByKeys.set(id, layout);
   layoutsByNulls.set(layout.nulls, layout);
   return layout;
@@ -111,17 +112,39 @@ function layoutOf(state: unknown): Layout | undefined {
 export function omitNullFields(state: AggregateState, previous?: AggregateState): AggregateState {
   if (Object.getPrototypeOf(state) !== Object.prototype) return state;
   const record = state as unknown as Record<string, unknown>;
+  const hint = layoutOf(previous) ?? lastLayoutByType.get(record.aggregate_type);
+  // The common case in one pass: the keys in the order of the layout seen last (for-in reads each value without
+  // a look-up of its key; an inherited enumerable key would not match the layout). Else the general path.
+  if (hint !== undefined) {
+    const stored: Record<string, unknown> = {};
+    let index = 0;
+    let nulls = 0;
+    let matches = true;
+    for (const key in record) {
+      if (hint.keys[index++] !== key) {
+        matches = false;
+        break;
+      }
+      const value = record[key];
+      if (value === null) nulls++;
+      else stored[key] = value;
+    }
+    if (matches && index === hint.keys.length) return nulls === 0 ? state : withLayout(stored, hint);
+  }
   const keys = Object.keys(record);
-  let nullCount = 0;
-  for (const key of keys) if (record[key] === null) nullCount++;
-  if (nullCount === 0) return state;
-  const layout = layoutFor(keys, layoutOf(previous));
+  if (!keys.some((key) => record[key] === null)) return state;
+  const layout = layoutFor(keys);
   if (layout === undefined) return state;
+  lastLayoutByType.set(record.aggregate_type, layout);
   const stored: Record<string, unknown> = {};
   for (const key of keys) {
     const value = record[key];
     if (value !== null) stored[key] = value;
   }
+  return withLayout(stored, layout);
+}
+
+function withLayout(stored: Record<string, unknown>, layout: Layout): AggregateState {
   // After the fields are set: a frozen prototype's fields would refuse assignments of the same names.
   Object.setPrototypeOf(stored, layout.nulls);
   return stored as unknown as AggregateState;
@@ -135,8 +158,6 @@ export function omitNullFields(state: AggregateState, previous?: AggregateState)
 export function withNullFields<T>(state: T): T {
   const layout = layoutOf(state);
   if (layout === undefined) return state;
-  const source = state as unknown as Record<string, unknown>;
-  const full: Record<string, unknown> = {};
-  for (const key of layout.keys) full[key] = source[key];
-  return full as T;
+  // Every key in the layout's order, null; then the own (non-null) fields over them: the order stays the layout's.
+  return Object.assign({ ...layout.template }, state);
 }

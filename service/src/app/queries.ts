@@ -5,6 +5,7 @@ import { describeIssues, PLAIN } from "../domain/validationMessages.js";
 import type { AggregateState, DomainError, ExemptionState, PolicyState } from "../domain/index.js";
 import { isExemptionValidAt, policyInForceAt, replay } from "../domain/index.js";
 import { stateField, stateString, type HistoryCache, type Projection, type StoredEvent } from "../adapters/nats/projection.js";
+import { withNullFields } from "../support/compact-state.js";
 
 export type QueryReply = ({ ok: true } & Record<string, unknown>) | { ok: false; error: DomainError };
 
@@ -52,8 +53,9 @@ function notFound(id: string): { ok: false; error: DomainError } {
   return { ok: false, error: { code: "not_found", message: `no policy, policy set or exemption with id ${id}` } };
 }
 
+/** A state as replies show it: the projection's stored states with their null fields (the reply is JSON). */
 function view(state: AggregateState): Record<string, unknown> {
-  return { aggregate_type: state.aggregate_type, aggregate_id: state.aggregate_id, version: state.version, state };
+  return { aggregate_type: state.aggregate_type, aggregate_id: state.aggregate_id, version: state.version, state: withNullFields(state) };
 }
 
 /** A scope is "Organization" or one level with an identifier ({"Department": "finance"}); a filter names a level or "Level:id". */
@@ -154,12 +156,12 @@ export class Queries {
     }
     // Ids are UUIDv7 when the service assigned them, so id order is creation order.
     selected.sort((a, b) => (a.aggregate_id < b.aggregate_id ? -1 : a.aggregate_id > b.aggregate_id ? 1 : 0));
-    const page = withinReplyBudget(selected.slice(0, limit), view);
+    const page = withinReplyBudget(selected.slice(0, limit).map(view), (item) => item);
     const more = selected.length > page.length;
     return {
       ok: true,
-      items: page.map(view),
-      next_cursor: more && page.length > 0 ? encodeCursor(page[page.length - 1]!.aggregate_id) : null,
+      items: page,
+      next_cursor: more && page.length > 0 ? encodeCursor(page[page.length - 1]!.aggregate_id as string) : null,
       projection_seq: this.deps.projection.lastSeq,
     };
   }

@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import { open, rename, unlink } from "node:fs/promises";
 import { dirname, basename, join } from "node:path";
+import { withNullFields } from "./compact-state.js";
 
 /** Bumped whenever the body's layout changes; the build's version is checked as well (states may change shape). */
 export const CHECKPOINT_FORMAT = "policy-service-read-model/1";
@@ -31,7 +32,7 @@ export interface CheckpointHeader {
 }
 
 export interface CheckpointBody {
-  /** [aggregate id, seq of its last applied event, state] */
+  /** [aggregate id, seq of its last applied event, state]; a stored state is written as its full state (withNullFields). */
   aggregates: [string, number, unknown][];
   /** The command-id index in stream order: [occurred_at in ms, command id, stream seq]. */
   commands: [number, string, number][];
@@ -57,8 +58,13 @@ function sha256(text: string): string {
   return createHash("sha256").update(text).digest("hex");
 }
 
+/** One aggregate's entry as JSON: the state with its null fields, whether it is held stored or full. */
+function aggregateJson([id, seq, state]: CheckpointBody["aggregates"][number]): string {
+  return JSON.stringify([id, seq, withNullFields(state)]);
+}
+
 export function encodeCheckpoint(header: Omit<CheckpointHeader, "sha256" | "format">, body: CheckpointBody): string {
-  const bodyText = JSON.stringify(body);
+  const bodyText = `{"aggregates":[${body.aggregates.map(aggregateJson).join(",")}],"commands":${JSON.stringify(body.commands)}}`;
   const full: CheckpointHeader = { format: CHECKPOINT_FORMAT, ...header, sha256: sha256(bodyText) };
   return `${JSON.stringify(full)}\n${bodyText}\n`;
 }
@@ -85,7 +91,7 @@ export async function encodeCheckpointInSlices(
   push('{"aggregates":[');
   for (let start = 0; start < body.aggregates.length; start += sliceSize) {
     const began = performance.now();
-    const slice = body.aggregates.slice(start, start + sliceSize).map((entry) => JSON.stringify(entry)).join(",");
+    const slice = body.aggregates.slice(start, start + sliceSize).map(aggregateJson).join(",");
     push(start === 0 ? slice : `,${slice}`);
     longestSliceMs = Math.max(longestSliceMs, performance.now() - began);
     await new Promise((resolve) => setImmediate(resolve));

@@ -3,7 +3,7 @@
 // without coordinating; the stream is the only source of truth.
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { evolve, replay, type AggregateState, type EventEnvelope } from "../../domain/index.js";
-import { StateCompactor } from "../../support/compact-state.js";
+import { omitNullFields, StateCompactor, withNullFields } from "../../support/compact-state.js";
 import { decodeCheckpoint, encodeCheckpoint, encodeCheckpointInSlices, writeCheckpointFile, type CheckpointBody, type CheckpointHeader } from "../../support/checkpoint-file.js";
 import { readFile } from "node:fs/promises";
 
@@ -35,6 +35,7 @@ export interface StoredEvent {
 }
 
 export interface ProjectedAggregate {
+  /** Stored (see the class comment) where the projection holds it; full where get() hands it out. */
   state: AggregateState;
   /** Stream sequence of the aggregate's last applied event. */
   seq: number;
@@ -90,6 +91,13 @@ export function stateString(state: AggregateState | undefined, name: string): st
   return typeof value === "string" ? value : undefined;
 }
 
+/**
+ * States are held in their stored form (support/compact-state.ts, omitNullFields): every field reads as in the full
+ * state, but null fields are no own properties. getState(), all(), ofType() and the lists hand out stored states, for
+ * reading fields (queries' filters, evaluation, expiry, metrics); whatever serialises, spreads or decides on one takes
+ * withNullFields() of it first (queries' replies, the checkpoint's encoding). get() (the command path) and the event
+ * listeners receive full states.
+ */
 export class Projection {
   private readonly aggregates = new Map<string, ProjectedAggregate>();
   private readonly exemptionIdsByPolicy = new Map<string, Set<string>>();
@@ -214,10 +222,20 @@ export class Projection {
     return () => this.listeners.delete(listener);
   }
 
+  /** The aggregate with its full state (what decide and evolve are given). */
   get(id: string): ProjectedAggregate | undefined {
-    return this.aggregates.get(id);
+    const entry = this.aggregates.get(id);
+    if (entry === undefined) return undefined;
+    const state = withNullFields(entry.state);
+    return state === entry.state ? entry : { state, seq: entry.seq };
   }
 
+  /** Stream sequence of the aggregate's last applied event, undefined when unknown. */
+  seqOf(id: string): number | undefined {
+    return this.aggregates.get(id)?.seq;
+  }
+
+  /** The stored state: read its fields; withNullFields() before serialising or copying it. */
   getState(id: string): AggregateState | undefined {
     return this.aggregates.get(id)?.state;
   }
@@ -328,7 +346,7 @@ export class Projection {
 
   private restore(body: CheckpointBody, seq: number, eventId: string | null, firstSeq: number): void {
     for (const [id, aggregateSeq, rawState] of body.aggregates) {
-      const state = this.compactor.compact(rawState as AggregateState, undefined);
+      const state = omitNullFields(this.compactor.compact(rawState as AggregateState, undefined));
       this.aggregates.set(id, { state, seq: aggregateSeq });
       this.indexExemption(id, state);
     }
@@ -350,7 +368,10 @@ export class Projection {
     return captured && encodeCheckpoint(captured.header, captured.body);
   }
 
-  /** What a checkpoint holds, captured synchronously (states are replaced, never mutated: the references suffice). */
+  /**
+   * What a checkpoint holds, captured synchronously (states are replaced, never mutated: the references suffice). The
+   * states are stored ones: the encoding writes each with its null fields (withNullFields), the file is as before.
+   */
   private captureCheckpoint(): { header: Omit<CheckpointHeader, "sha256" | "format">; body: CheckpointBody } | undefined {
     const options = this.deps.checkpoint;
     if (!options || this.appliedSeq === 0 || this.appliedSeq === this.checkpointedSeq || this.streamCreated === "") return undefined;
@@ -420,14 +441,15 @@ export class Projection {
       return;
     }
     if (typeof event.command_id === "string") this.indexCommand(event.command_id, event.occurred_at, msg.seq);
-    const previous = this.aggregates.get(event.aggregate_id);
+    const previous = this.aggregates.get(event.aggregate_id)?.state;
     try {
-      const state = this.compactor.compact(evolve(previous?.state, event), previous?.state);
+      const full = this.compactor.compact(evolve(previous === undefined ? undefined : withNullFields(previous), event), previous);
+      const state = omitNullFields(full, previous);
       this.aggregates.set(event.aggregate_id, { state, seq: msg.seq });
       this.indexExemption(event.aggregate_id, state);
       for (const listener of this.listeners) {
         try {
-          listener(state, event, msg.seq);
+          listener(full, event, msg.seq);
         } catch (err) {
           this.deps.logger.error({ err }, "projection listener failed");
         }
@@ -531,7 +553,7 @@ export class HistoryCache {
   }
 
   async history(aggregateId: string): Promise<StoredEvent[]> {
-    const currentSeq = this.deps.projection.get(aggregateId)?.seq;
+    const currentSeq = this.deps.projection.seqOf(aggregateId);
     const cached = this.entries.get(aggregateId);
     if (cached && currentSeq !== undefined && cached.seq === currentSeq) {
       this.touch(this.entries, aggregateId, cached);

@@ -2,49 +2,19 @@
 // READ_MODEL_CHECKPOINT_INTERVAL_S while running, used at the next start only when it is this stream's, intact, this
 // build's and its last event is still the one in the stream; otherwise a coded reason and a full replay. Either way
 // the read side equals a full replay's, and exactly-once and exemption expiry hold across the restart (a crash too).
-import { after, before, describe, test } from "node:test";
+import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { connect } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/nats-core";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { sleep, startNatsServer, startService, type NatsServer, type ServiceProcess, type ServiceLogLine } from "../helpers/nats.js";
+import { sleep, startService, type ServiceProcess, type ServiceLogLine } from "../helpers/nats.js";
+import { checkpointNode } from "../helpers/checkpoint.js";
 import { call, callOk, policyBody, readAllEvents, type Json } from "../helpers/client.js";
 
 const STREAM = "POLICY_EVENTS";
-let server: NatsServer;
-let nc: NatsConnection;
-let dir: string;
-let path: string;
-
-before(async () => {
-  server = await startNatsServer();
-  nc = await connect({ servers: server.url });
-  dir = mkdtempSync(join(tmpdir(), "checkpoint-it-"));
-  path = join(dir, "read-model.checkpoint");
-});
-
-after(async () => {
-  await nc?.close();
-  await server?.stop();
-  rmSync(dir, { recursive: true, force: true });
-});
-
-async function run<T>(env: Record<string, string>, fn: (service: ServiceProcess) => Promise<T>): Promise<{ result: T; lines: ServiceLogLine[] }> {
-  const service = startService({ NATS_URL: server.url, LOG_LEVEL: "info", AUDIT_ENABLED: "false", ...env });
-  try {
-    await service.ready(60_000);
-    const result = await fn(service);
-    const stopped = await service.stop();
-    assert.equal(stopped.code, 0, "graceful stop");
-    return { result, lines: service.lines };
-  } finally {
-    if (service.running) await service.kill();
-  }
-}
+const node = checkpointNode("checkpoint-it-");
+const run = node.run;
 
 const withCheckpoint = { READ_MODEL_CHECKPOINT: "" };
 const written = (lines: ServiceLogLine[]) => lines.filter((l) => l.msg === "read-model checkpoint written");
@@ -55,12 +25,12 @@ const used = (lines: ServiceLogLine[]) => lines.find((l) => l.msg === "read-mode
 /** Every aggregate as the read side answers it (get by id), in id order. */
 async function readSide(ids: string[]): Promise<Json[]> {
   const out: Json[] = [];
-  for (const id of [...ids].sort()) out.push(await callOk(nc, "policy.queries.get", { id }));
+  for (const id of [...ids].sort()) out.push(await callOk(node.nc, "policy.queries.get", { id }));
   return out;
 }
 
 async function lastSeq(): Promise<number> {
-  const jsm = await jetstreamManager(nc);
+  const jsm = await jetstreamManager(node.nc);
   return (await jsm.streams.info(STREAM)).state.last_seq;
 }
 
@@ -74,17 +44,17 @@ describe("read-model checkpoint", () => {
   let storedCommand: Json;
 
   test("written at a graceful stop (mode 0600), used at the next start: replay starts after it, same read side", async () => {
-    withCheckpoint.READ_MODEL_CHECKPOINT = path;
+    withCheckpoint.READ_MODEL_CHECKPOINT = node.path;
     const first = await run(withCheckpoint, async () => {
-      for (let i = 0; i < 30; i++) ids.push((await callOk(nc, "create", policyBody({ name: `checkpointed ${i}` }))).aggregate_id);
+      for (let i = 0; i < 30; i++) ids.push((await callOk(node.nc, "create", policyBody({ name: `checkpointed ${i}` }))).aggregate_id);
       storedCommand = { policy_id: ids[0], updated_by: "ops", name: "renamed once", command_id: randomUUID() };
-      storedReply = await callOk(nc, "update", storedCommand);
+      storedReply = await callOk(node.nc, "update", storedCommand);
       return readSide(ids);
     });
     assert.ok(first.lines.some((l) => l.msg === "read-model checkpoint written"), "written at the stop");
-    assert.equal(statSync(path).mode & 0o777, 0o600);
+    assert.equal(statSync(node.path).mode & 0o777, 0o600);
     const seqAtStop = await lastSeq();
-    const header = JSON.parse(readFileSync(path, "utf8").split("\n")[0]!) as Json;
+    const header = JSON.parse(readFileSync(node.path, "utf8").split("\n")[0]!) as Json;
     assert.equal(header.seq, seqAtStop);
 
     const second = await run(withCheckpoint, async () => readSide(ids));
@@ -101,20 +71,20 @@ describe("read-model checkpoint", () => {
   test("exactly once across a restart with a checkpoint: a retry of a command stored before it gets the original reply", async () => {
     const { result } = await run(withCheckpoint, async (service) => {
       assert.ok(used(service.lines), "the checkpoint was used");
-      return call(nc, "update", storedCommand);
+      return call(node.nc, "update", storedCommand);
     });
     assert.equal(result.reply.ok, true, JSON.stringify(result.reply));
     assert.equal(result.reply.version, storedReply.version);
     assert.deepEqual(result.reply.events, storedReply.events);
-    const stored = (await readAllEvents(nc, STREAM)).filter((e) => e.envelope.command_id === storedCommand.command_id);
+    const stored = (await readAllEvents(node.nc, STREAM)).filter((e) => e.envelope.command_id === storedCommand.command_id);
     assert.equal(stored.length, 1, "stored once");
   });
 
   test("stale (the stream grew while it was off): used, and the rest is replayed", async () => {
-    const before = JSON.parse(readFileSync(path, "utf8").split("\n")[0]!) as Json;
+    const before = JSON.parse(readFileSync(node.path, "utf8").split("\n")[0]!) as Json;
     // Another instance without a checkpoint appends more.
     await run({}, async () => {
-      for (let i = 0; i < 5; i++) ids.push((await callOk(nc, "create", policyBody({ name: `later ${i}` }))).aggregate_id);
+      for (let i = 0; i < 5; i++) ids.push((await callOk(node.nc, "create", policyBody({ name: `later ${i}` }))).aggregate_id);
     });
     const seqNow = await lastSeq();
     assert.ok(seqNow > before.seq);
@@ -126,8 +96,8 @@ describe("read-model checkpoint", () => {
   });
 
   async function rejectedWith(code: string, mutate: (text: string) => string): Promise<void> {
-    const original = readFileSync(path, "utf8");
-    writeFileSync(path, mutate(original), { mode: 0o600 });
+    const original = readFileSync(node.path, "utf8");
+    writeFileSync(node.path, mutate(original), { mode: 0o600 });
     const seq = await lastSeq();
     const { result, lines } = await run(withCheckpoint, async () => readSide(ids));
     assert.equal(notUsed(lines)?.code, code, JSON.stringify(notUsed(lines)));
@@ -174,17 +144,17 @@ describe("read-model checkpoint", () => {
   test("events removed from the stream's start since it was written (its first sequence now higher): full replay", async () => {
     // The event stream denies purges and deletes (a real purge is refused: checked here), so only its max_age (365
     // days) removes events; the checkpoint standing for a stream that started earlier is the header's firstSeq.
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(node.nc);
     await assert.rejects(jsm.streams.purge(STREAM, { seq: 2 }), /purge not permitted/);
     const firstSeq = (await jsm.streams.info(STREAM)).state.first_seq;
     await rejectedWith("checkpoint_stream_trimmed", (text) => text.replace(/"firstSeq":\d+/, `"firstSeq":${firstSeq - 1}`));
   });
 
   test("the stream recreated under the same name: full replay, never the old state", async () => {
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(node.nc);
     await run(withCheckpoint, async () => undefined); // a fresh, valid checkpoint
     await jsm.streams.delete(STREAM);
-    const { lines, result } = await run(withCheckpoint, async () => call(nc, "policy.queries.get", { id: ids[0] }));
+    const { lines, result } = await run(withCheckpoint, async () => call(node.nc, "policy.queries.get", { id: ids[0] }));
     assert.equal(notUsed(lines)?.code, "checkpoint_stream_recreated", JSON.stringify(notUsed(lines)));
     assert.equal(result.reply.ok, false, "the old stream's policy is not in the new read side");
     ids.length = 0;
@@ -193,12 +163,12 @@ describe("read-model checkpoint", () => {
   test("an exemption loaded from a checkpoint still expires", async () => {
     const expiresInMs = 12_000;
     const { result: exemption } = await run(withCheckpoint, async () => {
-      const policyId = (await callOk(nc, "create", policyBody({ name: "expiry across a checkpoint" }))).aggregate_id;
-      await callOk(nc, "policy.commands.approve", { policy_id: policyId, approved_by: "ciso" });
-      await callOk(nc, "policy.commands.activate", { policy_id: policyId, activated_by: "ops" });
+      const policyId = (await callOk(node.nc, "create", policyBody({ name: "expiry across a checkpoint" }))).aggregate_id;
+      await callOk(node.nc, "policy.commands.approve", { policy_id: policyId, approved_by: "ciso" });
+      await callOk(node.nc, "policy.commands.activate", { policy_id: policyId, activated_by: "ops" });
       const exemptionId = randomUUID();
       const expiresAt = Date.now() + expiresInMs;
-      await callOk(nc, "policy.commands.grant_exemption", {
+      await callOk(node.nc, "policy.commands.grant_exemption", {
         exemption_id: exemptionId, policy_id: policyId, entity_id: "team-a", reason: "across a restart",
         granted_by: "tester", expires_at: new Date(expiresAt).toISOString(),
       });
@@ -208,7 +178,7 @@ describe("read-model checkpoint", () => {
       assert.ok(used(service.lines), "the checkpoint was used");
       const deadline = exemption.expiresAt + 10_000;
       while (Date.now() < deadline) {
-        const events = (await readAllEvents(nc, STREAM)).filter((e) => e.envelope.aggregate_id === exemption.exemptionId);
+        const events = (await readAllEvents(node.nc, STREAM)).filter((e) => e.envelope.aggregate_id === exemption.exemptionId);
         if (events.some((e) => e.envelope.event_type === "exemption_expired")) return;
         await sleep(250);
       }
@@ -219,16 +189,16 @@ describe("read-model checkpoint", () => {
   test("written every READ_MODEL_CHECKPOINT_INTERVAL_S while running; after a SIGKILL the next start uses the last one and replays only the tail", { timeout: 120_000 }, async () => {
     const intervalS = 2;
     // A file of its own, absent at the start: whatever is in it was written while the instance ran (it never stops gracefully).
-    const periodicPath = join(dir, "periodic.checkpoint");
+    const periodicPath = join(node.dir, "periodic.checkpoint");
     rmSync(periodicPath, { force: true });
     const env = { READ_MODEL_CHECKPOINT: periodicPath, READ_MODEL_CHECKPOINT_INTERVAL_S: String(intervalS) };
     const periodicIds: string[] = [];
-    const create = async (name: string) => { periodicIds.push((await callOk(nc, "create", policyBody({ name }))).aggregate_id); };
+    const create = async (name: string) => { periodicIds.push((await callOk(node.nc, "create", policyBody({ name }))).aggregate_id); };
     /** The first periodic write that covers everything stored so far (the timer writes only when there is something new). */
     const periodicWriteAtLeast = async (service: ServiceProcess, seq: number) =>
       service.waitForLog((l) => l.msg === "read-model checkpoint written" && l.reason === "periodic" && (l.seq as number) >= seq, intervalS * 1000 * 4 + 5000);
 
-    const crashed = startService({ NATS_URL: server.url, LOG_LEVEL: "info", AUDIT_ENABLED: "false", ...env });
+    const crashed = startService({ NATS_URL: node.server.url, LOG_LEVEL: "info", AUDIT_ENABLED: "false", ...env });
     let killedAt: { seq: number; checkpointSeq: number; lastPeriodic: ServiceLogLine };
     try {
       await crashed.ready(60_000);
@@ -239,7 +209,7 @@ describe("read-model checkpoint", () => {
 
       // More commands: the file is rewritten, its sequence advances.
       for (let i = 0; i < 5; i++) await create(`periodic later ${i}`);
-      await callOk(nc, "update", { policy_id: periodicIds[0], updated_by: "ops", name: "renamed after the first periodic write", command_id: randomUUID() });
+      await callOk(node.nc, "update", { policy_id: periodicIds[0], updated_by: "ops", name: "renamed after the first periodic write", command_id: randomUUID() });
       const secondWrite = await periodicWriteAtLeast(crashed, await lastSeq());
       assert.ok((secondWrite.seq as number) > (firstWrite.seq as number), "the sequence advanced");
       assert.equal(headerSeq(periodicPath), secondWrite.seq);
@@ -267,7 +237,7 @@ describe("read-model checkpoint", () => {
 
     const full = await run({}, async () => readSide(periodicIds));
     assert.equal(used(full.lines), undefined);
-    const jsm = await jetstreamManager(nc);
+    const jsm = await jetstreamManager(node.nc);
     assert.equal(caughtUp(full.lines)?.replayed, (await jsm.streams.info(STREAM)).state.messages, "a full replay replays every event");
     assert.deepEqual(restarted.result, full.result);
     assert.equal(restarted.result.length, 18);

@@ -50,7 +50,7 @@ export class BatchedRecordLookup implements RecordLookup {
   private readonly subjectPrefix: string;
   private pending = new Map<string, Waiter[]>();
   private scheduled = false;
-  /** Requests sent and keys asked for (tests and the benchmark read them to see the batching). */
+  /** Requests sent and keys asked for (the tests read them to see the batching). */
   readonly counters = { requests: 0, keys: 0 };
 
   private readonly inbox: string;

@@ -199,6 +199,36 @@ describe("audit publisher", () => {
     assert.deepEqual(audit.stats(), { published: 15, dropped: 15, failed: 0, queued: 0 });
   });
 
+  test("an ack does not send the few records queued since: they wait out their linger to share one message; a full message goes at once", async () => {
+    const { js, published, release } = fakeJetStream("hold");
+    const { logger } = recordingLogger();
+    const audit = new AuditPublisher({ js, logger: logger as never, instance: "i1", lingerMs: 150, maxBatch: 8 });
+    const turns = async (n: number) => { for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve)); };
+    for (let i = 0; i < 3; i++) audit.record(record(i));
+    await new Promise((resolve) => setTimeout(resolve, 250)); // the linger passed: one message of 3, its ack held
+    assert.equal(published.length, 1);
+    for (let i = 3; i < 5; i++) audit.record(record(i)); // their linger starts now
+    release();
+    await turns(5);
+    // Before, every ack sent whatever was queued: under load at R3, one small message per ack.
+    assert.equal(published.length, 1, "2 records queued 0 ms ago are not sent by the ack");
+    for (let i = 5; i < 13; i++) audit.record(record(i)); // 10 queued: a full message (8) is ready
+    await turns(5);
+    assert.equal(published.length, 1, "nothing goes out before a write completes or the linger passes (the reply first)");
+    await new Promise((resolve) => setTimeout(resolve, 250)); // the linger passed: 8 + 2
+    assert.deepEqual(published.map((m) => m.batch.events.length), [3, 8, 2]);
+    for (let i = 13; i < 30; i++) audit.record(record(i)); // 17 queued, two writes held
+    release();
+    await turns(5);
+    assert.deepEqual(published.map((m) => m.batch.events.length), [3, 8, 2, 8, 8], "each freed write takes a full message at once");
+    const closed = audit.close(1000); // closing sends the rest without waiting for the linger
+    assert.deepEqual(published.map((m) => m.batch.events.length), [3, 8, 2, 8, 8, 1]);
+    release();
+    await closed;
+    assert.deepEqual(audit.stats(), { published: 30, dropped: 0, failed: 0, queued: 0 });
+    assert.deepEqual(published.flatMap((m) => m.batch.events.map((e) => e.evaluation_id)), Array.from({ length: 30 }, (_, i) => `e${i}`));
+  });
+
   test("a write the stream refuses is counted as failed and logged", async () => {
     const { js } = fakeJetStream("fail");
     const { logger, warnings } = recordingLogger();

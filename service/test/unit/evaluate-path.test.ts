@@ -199,10 +199,10 @@ describe("audit publisher", () => {
     assert.deepEqual(audit.stats(), { published: 15, dropped: 15, failed: 0, queued: 0 });
   });
 
-  test("an ack does not send the few records queued since: they wait out their linger to share one message; a full message goes at once", async () => {
+  test("an ack does not send the few records queued since: they wait out their linger to share one message; minBatch of them go at once", async () => {
     const { js, published, release } = fakeJetStream("hold");
     const { logger } = recordingLogger();
-    const audit = new AuditPublisher({ js, logger: logger as never, instance: "i1", lingerMs: 150, maxBatch: 8 });
+    const audit = new AuditPublisher({ js, logger: logger as never, instance: "i1", lingerMs: 150, maxBatch: 8, minBatch: 8 });
     const turns = async (n: number) => { for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve)); };
     for (let i = 0; i < 3; i++) audit.record(record(i));
     await new Promise((resolve) => setTimeout(resolve, 250)); // the linger passed: one message of 3, its ack held
@@ -220,13 +220,29 @@ describe("audit publisher", () => {
     for (let i = 13; i < 30; i++) audit.record(record(i)); // 17 queued, two writes held
     release();
     await turns(5);
-    assert.deepEqual(published.map((m) => m.batch.events.length), [3, 8, 2, 8, 8], "each freed write takes a full message at once");
+    assert.deepEqual(published.map((m) => m.batch.events.length), [3, 8, 2, 8, 8], "each freed write takes minBatch (here a full message) at once");
     const closed = audit.close(1000); // closing sends the rest without waiting for the linger
     assert.deepEqual(published.map((m) => m.batch.events.length), [3, 8, 2, 8, 8, 1]);
     release();
     await closed;
     assert.deepEqual(audit.stats(), { published: 30, dropped: 0, failed: 0, queued: 0 });
     assert.deepEqual(published.flatMap((m) => m.batch.events.map((e) => e.evaluation_id)), Array.from({ length: 30 }, (_, i) => `e${i}`));
+  });
+
+  test("what is due goes out one message per event-loop turn, so that the replies of a turn are not held back", async () => {
+    const { js, published, release } = fakeJetStream("hold");
+    const { logger } = recordingLogger();
+    const audit = new AuditPublisher({ js, logger: logger as never, instance: "i1", lingerMs: 60_000, maxBatch: 8, minBatch: 8 });
+    for (let i = 0; i < 20; i++) audit.record(record(i));
+    const closed = audit.close(1000); // due now
+    assert.deepEqual(published.map((m) => m.batch.events.length), [8], "one message in this turn");
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(published.map((m) => m.batch.events.length), [8, 8], "the next in the next turn");
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual(published.map((m) => m.batch.events.length), [8, 8, 4]);
+    release();
+    await closed;
+    assert.deepEqual(audit.stats(), { published: 20, dropped: 0, failed: 0, queued: 0 });
   });
 
   test("a write the stream refuses is counted as failed and logged", async () => {

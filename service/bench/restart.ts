@@ -210,8 +210,8 @@ async function coldLoads(nc: NatsConnection, g: Generated, rounds: number): Prom
   const kvm = new Kvm(nc);
   const snapshots = await kvm.open("POLICY_EVENTS_SNAPSHOTS");
   const empty = await kvm.create("BENCH_NO_SNAPSHOTS", { history: 1 });
-  const on = new EventStore({ js, jsm, snapshots, streamName: "POLICY_EVENTS", snapshotFrequency: 100, logger: noLog });
-  const off = new EventStore({ js, jsm, snapshots: empty, streamName: "POLICY_EVENTS", snapshotFrequency: 100, logger: noLog });
+  const on = new EventStore({ js, nc, jsm, snapshots, streamName: "POLICY_EVENTS", snapshotFrequency: 100, logger: noLog });
+  const off = new EventStore({ js, nc, jsm, snapshots: empty, streamName: "POLICY_EVENTS", snapshotFrequency: 100, logger: noLog });
   // The snapshot the service would have written at version 10,000 (its own code: compare-and-set, same shape).
   await on.writeSnapshot(g.bigId, g.bigState, g.bigLastSeq);
   const cases = { "snapshots on, 10,000 events": [on, g.bigId], "snapshots on, 10 events": [on, g.smallId], "snapshots off, 10,000 events": [off, g.bigId], "snapshots off, 10 events": [off, g.smallId] } as const;

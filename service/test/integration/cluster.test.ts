@@ -373,7 +373,7 @@ describe("snapshots and load cost (single node)", () => {
       // command sees the true state, and the loader itself, on the same server, falls back to full replay.
       const warnings: Json[] = [];
       const loaderLog = { warn: (obj: object, msg?: string) => { warnings.push({ ...obj, msg }); }, info() {}, debug() {}, error() {} } as unknown as Logger;
-      const loader = new EventStore({ js: jetstream(nc), jsm: await jetstreamManager(nc), snapshots: kv, streamName: "POLICY_EVENTS", snapshotFrequency: 10, logger: loaderLog });
+      const loader = new EventStore({ js: jetstream(nc), nc, jsm: await jetstreamManager(nc), snapshots: kv, streamName: "POLICY_EVENTS", snapshotFrequency: 10, logger: loaderLog });
       const loadFallsBack = async (expectedWarning: string, expected: { version: number; status: string }) => {
         const loaded = await loader.load(id);
         assert.equal(loaded.snapshotSeq, 0, `${expectedWarning}: the snapshot was not used`);

@@ -83,7 +83,7 @@ describe("snapshots written by another schema version", () => {
     // The loader (EventStore.load: start-up, and a projection that cannot follow) reads snapshots; once its
     // projection has caught up, a command decides against the projection. Both are checked below.
     const quiet = { warn() {}, info() {}, debug() {}, error() {} } as unknown as Logger;
-    loader = new EventStore({ js: jetstream(nc), jsm: await jetstreamManager(nc), snapshots: kv, streamName: "POLICY_EVENTS", snapshotFrequency: 2, logger: quiet });
+    loader = new EventStore({ js: jetstream(nc), nc, jsm: await jetstreamManager(nc), snapshots: kv, streamName: "POLICY_EVENTS", snapshotFrequency: 2, logger: quiet });
     // 3. A fresh instance (nothing cached) meets them.
     service = startService({ NATS_URL: server.url, ...SERVICE_ENV });
     await service.ready();

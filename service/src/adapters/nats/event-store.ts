@@ -100,11 +100,12 @@ export interface EventStoreOptions {
   /** Read path: "direct" (direct-get batches, default) or "consumer" (ordered consumer). */
   readMode?: "direct" | "consumer";
   /**
-   * The connection of `js`: with it, an atomic batch costs one round trip (its messages before the commit are sent
-   * without waiting for an answer; the server answers the commit, also with a failed expectation). Without it, the
-   * client library's batch publisher waits for the first message too.
+   * The connection of `js`: an atomic batch is written on it in one round trip (its messages before the commit are
+   * sent without waiting for an answer; the server answers the commit, also with a failed expectation). Not the
+   * client library's batch publisher: it waits for the first message too, and it reports a failed expectation as
+   * "batch didn't contain number of published messages", not as the conflict it is (batch-expectation.test.ts).
    */
-  nc?: NatsConnection;
+  nc: NatsConnection;
 }
 
 export class EventStore {
@@ -244,26 +245,18 @@ export class EventStore {
       // version (scripts/faults caught it; server/jetstream_batching.go checkMsgHeadersPreClusteredProposal and
       // jetstream_cluster.go's clear after apply). The server checks the repeats against the state before the batch.
       const nc = this.opts.nc;
-      if (nc) {
-        const batchId = nuid.next();
-        const ack = await batchedRequest(async () => {
-          events.forEach(({ envelope, msgId, commandHash }, i) => {
-            if (i === events.length - 1) return;
-            nc.publish(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { headers: batchHeaders(batchId, i + 1, msgId, commandHash, expect, false) });
-          });
-          const { envelope, msgId, commandHash } = events[events.length - 1]!;
-          const reply = await nc.request(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { timeout: 5000, headers: batchHeaders(batchId, events.length, msgId, commandHash, expect, true) });
-          return parseBatchAck(reply.json<unknown>(), events.length);
+      const batchId = nuid.next();
+      const ack = await batchedRequest(async () => {
+        events.forEach(({ envelope, msgId, commandHash }, i) => {
+          if (i === events.length - 1) return;
+          nc.publish(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { headers: batchHeaders(batchId, i + 1, msgId, commandHash, expect, false) });
         });
-        return events.map((_, i) => ({ stream: ack.stream, seq: ack.seq - (events.length - 1 - i), duplicate: false }) as PubAck);
-      }
-      const [first, ...rest] = events;
-      const batch = await this.opts.js.startBatch(aggregateSubject(aggregateId, first!.envelope.event_type), JSON.stringify(first!.envelope), { ...(first!.msgId ? { msgID: first!.msgId } : {}), expect, headers: hashHeader(first!.commandHash) });
-      for (const e of rest.slice(0, -1)) batch.add(aggregateSubject(aggregateId, e.envelope.event_type), JSON.stringify(e.envelope), { headers: msgIdHeader(e.msgId, e.commandHash, expect) });
-      const last = rest.at(-1)!;
-      const ack = await batch.commit(aggregateSubject(aggregateId, last.envelope.event_type), JSON.stringify(last.envelope), { timeout: 5000, headers: msgIdHeader(last.msgId, last.commandHash, expect) });
+        const { envelope, msgId, commandHash } = events[events.length - 1]!;
+        const reply = await nc.request(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { timeout: 5000, headers: batchHeaders(batchId, events.length, msgId, commandHash, expect, true) });
+        return parseBatchAck(reply.json<unknown>(), events.length);
+      });
       // The batch ack names the last sequence; earlier events sit right before it, in order.
-      return events.map((_, i) => ({ stream: ack.stream, seq: ack.seq - (events.length - 1 - i), duplicate: ack.duplicate ?? false }));
+      return events.map((_, i) => ({ stream: ack.stream, seq: ack.seq - (events.length - 1 - i), duplicate: false }) as PubAck);
     } catch (err) {
       if (isConcurrencyFailure(err)) throw new ConcurrencyError(aggregateId, expectedLastSeq, err);
       throw err;
@@ -340,17 +333,15 @@ export class EventStore {
   }
 }
 
-function batchHeaders(batchId: string, sequence: number, msgId: string, commandHash: string | undefined, expect: { lastSubjectSequence: number; lastSubjectSequenceSubject: string } | undefined, commit: boolean): MsgHdrs {
+function batchHeaders(batchId: string, sequence: number, msgId: string, commandHash: string | undefined, expect: { lastSubjectSequence: number; lastSubjectSequenceSubject: string }, commit: boolean): MsgHdrs {
   const h = headers();
   h.set("Nats-Batch-Id", batchId);
   h.set("Nats-Batch-Sequence", String(sequence));
   if (commit) h.set("Nats-Batch-Commit", "1");
   if (msgId) h.set("Nats-Msg-Id", msgId);
   if (commandHash) h.set(COMMAND_HASH_HEADER, commandHash);
-  if (expect) {
-    h.set("Nats-Expected-Last-Subject-Sequence", String(expect.lastSubjectSequence));
-    h.set("Nats-Expected-Last-Subject-Sequence-Subject", expect.lastSubjectSequenceSubject);
-  }
+  h.set("Nats-Expected-Last-Subject-Sequence", String(expect.lastSubjectSequence));
+  h.set("Nats-Expected-Last-Subject-Sequence-Subject", expect.lastSubjectSequenceSubject);
   return h;
 }
 
@@ -362,17 +353,6 @@ function parseBatchAck(body: unknown, count: number): { stream: string; seq: num
     throw new Error(`unexpected atomic batch ack ${JSON.stringify(body)} for ${count} messages`);
   }
   return { stream: ack.stream, seq: ack.seq };
-}
-
-function msgIdHeader(msgId: string, commandHash: string | undefined, expect?: { lastSubjectSequence: number; lastSubjectSequenceSubject: string }): MsgHdrs {
-  const h = headers();
-  if (msgId) h.set("Nats-Msg-Id", msgId);
-  if (commandHash) h.set(COMMAND_HASH_HEADER, commandHash);
-  if (expect) {
-    h.set("Nats-Expected-Last-Subject-Sequence", String(expect.lastSubjectSequence));
-    h.set("Nats-Expected-Last-Subject-Sequence-Subject", expect.lastSubjectSequenceSubject);
-  }
-  return h;
 }
 
 /** Headers for a single publish: only the hash (the client adds Nats-Msg-Id and the expectation to them). */

@@ -128,7 +128,7 @@ in
         description = ''
           `HEAP_GROWING_PERCENT`: after a full garbage collection the old generation may grow by this percentage
           of what survived before the next one. The default bounds the heap to about 1.3 times the live heap
-          (about 0.7 KiB per policy); a larger value trades memory for less GC time, 0 leaves V8's own factor
+          (about 0.5 KiB per policy); a larger value trades memory for less GC time, 0 leaves V8's own factor
           (up to 4 times the live heap under a high allocation rate).
         '';
       };

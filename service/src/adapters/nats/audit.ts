@@ -272,9 +272,9 @@ export class AuditPublisher implements AuditSink {
   }
 
   /**
-   * Publishes while writes are free, when `minBatch` records are queued or their linger has passed: up to `maxBatch` records per
-   * event-loop turn, the rest on the next (setImmediate). Serialising a whole linger's records at once (300 at
-   * 15,000 evaluations/s) held back the replies of that turn.
+   * Publishes while writes are free, when `minBatch` records are queued or their linger has passed: up to
+   * `maxBatch` records per event-loop turn, the rest on the next (setImmediate). Serialising a whole linger's
+   * records at once (300 at 15,000 evaluations/s) held back the replies of that turn.
    */
   private pump(): void {
     if (this.inFlight < this.opts.maxInFlight && (this.queue.length >= this.opts.minBatch || (this.due && this.queue.length > 0))) {

@@ -18,7 +18,7 @@ export const SERVICE_ROOT = join(here, "..");
 export const DOC_PATH = join(SERVICE_ROOT, "..", "docs", "protocol.md");
 const DIST = process.env.PROTOCOL_DOC_DIST || join(SERVICE_ROOT, "dist");
 const load = (path) => import(pathToFileURL(join(DIST, path)).href);
-const { AUDIT_LINGER_MS } = await load("adapters/nats/audit.js");
+const { AUDIT_LINGER_MS, AUDIT_MIN_BATCH } = await load("adapters/nats/audit.js");
 
 /**
  * The clock of the generated event examples. Every date the examples carry that must lie ahead (an exemption's
@@ -612,8 +612,9 @@ export async function renderProtocolDoc() {
     "",
     "**What a reply promises about its audit record.** An `ok` reply (or a `not_applicable` error) means the evaluation",
     "was handed to the instance's audit queue, or, if the queue was full, counted as dropped and logged; it does not mean",
-    "the record is stored. The reply never waits for the record: it goes out first. The record's write starts",
-    `${AUDIT_LINGER_MS} ms later (the linger; later still while 16 writes await their acks); until the stream acknowledges it, the`,
+    "the record is stored. The reply never waits for the record: it goes out first. The record's write starts at most",
+    `${AUDIT_LINGER_MS} ms later (the linger; sooner when an earlier write is acknowledged while ${AUDIT_MIN_BATCH} or more records are queued; later`,
+    "while 16 writes await their acks); until the stream acknowledges it, the",
     "record lives only in the instance's memory, so an instance that crashes loses what it had queued or in flight (a",
     "graceful shutdown writes the queue and waits up to 3 s for the acks). To know that a decision was recorded, read",
     "its `evaluation_id` from the audit stream.",

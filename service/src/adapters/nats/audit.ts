@@ -14,6 +14,8 @@ export const AUDIT_SCHEMA_VERSION = 1;
  * for its publish to start, so the most an instance crash can lose beyond what is in flight.
  */
 export const AUDIT_LINGER_MS = 20;
+/** Records that make a message worth sending as soon as a write frees up, before their linger has passed. */
+export const AUDIT_MIN_BATCH = 32;
 
 export type AuditEventType = "evaluated" | "violation_detected" | "compliance_passed";
 
@@ -229,7 +231,7 @@ export class AuditPublisher implements AuditSink {
   private idleWaiters: (() => void)[] = [];
 
   constructor(opts: AuditPublisherOptions) {
-    this.opts = { maxQueue: 10_000, maxInFlight: 16, lingerMs: AUDIT_LINGER_MS, maxBatch: 256, minBatch: 32, ...opts };
+    this.opts = { maxQueue: 10_000, maxInFlight: 16, lingerMs: AUDIT_LINGER_MS, maxBatch: 256, minBatch: AUDIT_MIN_BATCH, ...opts };
   }
 
   record(event: AuditRecord): void {

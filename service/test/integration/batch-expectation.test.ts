@@ -3,7 +3,8 @@
 // guarding the aggregate once that message was applied, and scripts/faults stored two events with one version at R3.
 // The window itself is too short to hit on demand, so this checks, on real servers (one node, and three clustered
 // with an R3 stream), what the fix relies on: every stored message of a batch carries the expectation, the server
-// checks each against the state before the batch (so the batch is accepted), and a stale batch stores nothing.
+// checks each against the state before the batch (so the batch is accepted), a stale batch stores nothing and is a
+// conflict, and two instances racing batches on one aggregate leave contiguous versions.
 import { after, before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";

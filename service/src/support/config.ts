@@ -8,7 +8,7 @@ import { z } from "zod";
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-/** Bounds the old generation to 1.5× the live heap (docs/performance.md "Memory": measured against V8's own factor). */
+/** Bounds the old generation to 1.3× the live heap (docs/performance.md "Memory": measured against V8's own factor). */
 export const DEFAULT_HEAP_GROWING_PERCENT = 30;
 
 /**

@@ -26,7 +26,7 @@
  * Every process started here is also SIGKILLed when the test process exits, so a failing test leaves nothing behind.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync, existsSync, accessSync, constants } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, accessSync, constants } from "node:fs";
 import { createServer } from "node:net";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
@@ -58,18 +58,49 @@ export function onLines(stream: Readable, onLine: (line: string) => void): void 
   });
 }
 
-/** A free TCP port on 127.0.0.1 (bound then released; collisions are unlikely, not impossible). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * The kernel's ephemeral range (net.ipv4.ip_local_port_range): the source ports of outgoing connections and of
+ * listen(0). A port taken from it with listen(0) and released can be the source port of a route or client connection
+ * (the cluster's own servers dial each other while they start) before its server binds it: "address already in use".
+ */
+export function ephemeralPortRange(): [number, number] {
+  try {
+    const [low, high] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/).map(Number);
+    if (Number.isInteger(low) && Number.isInteger(high) && low! <= high!) return [low!, high!];
+  } catch { /* not Linux: the IANA range macOS and others use */ }
+  return [49152, 65535];
+}
+
+/** Ports handed out by this process: two calls never return the same port while both may still be unbound. */
+const handedOut = new Set<number>();
+
+/** Whether 127.0.0.1:port can be bound now (bound, then released). */
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const address = srv.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      srv.close(() => resolve(port));
-    });
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
   });
+}
+
+/**
+ * A free TCP port on 127.0.0.1 below the ephemeral range (see ephemeralPortRange), so no outgoing connection can take
+ * it before its server binds it; picked at random (another test process picks from the same range) and probed by
+ * binding it. Two servers started at once can still race for one port only if they pick the same one.
+ */
+export async function freePort(): Promise<number> {
+  const [ephemeralLow] = ephemeralPortRange();
+  const low = 15_000;
+  const high = Math.min(ephemeralLow, 65_536) - 1;
+  if (high - low < 1000) throw new Error(`freePort: the ephemeral range starts at ${ephemeralLow}; no room below it for test ports`);
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = low + Math.floor(Math.random() * (high - low + 1));
+    if (handedOut.has(port) || !(await bindable(port))) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`freePort: no free port in 127.0.0.1:${low}-${high} after 200 tries`);
 }
 
 function parseVersion(text: string): [number, number, number] | null {

@@ -277,6 +277,13 @@ step_stream_info() {
 #    on events.policy.> (started first, as the seed's "other terminal") sees the event.
 step_seed_create() {
   local dir sub_pid reply
+  # The units are Type=exec: "active" once the process runs, before its instance has provisioned the stream and
+  # buckets; until then a command is answered `unavailable` with a retry hint (docs/operations.md, "Start-up: what
+  # clients see"), which happened here when one instance's provisioning took 1.5 s longer than its peers'. An
+  # instance is listed by `nats micro ls` once it serves commands: wait for all of them, as the guide (docs/leaf-node-
+  # deployment.md, "Test NATS Communication") says.
+  eventually "$SCENARIO_WAIT" "nats micro ls via leaf1 lists $LEAF_COUNT policy-service instances (each serves commands)" \
+    all_instances_listed 1
   dir=$(mktemp -d)
   # The subscriber is on leaf1 too: the request is answered by leaf1's service
   # instance (NATS prefers local queue subscribers), so its publish meets a

@@ -68,8 +68,13 @@ async function runService(): Promise<void> {
       logger.error({ timeout_ms: SHUTDOWN_TIMEOUT_MS }, "shutdown timed out; exiting");
       process.exit(1);
     }, SHUTDOWN_TIMEOUT_MS).unref();
-    abort.abort();
-    if (!runtime) process.exit(0); // still waiting for NATS: nothing in flight
+    if (!runtime) {
+      // Not serving commands yet (connecting or provisioning): nothing is in flight.
+      abort.abort();
+      logger.info({ reason: sig }, "stopped during start-up");
+      process.exit(0);
+    }
+    // Serving (perhaps still replaying the read side): the start-up runs on while the shutdown drains what is in flight.
     void runtime.shutdown(sig).then(() => process.exit(0), (err) => {
       logger.error({ err }, "shutdown failed");
       process.exit(1);
@@ -93,9 +98,11 @@ async function runService(): Promise<void> {
   }
 
   try {
-    runtime = await startRuntime(config, logger, abort.signal, metrics);
+    // Set as soon as commands are served, so a signal during the read side's replay drains them (runtime.shutdown).
+    const started = await startRuntime(config, logger, { signal: abort.signal, ...(metrics ? { metrics } : {}), onServing: (serving) => { runtime = serving; } });
+    runtime = started;
   } catch (err) {
-    if (exiting) return;
+    if (exiting) return; // the signal's shutdown ends the process
     if (err instanceof CredentialError) {
       // The operator's to fix, like a configuration error: one line naming the variable, exit 2.
       logger.fatal({ variable: err.variable }, `invalid configuration: ${err.message}`);
@@ -105,7 +112,7 @@ async function runService(): Promise<void> {
     else logger.fatal({ err }, "start-up failed");
     process.exit(1);
   }
-  if (exiting) { void runtime.shutdown("signal during start-up").then(() => process.exit(0)); return; }
+  if (exiting) return; // a signal came while serving during start-up: its shutdown ends the process
   void runtime.closed().then(() => {
     if (!exiting) {
       logger.fatal("NATS connection closed unexpectedly");

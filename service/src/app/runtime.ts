@@ -89,8 +89,20 @@ export function startingEndpoints(names: readonly string[]): Record<string, Endp
   return Object.fromEntries(names.map((name) => [name, () => Promise.resolve(reply)]));
 }
 
-/** `metrics`, when monitoring is on (METRICS_LISTEN), counts every answered request and learns when the instance is ready. */
-export async function startRuntime(config: Config, logger: Logger, signal?: AbortSignal, metrics?: Metrics): Promise<Runtime> {
+export interface StartOptions {
+  /** Aborts the waits of start-up (connecting, provisioning). */
+  signal?: AbortSignal;
+  /** When monitoring is on (METRICS_LISTEN): counts every answered request and learns when the instance is ready. */
+  metrics?: Metrics;
+  /**
+   * Called once commands are served, before the read side is ready (its replay can take seconds): from here on a
+   * stop must drain the in-flight commands through `runtime.shutdown`, not exit.
+   */
+  onServing?: (runtime: Runtime) => void;
+}
+
+export async function startRuntime(config: Config, logger: Logger, options: StartOptions = {}): Promise<Runtime> {
+  const { signal, metrics, onServing } = options;
   const log = componentLogger(logger, "runtime");
   const credentials = readCredentials(config);
   const version = packageVersion();
@@ -162,11 +174,7 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
     service.addEndpoints("policy.queries", startingEndpoints(QUERY_ENDPOINTS));
     await nc.flush();
     await starting.stop();
-    // Commands are served from here on: until the projection has caught up they load their aggregates from the
-    // stream (docs/concurrency.md), so its replay starts only now and does not hold up the endpoints above.
-    await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer", signal);
-
-    const stopCheckpoints = periodicCheckpoints(projection, config, log);
+    let stopCheckpoints = (): void => undefined;
     const hooks: (() => Promise<void> | void)[] = [];
     let shuttingDown: Promise<void> | null = null;
     const runtime: Runtime = {
@@ -194,6 +202,11 @@ export async function startRuntime(config: Config, logger: Logger, signal?: Abor
       },
       closed: () => Promise.race([nc.closed(), feedNc!.closed()]).then(() => undefined),
     };
+    // Commands are served from here on: until the projection has caught up they load their aggregates from the
+    // stream (docs/concurrency.md), so its replay starts only now and does not hold up the endpoints above.
+    onServing?.(runtime);
+    await untilProvisioned(() => projection.start(), componentLogger(logger, "projection"), "the projection's consumer", signal);
+    if (!shuttingDown) stopCheckpoints = periodicCheckpoints(projection, config, log);
     // The first round (bounded, peers.ts) runs beside the read side's start; until it has answered, stored commands
     // write their records. "ready" waits for both, so a started instance has its answer.
     const firstRound = gate.start();

@@ -46,6 +46,51 @@ test("SIGTERM: in-flight requests are answered, new ones are not taken, exit 0 w
   }
 });
 
+test("SIGTERM once commands are served but before \"ready\" (the read side still starting): in-flight commands answered, \"stopped\" logged, exit 0", async () => {
+  const server = await startNatsServer();
+  const nc = await connect({ servers: server.url });
+  const svc = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
+  try {
+    // $SRV.PING answers from the moment commands are served (scripts/run's banner waits for it); "ready" follows
+    // the first peer-discovery round (at least its 250 ms stall) and the read side's start.
+    const pingDeadline = Date.now() + 20_000;
+    for (;;) {
+      const answered = await nc.request("$SRV.PING.policy-service", "", { timeout: 200 }).then(() => true, () => false);
+      if (answered) break;
+      assert.ok(Date.now() < pingDeadline && svc.running, "the instance answers $SRV.PING");
+      await sleep(10);
+    }
+    const outcomes: string[] = [];
+    const burst = Array.from({ length: 40 }, async () => {
+      try {
+        const r = await call(nc, "create", policyBody(), 12_000);
+        outcomes.push(r.reply.ok ? "ok" : `refused ${r.reply.error?.code}`);
+      } catch (err) {
+        outcomes.push(/no responders/i.test(String((err as Error).message)) ? "no-responders" : `error ${(err as Error).message}`);
+      }
+    });
+    await sleep(5); // let the burst reach the service
+    const stopping = svc.stop("SIGTERM", 15_000);
+    await Promise.all(burst);
+    const exit = await stopping;
+    const msgs = svc.lines.map((l) => l.msg);
+    const signalAt = msgs.indexOf("signal received");
+    assert.ok(signalAt >= 0, "the signal was received");
+    assert.ok(!msgs.slice(0, signalAt).includes("ready"), `the signal came before "ready" (else this case was not tested): ${msgs.join(" | ")}`);
+    assert.equal(exit.code, 0, "exit code");
+    assert.ok(msgs.slice(signalAt).includes("stopped"), `a graceful stop, logged: ${msgs.slice(signalAt).join(" | ")}`);
+    const odd = outcomes.filter((o) => o !== "ok" && o !== "no-responders" && o !== "refused unavailable");
+    assert.deepEqual(odd, [], "every command answered (ok, or unavailable while starting) or refused by 'no responders', none cut off");
+    const ok = outcomes.filter((o) => o === "ok").length;
+    assert.ok(ok > 0, `some commands were in flight and answered: ${outcomes.join(", ")}`);
+    assert.equal((await streamInfo(nc, "POLICY_EVENTS")).state.messages, ok, "every answered create is stored, nothing else");
+  } finally {
+    await nc.close();
+    await svc.kill();
+    await server.stop();
+  }
+});
+
 test("start-up while NATS is down: waits, logs why, serves once NATS comes up", async () => {
   const port = await freePort();
   const svc = startService({ NATS_URL: `nats://127.0.0.1:${port}`, LOG_LEVEL: "info" });

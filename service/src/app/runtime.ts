@@ -212,6 +212,11 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
     const firstRound = gate.start();
     const readSide = await startReadSide(runtime);
     await firstRound; // projection caught up, queries/evaluation endpoints, expiry sweeper, audit (READ)
+    if (shuttingDown) {
+      // Stopped while the read side started (main.ts): it is not ready, and its sweeper must not write now.
+      await readSide.stop();
+      return runtime;
+    }
     metrics?.attach({ commandCounters: commands.counters, projection: readSide.projection, jsm, streamName: config.streamName, nc });
     metrics?.setReady(true);
     log.info({ server_version: server.text, stream: config.streamName, replicas: config.streamReplicas, service_id: service.id }, "ready");

@@ -99,8 +99,7 @@ async function runService(): Promise<void> {
 
   try {
     // Set as soon as commands are served, so a signal during the read side's replay drains them (runtime.shutdown).
-    const started = await startRuntime(config, logger, { signal: abort.signal, ...(metrics ? { metrics } : {}), onServing: (serving) => { runtime = serving; } });
-    runtime = started;
+    runtime = await startRuntime(config, logger, { signal: abort.signal, ...(metrics ? { metrics } : {}), onServing: (serving) => { runtime = serving; } });
   } catch (err) {
     if (exiting) return; // the signal's shutdown ends the process
     if (err instanceof CredentialError) {

@@ -2,9 +2,18 @@
 // and surviving a NATS restart.
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
-import { connect } from "@nats-io/transport-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { freePort, sleep, startNatsServer, startService } from "../helpers/nats.js";
 import { call, policyBody, streamInfo } from "../helpers/client.js";
+
+/** Polls until an instance answers `$SRV.PING.policy-service` (it serves commands); `alive` false or `withinMs` passed: fails with `why`. */
+async function untilPingAnswered(nc: NatsConnection, opts: { withinMs: number; pollMs: number; why: string; alive?: () => boolean }): Promise<void> {
+  const deadline = Date.now() + opts.withinMs;
+  while (!(await nc.request("$SRV.PING.policy-service", "", { timeout: 200 }).then(() => true, () => false))) {
+    assert.ok(Date.now() < deadline && (opts.alive?.() ?? true), opts.why);
+    await sleep(opts.pollMs);
+  }
+}
 
 test("SIGTERM: in-flight requests are answered, new ones are not taken, exit 0 well within 10 s", async () => {
   const server = await startNatsServer();
@@ -51,15 +60,9 @@ test("SIGTERM once commands are served but before \"ready\" (the read side still
   const nc = await connect({ servers: server.url });
   const svc = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
   try {
-    // $SRV.PING answers from the moment commands are served (scripts/run's banner waits for it); "ready" follows
-    // the first peer-discovery round (at least its 250 ms stall) and the read side's start.
-    const pingDeadline = Date.now() + 20_000;
-    for (;;) {
-      const answered = await nc.request("$SRV.PING.policy-service", "", { timeout: 200 }).then(() => true, () => false);
-      if (answered) break;
-      assert.ok(Date.now() < pingDeadline && svc.running, "the instance answers $SRV.PING");
-      await sleep(10);
-    }
+    // $SRV.PING answers from the moment commands are served; "ready" follows the first peer-discovery round (at
+    // least its 250 ms stall) and the read side's start. Polled often, so the signal lands in between.
+    await untilPingAnswered(nc, { withinMs: 20_000, pollMs: 10, why: "the instance answers $SRV.PING", alive: () => svc.running });
     const outcomes: string[] = [];
     const burst = Array.from({ length: 40 }, async () => {
       try {
@@ -139,18 +142,7 @@ test("a NATS restart: the service reconnects and keeps serving with the same str
     nc = await connect({ servers: server.url });
     // Two connections reconnect (commands and queries; the projection's own): the line above can be the projection's,
     // logged before the endpoints are subscribed again. Serving means answering $SRV.PING again.
-    const pingDeadline = Date.now() + 10_000;
-    const pings = async (): Promise<number> => {
-      let n = 0;
-      try {
-        for await (const _ of await nc.requestMany("$SRV.PING.policy-service", "", { maxWait: 300 })) n++;
-      } catch { /* no responders yet */ }
-      return n;
-    };
-    while ((await pings()) === 0) {
-      assert.ok(Date.now() < pingDeadline, "the service did not answer $SRV.PING within 10 s of the reconnect");
-      await sleep(100);
-    }
+    await untilPingAnswered(nc, { withinMs: 10_000, pollMs: 100, why: "the service did not answer $SRV.PING within 10 s of the reconnect" });
     const approve = await call(nc, "approve", { policy_id: first.reply.aggregate_id, approved_by: "x" });
     assert.equal(approve.reply.ok, true, JSON.stringify(approve.reply));
     assert.equal(approve.reply.version, 2);

@@ -56,7 +56,7 @@ describe("before the stream is provisioned", () => {
         assert.ok(Number(reply.error.details?.retry_after_ms) > 0, `${subject}: a retry hint`);
         assert.equal(status, 503, `${subject}: the service error header`);
       }
-      // $SRV.PING keeps meaning "provisioned" (scripts/run waits for it before it prints the guide's commands).
+      // $SRV.PING keeps meaning "provisioned" (scripts/run waits for it, and for "ready", before it prints the guide's commands).
       await assert.rejects(nc.request("$SRV.PING.policy-service", "", { timeout: 2000 }), /no responders/i);
       assert.equal(service.lines.some((l) => l.msg === "ready"), false, "not ready without a stream");
 

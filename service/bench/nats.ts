@@ -11,6 +11,8 @@
 //
 // Run from the repository root:  scripts/bench [--quick] [--json FILE] [--seconds N] [--sync-always] [--only r1|r3]
 //                                              [--service PATH/main.js]  (another build, for before/after figures)
+//                                              [--instances N]  (then N instances contending for the same aggregates:
+//                                                                the conflict-retry rate of a cluster's instances)
 //                        scripts/bench --memory [N]   (memory after N creates, default 100,000, and a restart against them)
 //                        scripts/bench --steady SECONDS [--policies N] [--rate R] [--sample-every S]
 //                                     (memory under SECONDS of a fixed mix at R requests/s against N policies)
@@ -23,8 +25,9 @@
 // (or from service/: npm run bench -- …). Not part of the test suite; performance claims come only from here.
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { writeFileSync, readFileSync } from "node:fs";
-import { cpus, loadavg, totalmem } from "node:os";
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { freePort, SERVICE_MAIN, SERVICE_ROOT, sleep, startCluster, startNatsServer, type NatsServer } from "../test/helpers/nats.js";
@@ -85,6 +88,8 @@ const extraServiceEnv: Record<string, string> = Object.fromEntries(
 /** Only the phases whose name starts with one of these (comma separated), e.g. `--phases create,minimal`. */
 const phaseFilter = option("--phases")?.split(",");
 const wanted = (name: string) => !phaseFilter || phaseFilter.some((p) => name.startsWith(p));
+/** `--instances N`: also N instances contending for the same aggregates (see contention()); default 1, none. */
+const INSTANCES = Math.max(1, Math.floor(Number(option("--instances") ?? 1)) || 1);
 /** Requests in flight per phase (`--in-flight 1,64` to measure only some). */
 const IN_FLIGHT = (option("--in-flight") ?? "1,16,64").split(",").map(Number).filter((n) => n > 0);
 const PAYLOAD_600 = JSON.stringify({ pad: "x".repeat(580) });
@@ -244,10 +249,14 @@ async function commandCounters(nc: NatsConnection): Promise<{ executed: number; 
   return sum;
 }
 
-/** Messages the service's connection has sent to this server (its client connection, by name). */
-async function serviceSentMsgs(server: NatsServer): Promise<number> {
-  const connz = await server.monitor<{ connections?: { name?: string; in_msgs: number }[] }>("/connz?limit=1024");
-  return (connz.connections ?? []).filter((c) => c.name?.startsWith("policy-service@")).reduce((sum, c) => sum + c.in_msgs, 0);
+/** Messages the service's connections have sent to these servers (its client connections, by name). */
+async function serviceSentMsgs(servers: NatsServer[]): Promise<number> {
+  let sum = 0;
+  for (const server of servers) {
+    const connz = await server.monitor<{ connections?: { name?: string; in_msgs: number }[] }>("/connz?limit=1024");
+    sum += (connz.connections ?? []).filter((c) => c.name?.startsWith("policy-service@")).reduce((total, c) => total + c.in_msgs, 0);
+  }
+  return sum;
 }
 
 const CLOCK_TICKS_PER_S = 100; // USER_HZ: what /proc/PID/stat counts in on Linux
@@ -264,10 +273,13 @@ function processCpuUs(pid: number): number {
 
 interface CpuReading { client: number; service: number; responders: number; servers: number }
 
-function readCpu(pids: { service: number; responders: number[]; servers: number[] }): CpuReading {
+/** The processes whose CPU time is counted: the service's instances, the helpers (echo, minimal command), the servers. */
+interface Pids { services: number[]; responders: number[]; servers: number[] }
+
+function readCpu(pids: Pids): CpuReading {
   const usage = process.cpuUsage();
   const sum = (list: number[]) => list.reduce((total, pid) => total + processCpuUs(pid), 0);
-  return { client: usage.user + usage.system, service: processCpuUs(pids.service), responders: sum(pids.responders), servers: sum(pids.servers) };
+  return { client: usage.user + usage.system, service: sum(pids.services), responders: sum(pids.responders), servers: sum(pids.servers) };
 }
 
 function rssMiB(pid: number): number | null {
@@ -422,6 +434,127 @@ interface Phase {
 }
 
 /**
+ * Measures `phases` at each in-flight level in interleaved slices (round after round, every phase once per round).
+ * `nc` asks the instances for their counters ($SRV.STATS); `servers` count the instances' messages (/connz).
+ */
+async function measurePhases(topology: string, phases: Phase[], ctx: { nc: NatsConnection; servers: NatsServer[]; pids: Pids }, results: PhaseResult[]): Promise<void> {
+  const { nc, servers, pids } = ctx;
+  for (const n of IN_FLIGHT) {
+    const active = phases.filter((p) => (p.inFlight ?? IN_FLIGHT).includes(n));
+    const acc = new Map(active.map((p) => [p.name, { latencies: [], errors: 0, seconds: 0 } as Accumulator]));
+    const conflicts = new Map(active.map((p) => [p.name, { executed: 0, conflictRetries: 0, conflicts: 0 }]));
+    const sent = new Map(active.map((p) => [p.name, 0]));
+    const cpu = new Map(active.map((p) => [p.name, { client: 0, service: 0, responders: 0, servers: 0 } as CpuReading]));
+    for (const p of active) await slice(n, warmupMs, p.op, null);
+    for (let round = 0; round < rounds; round++) {
+      for (const p of active) {
+        const before = p.countConflicts ? await commandCounters(nc) : null;
+        const sentBefore = await serviceSentMsgs(servers);
+        const cpuBefore = readCpu(pids);
+        await slice(n, (seconds * 1000) / rounds, p.op, acc.get(p.name)!);
+        // Drain: replies still in flight when the slice ended are counted with it.
+        sent.set(p.name, sent.get(p.name)! + (await serviceSentMsgs(servers)) - sentBefore);
+        // The audit's linger (20 ms) and the last acks: the phase's work that finishes after its slice.
+        await sleep(50);
+        const cpuAfter = readCpu(pids);
+        const c = cpu.get(p.name)!;
+        for (const k of ["client", "service", "responders", "servers"] as const) c[k] += cpuAfter[k] - cpuBefore[k];
+        if (before) {
+          const after = await commandCounters(nc);
+          const c = conflicts.get(p.name)!;
+          c.executed += after.executed - before.executed;
+          c.conflictRetries += after.conflictRetries - before.conflictRetries;
+          c.conflicts += after.conflicts - before.conflicts;
+        }
+      }
+    }
+    for (const p of active) {
+      const r = summarise(topology, p.name, n, acc.get(p.name)!);
+      const c = cpu.get(p.name)!;
+      const perOp = (us: number) => +(us / Math.max(1, r.ops + r.errors)).toFixed(1);
+      r.cpuUsPerOp = {
+        client: perOp(c.client), service: perOp(c.service), responders: perOp(c.responders), servers: perOp(c.servers),
+        total: perOp(c.client + c.service + c.responders + c.servers),
+      };
+      if (!p.name.startsWith("raw") && !p.name.startsWith("minimal")) r.serviceMsgsPerOp = sent.get(p.name)! / Math.max(1, r.ops + r.errors);
+      if (p.countConflicts) {
+        const c = conflicts.get(p.name)!;
+        r.conflictRetryRate = c.executed > 0 ? c.conflictRetries / c.executed : 0;
+        r.conflicts = c.conflicts;
+      }
+      results.push(r);
+    }
+  }
+}
+
+/**
+ * `--instances N` (N > 1): N instances of the service contending for the same aggregates, as the instances of a
+ * cluster do in a deployment (one instance on one node cannot lose an append race: its commands on an aggregate run one
+ * at a time). At R3 the instances sit on the nodes in turn (the first one is the one-instance phases' instance) and
+ * the load goes through one client connection per node, so that each instance takes its own node's requests (NATS
+ * prefers a queue subscriber on the publisher's node); at R1 all share the one node and its connection. Measured after
+ * the one-instance phases (the extra instances' projections follow every event, so they do not run during those),
+ * with the minimal command measured again beside them as the ceiling.
+ */
+async function contention(topology: string, servers: NatsServer[], replicas: number,
+  base: { nc: NatsConnection; pids: Pids; many: string[]; hot: number; minimalPhase: Phase | undefined }, results: PhaseResult[]): Promise<void> {
+  const label = `${topology}, ${INSTANCES} instances`;
+  const extra: { pid: number; stop(): Promise<void> }[] = [];
+  const clients: NatsConnection[] = [];
+  try {
+    for (let i = 1; i < INSTANCES; i++) {
+      extra.push(await startLoggedInstance({ NATS_URL: servers[i % servers.length]!.url, STREAM_REPLICAS: String(replicas) }));
+    }
+    if (replicas > 1) for (const server of servers) clients.push(await connect({ servers: server.url }));
+    else clients.push(base.nc);
+    let counter = 0;
+    const update = (count: number) => async () => {
+      const i = counter++;
+      const body = { policy_id: base.many[i % count], updated_by: "bench", name: `c${i}` };
+      return (await request(clients[i % clients.length]!, "policy.commands.update", body)).ok === true;
+    };
+    const contended = IN_FLIGHT.filter((n) => n > 1);
+    const phases: Phase[] = [
+      ...(base.minimalPhase ? [{ ...base.minimalPhase, inFlight: contended }] : []),
+      { name: `update (${base.many.length} aggregates)`, op: update(base.many.length), countConflicts: true, inFlight: contended },
+      { name: `update (${base.hot} hot aggregates)`, op: update(base.hot), countConflicts: true, inFlight: contended },
+    ].filter((p) => wanted(p.name));
+    const pids: Pids = { ...base.pids, services: [...base.pids.services, ...extra.map((e) => e.pid)] };
+    await measurePhases(label, phases, { nc: base.nc, servers, pids }, results);
+  } finally {
+    for (const c of clients) if (c !== base.nc) await c.close().catch(() => undefined);
+    for (const e of extra.reverse()) await e.stop().catch(() => undefined);
+  }
+}
+
+/**
+ * Another instance of the service, its log in a temporary file (read for its "ready" line only, so the benchmark does
+ * not pay for reading it either); removed when it stops.
+ */
+async function startLoggedInstance(env: Record<string, string>): Promise<{ pid: number; stop(): Promise<void> }> {
+  const logPath = join(tmpdir(), `policy-bench-${process.pid}-${randomUUID()}.log`);
+  const fd = openSync(logPath, "w");
+  const child = spawn(process.execPath, [...nodeFlags, serviceMain], { cwd: SERVICE_ROOT, env: serviceEnv(env), stdio: ["ignore", fd, "inherit"] });
+  closeSync(fd);
+  const killAtExit = () => child.kill("SIGKILL");
+  process.once("exit", killAtExit);
+  const stop = async () => {
+    await killChild(child);
+    process.off("exit", killAtExit);
+    rmSync(logPath, { force: true });
+  };
+  const deadline = Date.now() + 60_000;
+  while (!readFileSync(logPath, "utf8").includes('"msg":"ready"')) {
+    if (child.exitCode !== null || Date.now() > deadline) {
+      await stop();
+      throw new Error(child.exitCode !== null ? `an extra instance exited with ${child.exitCode}` : "an extra instance was not ready within 60 s");
+    }
+    await sleep(100);
+  }
+  return { pid: child.pid ?? -1, stop };
+}
+
+/**
  * Every phase on one topology. All helpers and the service run at once (idle when not measured), and the phases are
  * measured in interleaved slices (round after round, every phase once per round), so that the load of a shared machine
  * changing over time weighs on the ceilings and on the service alike: the ratios within a run are what count.
@@ -443,7 +576,6 @@ async function runTopology(topology: string, servers: NatsServer[], replicas: nu
     stops.push(minimal.stop);
     const service = await startBenchService(nc, { NATS_URL: url, STREAM_REPLICAS: String(replicas) });
     stops.push(service.stop);
-    const pids = { service: service.pid, responders: [echo.pid, minimal.pid], servers: servers.map((s) => s.pid) };
 
     const MANY = 1000;
     const HOT = 4;
@@ -470,53 +602,13 @@ async function runTopology(topology: string, servers: NatsServer[], replicas: nu
       { name: "evaluate (3 rules, audit on)", op: async () => (await nc.request("policy.commands.evaluate", evaluateBody, { timeout: 10_000 })).json<{ ok: boolean }>().ok === true },
     ].filter((p) => wanted(p.name));
 
-    for (const n of IN_FLIGHT) {
-      const active = phases.filter((p) => (p.inFlight ?? IN_FLIGHT).includes(n));
-      const acc = new Map(active.map((p) => [p.name, { latencies: [], errors: 0, seconds: 0 } as Accumulator]));
-      const conflicts = new Map(active.map((p) => [p.name, { executed: 0, conflictRetries: 0, conflicts: 0 }]));
-      const sent = new Map(active.map((p) => [p.name, 0]));
-      const cpu = new Map(active.map((p) => [p.name, { client: 0, service: 0, responders: 0, servers: 0 } as CpuReading]));
-      for (const p of active) await slice(n, warmupMs, p.op, null);
-      for (let round = 0; round < rounds; round++) {
-        for (const p of active) {
-          const before = p.countConflicts ? await commandCounters(nc) : null;
-          const sentBefore = await serviceSentMsgs(server);
-          const cpuBefore = readCpu(pids);
-          await slice(n, (seconds * 1000) / rounds, p.op, acc.get(p.name)!);
-          // Drain: replies still in flight when the slice ended are counted with it.
-          sent.set(p.name, sent.get(p.name)! + (await serviceSentMsgs(server)) - sentBefore);
-          // The audit's linger (20 ms) and the last acks: the phase's work that finishes after its slice.
-          await sleep(50);
-          const cpuAfter = readCpu(pids);
-          const c = cpu.get(p.name)!;
-          for (const k of ["client", "service", "responders", "servers"] as const) c[k] += cpuAfter[k] - cpuBefore[k];
-          if (before) {
-            const after = await commandCounters(nc);
-            const c = conflicts.get(p.name)!;
-            c.executed += after.executed - before.executed;
-            c.conflictRetries += after.conflictRetries - before.conflictRetries;
-            c.conflicts += after.conflicts - before.conflicts;
-          }
-        }
-      }
-      for (const p of active) {
-        const r = summarise(topology, p.name, n, acc.get(p.name)!);
-        const c = cpu.get(p.name)!;
-        const perOp = (us: number) => +(us / Math.max(1, r.ops + r.errors)).toFixed(1);
-        r.cpuUsPerOp = {
-          client: perOp(c.client), service: perOp(c.service), responders: perOp(c.responders), servers: perOp(c.servers),
-          total: perOp(c.client + c.service + c.responders + c.servers),
-        };
-        if (!p.name.startsWith("raw") && !p.name.startsWith("minimal")) r.serviceMsgsPerOp = sent.get(p.name)! / Math.max(1, r.ops + r.errors);
-        if (p.countConflicts) {
-          const c = conflicts.get(p.name)!;
-          r.conflictRetryRate = c.executed > 0 ? c.conflictRetries / c.executed : 0;
-          r.conflicts = c.conflicts;
-        }
-        results.push(r);
-      }
-    }
+    const pids: Pids = { services: [service.pid], responders: [echo.pid, minimal.pid], servers: servers.map((s) => s.pid) };
+    await measurePhases(topology, phases, { nc, servers, pids }, results);
     memory[`${topology} service RSS after the phases (MiB)`] = rssMiB(service.pid);
+    if (INSTANCES > 1) {
+      const minimalPhase = phases.find((p) => p.name === "minimal command");
+      await contention(topology, servers, replicas, { nc, pids, many, hot: HOT, minimalPhase }, results);
+    }
   } finally {
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
     await nc.close().catch(() => undefined);
@@ -791,6 +883,7 @@ async function main(): Promise<void> {
     payload_bytes_ceilings: PAYLOAD_600.length, seconds_per_phase: seconds, interleaved_rounds: rounds, warmup_ms_per_phase: warmupMs, quick,
     service_main: serviceMain,
     service: "one instance, default configuration (LOG_LEVEL=info, audit on, MAX_IN_FLIGHT=64), on the client's node",
+    ...(INSTANCES > 1 ? { contention: `then ${INSTANCES} instances (at R3 one per node in turn, one client connection per node): update phases at ${IN_FLIGHT.filter((n) => n > 1).join(", ")} in flight` } : {}),
   };
   const header = `policy-service benchmark — nats-server ${version}, file storage, sync_interval ${settings.sync_interval}, ` +
     `${seconds} s per phase in ${rounds} interleaved slices after ${warmupMs} ms warm-up, Node ${process.version}, ${machine.cpus} × ${machine.cpu_model}, ` +

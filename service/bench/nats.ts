@@ -501,24 +501,25 @@ async function contention(topology: string, servers: NatsServer[], replicas: num
   const label = `${topology}, ${INSTANCES} instances`;
   const extra: { pid: number; stop(): Promise<void> }[] = [];
   const clients: NatsConnection[] = [];
+  let counter = 0;
+  const update = (count: number) => async () => {
+    const i = counter++;
+    const body = { policy_id: base.many[i % count], updated_by: "bench", name: `c${i}` };
+    return (await request(clients[i % clients.length]!, "policy.commands.update", body)).ok === true;
+  };
+  const contended = IN_FLIGHT.filter((n) => n > 1);
+  const phases: Phase[] = [
+    ...(base.minimalPhase ? [{ ...base.minimalPhase, inFlight: contended }] : []),
+    { name: `update (${base.many.length} aggregates)`, op: update(base.many.length), countConflicts: true, inFlight: contended },
+    { name: `update (${base.hot} hot aggregates)`, op: update(base.hot), countConflicts: true, inFlight: contended },
+  ].filter((p) => wanted(p.name));
+  if (contended.length === 0 || !phases.some((p) => p.name.startsWith("update"))) return;
   try {
     for (let i = 1; i < INSTANCES; i++) {
       extra.push(await startLoggedInstance({ NATS_URL: servers[i % servers.length]!.url, STREAM_REPLICAS: String(replicas) }));
     }
     if (replicas > 1) for (const server of servers) clients.push(await connect({ servers: server.url }));
     else clients.push(base.nc);
-    let counter = 0;
-    const update = (count: number) => async () => {
-      const i = counter++;
-      const body = { policy_id: base.many[i % count], updated_by: "bench", name: `c${i}` };
-      return (await request(clients[i % clients.length]!, "policy.commands.update", body)).ok === true;
-    };
-    const contended = IN_FLIGHT.filter((n) => n > 1);
-    const phases: Phase[] = [
-      ...(base.minimalPhase ? [{ ...base.minimalPhase, inFlight: contended }] : []),
-      { name: `update (${base.many.length} aggregates)`, op: update(base.many.length), countConflicts: true, inFlight: contended },
-      { name: `update (${base.hot} hot aggregates)`, op: update(base.hot), countConflicts: true, inFlight: contended },
-    ].filter((p) => wanted(p.name));
     const pids: Pids = { ...base.pids, services: [...base.pids.services, ...extra.map((e) => e.pid)] };
     await measurePhases(label, phases, { nc: base.nc, servers, pids }, results);
   } finally {

@@ -529,8 +529,9 @@ async function contention(topology: string, servers: NatsServer[], replicas: num
 }
 
 /**
- * Another instance of the service, its log in a temporary file (read for its "ready" line only, so the benchmark does
- * not pay for reading it either); removed when it stops.
+ * Another instance of the service, its log in a temporary file, removed when it stops. Ready on its own "ready" line:
+ * a query, startBenchService's test, goes to whichever instance the queue group picks, here mostly the first. The
+ * file is read only until then, so the benchmark does not pay for reading the log either.
  */
 async function startLoggedInstance(env: Record<string, string>): Promise<{ pid: number; stop(): Promise<void> }> {
   const logPath = join(tmpdir(), `policy-bench-${process.pid}-${randomUUID()}.log`);

@@ -14,6 +14,7 @@ import { Kvm } from "@nats-io/kv";
 import type { EventEnvelope } from "../../src/domain/index.js";
 import { ConcurrencyError, EventStore, aggregateFilter, type EventToAppend } from "../../src/adapters/nats/event-store.js";
 import type { Logger } from "../../src/support/logger.js";
+import { untilProvisioned } from "../../src/support/transient.js";
 import { startCluster, startNatsServer, type NatsCluster, type NatsServer } from "../helpers/nats.js";
 
 const STREAM = "POLICY_EVENTS";
@@ -58,6 +59,12 @@ for (const topology of ["one node, R1", "three nodes, R3"] as const) {
       // A second instance: its own connection, to another node when clustered.
       rivalNc = await connect({ servers: cluster ? cluster.servers[1]!.url : url });
       rival = new EventStore({ ...common, js: jetstream(rivalNc), nc: rivalNc, jsm: await jetstreamManager(rivalNc, { timeout: 15_000 }) });
+      // A new R3 stream can answer a first publish with "no responders" while its leader is elected or its interest
+      // reaches the other nodes (CI saw it: "jetstream is not enabled"): wait, as the service does, until both
+      // connections can publish to it (a probe aggregate of its own, which the tests below never read).
+      for (const conn of [nc, rivalNc]) {
+        await untilProvisioned(() => jetstream(conn).publish(`events.policy.${randomUUID()}.probe`, "{}"), quiet, `stream ${STREAM}`);
+      }
     });
     after(async () => {
       await rivalNc?.close();

@@ -536,7 +536,7 @@ async function contention(topology: string, servers: NatsServer[], replicas: num
 async function startLoggedInstance(env: Record<string, string>): Promise<{ pid: number; stop(): Promise<void> }> {
   const logPath = join(tmpdir(), `policy-bench-${process.pid}-${randomUUID()}.log`);
   const fd = openSync(logPath, "w");
-  const child = spawn(process.execPath, [...nodeFlags, serviceMain], { cwd: SERVICE_ROOT, env: serviceEnv(env), stdio: ["ignore", fd, "inherit"] });
+  const child = spawn(process.execPath, [...(cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${cpuProfDir}`] : []), ...nodeFlags, serviceMain], { cwd: SERVICE_ROOT, env: serviceEnv(env), stdio: ["ignore", fd, "inherit"] });
   closeSync(fd);
   const killAtExit = () => child.kill("SIGKILL");
   process.once("exit", killAtExit);

@@ -23,6 +23,7 @@ Environment (defaults in brackets):
   DUPLICATE_WINDOW    seconds, ≥ 120                [120]
   MAX_IN_FLIGHT       concurrent requests/instance  [64]
   COMMAND_RECORDS     auto|always: idempotency record of a stored command only while a 0.9.0 instance serves the stream, or always  [auto]
+  COMMAND_FORWARDING  auto|off: commands on an aggregate several instances write go to the one instance that writes it, or never  [auto]
   HEAP_GROWING_PERCENT  old-generation growth after a full GC, % of the live heap (0: V8's own)  [30]
   AUDIT_ENABLED, AUDIT_STREAM_NAME [POLICY_AUDIT], AUDIT_MAX_AGE_DAYS [90]
   METRICS_LISTEN      host:port of GET /metrics (Prometheus) and GET /ready   [off]

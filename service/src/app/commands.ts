@@ -15,6 +15,7 @@ import {
   type AggregateState, type Command, type CommandName, type EventEnvelope, type ErrorCode,
 } from "../domain/index.js";
 import { ConcurrencyError, aggregateSubject, type EventStore, type StoredEvent } from "../adapters/nats/event-store.js";
+import type { CommandForwarder } from "../adapters/nats/forward.js";
 import type { Projection } from "../adapters/nats/projection.js";
 import type { RecordLookup } from "../adapters/nats/record-lookup.js";
 import { backoffDelay, sleep } from "../support/backoff.js";
@@ -39,6 +40,14 @@ const MAX_AHEAD_OF_PROJECTION = 256;
 const MAX_GROUP = 32;
 /** How long a command waits for its own projection to reach a sequence before it reads the stream instead. */
 const PROJECTION_WAIT_MS = 2000;
+/**
+ * An aggregate this instance lost an append race on is "contended" this long after its last command here: its
+ * commands go to its owner (adapters/nats/forward.ts) while they keep coming. At most CONTENDED_MAX are tracked.
+ */
+const CONTENDED_MS = 5000;
+const CONTENDED_MAX = 4096;
+/** A forwarded command's owner answers within its own deadline (UNAVAILABLE_DEADLINE_MS); this adds the way back. */
+export const FORWARD_TIMEOUT_MS = UNAVAILABLE_DEADLINE_MS + 2000;
 
 /**
  * Test-only: `POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY=1` means a command_id is not used for deduplication at all
@@ -76,6 +85,9 @@ export { isTransient } from "../support/transient.js";
 
 interface IdempotencyRecord { payload_sha256: string; reply: Reply }
 
+/** The slice of the forwarder the command path uses: who owns an aggregate, and the way to it. */
+export type CommandRouter = Pick<CommandForwarder, "token" | "generation" | "ownerOf" | "forward">;
+
 /** The slice of the projection the command path uses (every instance runs one for its read side). */
 export type CommandProjection = Pick<Projection, "caughtUp" | "lastSeq" | "get" | "commandSeqs" | "waitForSeq" | "onEvent">;
 
@@ -107,6 +119,11 @@ export interface CommandHandlerOptions {
    * Undefined: never (every instance answers retries from the event's payload hash).
    */
   successRecords?: () => boolean;
+  /**
+   * One writer per contended aggregate: where commands on an aggregate this instance lost a race on go instead
+   * (adapters/nats/forward.ts). Undefined: every command runs here.
+   */
+  router?: CommandRouter;
   clock?: () => Date;
 }
 
@@ -172,7 +189,13 @@ export class CommandHandler {
   private readonly ahead = new Map<string, AheadOfProjection>();
   /** Commands that lost a race, waiting for the projection to apply the aggregate's next event. */
   private readonly aggregateWaiters = new Map<string, Set<{ afterSeq: number; resolve: (ok: boolean) => void }>>();
-  readonly counters = { executed: 0, conflicts: 0, conflictRetries: 0, duplicates: 0, replayedReplies: 0, unavailable: 0, internal: 0, streamLoads: 0 };
+  /** Aggregates this instance lost a race on, oldest first: until when their commands go to the owner, and that owner. */
+  private readonly contended = new Map<string, { until: number; owner: string | null; generation: number }>();
+  readonly counters = {
+    executed: 0, conflicts: 0, conflictRetries: 0, duplicates: 0, replayedReplies: 0, unavailable: 0, internal: 0, streamLoads: 0,
+    /** Sent to the aggregate's owner; run here for another instance; run here because the owner had gone. */
+    forwarded: 0, forwardedHere: 0, forwardFallbacks: 0,
+  };
 
   constructor(opts: CommandHandlerOptions) {
     this.opts = opts;
@@ -199,13 +222,23 @@ export class CommandHandler {
    * (the expiry sweeper passes the time it observed).
    */
   async execute(name: CommandName, rawPayload: Uint8Array | string, now?: string): Promise<Reply> {
+    return this.run(name, rawPayload, now, false);
+  }
+
+  /** Runs a command another instance forwarded to this one (its aggregate's owner): here, never forwarded again. */
+  executeForwarded(name: CommandName, rawPayload: Uint8Array): Promise<Reply> {
+    this.counters.forwardedHere++;
+    return this.run(name, rawPayload, undefined, true);
+  }
+
+  private async run(name: CommandName, rawPayload: Uint8Array | string, now: string | undefined, forwarded: boolean): Promise<Reply> {
     const started = Date.now();
     this.counters.executed++;
     try {
-      const reply = await this.executeUnsafe(name, rawPayload, now);
+      const reply = await this.executeUnsafe(name, rawPayload, now, forwarded);
       const ms = Date.now() - started;
       // After the reply has left (the caller sends it in this turn): the line is not on the client's wait.
-      setImmediate(() => this.handledLog.info({ command: name, ok: reply.ok, ...(reply.ok ? { aggregate_id: reply.aggregate_id, version: reply.version } : { code: reply.error.code }), ms }, "command handled"));
+      setImmediate(() => this.handledLog.info({ command: name, ok: reply.ok, ...(reply.ok ? { aggregate_id: reply.aggregate_id, version: reply.version } : { code: reply.error.code }), ms, ...(forwarded ? { forwarded: true } : {}) }, "command handled"));
       return reply;
     } catch (err) {
       if (err instanceof UnavailableError) {
@@ -219,7 +252,7 @@ export class CommandHandler {
     }
   }
 
-  private async executeUnsafe(name: CommandName, rawPayload: Uint8Array | string, now: string | undefined): Promise<Reply> {
+  private async executeUnsafe(name: CommandName, rawPayload: Uint8Array | string, now: string | undefined, forwarded: boolean): Promise<Reply> {
     if (!Object.hasOwn(COMMAND_ROUTES, name)) return failure("validation_failed", `unknown command ${JSON.stringify(name)}`);
     const size = typeof rawPayload === "string" ? Buffer.byteLength(rawPayload) : rawPayload.byteLength;
     if (size > MAX_PAYLOAD_BYTES) {
@@ -235,6 +268,15 @@ export class CommandHandler {
     const original = payload;
     if (route.creates && isPlainObject(payload) && !Object.hasOwn(payload, route.idField)) {
       payload = { ...payload, [route.idField]: generatedAggregateId(name, payload.command_id, this.idempotent) };
+    }
+    // An aggregate several instances write: its owner runs the command, validation included (only ids of aggregates
+    // this instance lost a race on are contended, so an invalid id never is). The sweeper's commands, with their own
+    // clock, run here; so does a forwarded command, whatever this instance thinks of its owner.
+    const targetId = isPlainObject(payload) ? payload[route.idField] : undefined;
+    const owner = forwarded || now !== undefined || typeof targetId !== "string" ? null : this.ownerIfContended(targetId);
+    if (owner) {
+      const reply = await this.forward(owner, name, rawPayload);
+      if (reply) return reply;
     }
     const parsed = parseCommand(name, payload);
     if (!parsed.ok) return { ok: false, error: parsed.error };
@@ -385,6 +427,7 @@ export class CommandHandler {
           }
           if (!(err instanceof ConcurrencyError)) throw err;
           this.counters.conflictRetries++;
+          this.markContended(aggregateId);
           this.log.debug({ aggregate_id: aggregateId, command: command.name, expected_seq: current.lastSeq, source: current.source, attempt }, "lost an append race; catching up");
           previousLastSeq ??= current.lastSeq;
           this.ahead.delete(aggregateId);
@@ -431,6 +474,59 @@ export class CommandHandler {
     }
     this.counters.conflicts++;
     return { reply: failure("conflict", `aggregate ${aggregateId} kept changing; gave up after ${MAX_CONFLICT_RETRIES + 1} attempts (retry with the same command_id)`) };
+  }
+
+  /** This instance lost a race on the aggregate: its commands go to the aggregate's owner from now on (ownerIfContended). */
+  private markContended(aggregateId: string): void {
+    if (!this.opts.router || this.contended.has(aggregateId)) return;
+    if (this.contended.size >= CONTENDED_MAX) this.contended.delete(this.contended.keys().next().value!);
+    this.contended.set(aggregateId, { until: Date.now() + CONTENDED_MS, owner: null, generation: -1 });
+  }
+
+  /** The owner to forward a command on this aggregate to; null: run it here (not contended, or this instance owns it). */
+  private ownerIfContended(aggregateId: string): string | null {
+    const router = this.opts.router;
+    const entry = router ? this.contended.get(aggregateId) : undefined;
+    if (!router || !entry) return null;
+    const now = Date.now();
+    if (now > entry.until) {
+      this.contended.delete(aggregateId);
+      return null;
+    }
+    entry.until = now + CONTENDED_MS;
+    if (entry.generation !== router.generation) {
+      entry.owner = router.ownerOf(aggregateId);
+      entry.generation = router.generation;
+    }
+    return entry.owner === router.token ? null : entry.owner;
+  }
+
+  /**
+   * The owner's reply to a forwarded command; null: the owner is gone (NATS "no responders": it never got the
+   * command), run it here. Any other failure answers `unavailable`, never runs it here: the owner may have stored it.
+   */
+  private async forward(owner: string, name: CommandName, rawPayload: Uint8Array | string): Promise<Reply | null> {
+    this.counters.forwarded++;
+    const payload = typeof rawPayload === "string" ? new TextEncoder().encode(rawPayload) : rawPayload;
+    let answer: { json: string } | null;
+    try {
+      answer = await this.opts.router!.forward(owner, name, payload, FORWARD_TIMEOUT_MS);
+    } catch (err) {
+      this.counters.unavailable++;
+      this.log.warn({ err, command: name, owner }, "the aggregate's owner did not answer a forwarded command; replying unavailable");
+      return failure("unavailable", "the instance handling this aggregate did not answer in time; retry with the same command_id");
+    }
+    if (answer === null) {
+      this.counters.forwardFallbacks++;
+      return null;
+    }
+    try {
+      return JSON.parse(answer.json) as Reply;
+    } catch (err) {
+      this.counters.internal++;
+      this.log.error({ err, command: name, owner }, "the aggregate's owner answered a forwarded command with something other than JSON");
+      return failure("internal", "internal error");
+    }
   }
 
   /** A command appended (acknowledged): its reply, what the reply waits for, and the state after it. */

@@ -13,7 +13,9 @@ import { MicroService, answerWhileStarting, type EndpointHandler, type HandlerRe
 import { atLeast, checkServerVersion, commandsTtlMs, ensureBucket, ensureEventStream, type ServerVersion } from "../adapters/nats/setup.js";
 import { Projection } from "../adapters/nats/projection.js";
 import { COMMAND_HASH_METADATA, pingPeers, SuccessRecordGate } from "../adapters/nats/peers.js";
+import { CommandForwarder, FORWARD_METADATA } from "../adapters/nats/forward.js";
 import { CommandHandler, idempotencyDisabledByEnv } from "./commands.js";
+import { failure } from "../support/replies.js";
 import { untilProvisioned } from "../support/transient.js";
 import { readCredentials, describeConfig, type Config } from "../support/config.js";
 import { componentLogger, type Logger } from "../support/logger.js";
@@ -23,6 +25,8 @@ import type { Metrics } from "./metrics.js";
 
 export const SHUTDOWN_TIMEOUT_MS = 10_000;
 const JS_TIMEOUT_MS = 3000;
+/** How long a start-up permission probe waits for its answer (a refused publish is dropped, never answered). */
+const PROBE_TIMEOUT_MS = 1000;
 
 export interface Runtime {
   readonly config: Config;
@@ -147,17 +151,38 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
     const feedJsm = await jetstreamManager(feedNc, { checkAPI: false });
     const projection = new Projection({ js: jetstream(feedNc), jsm: feedJsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config),
       ...(config.checkpointPath ? { checkpoint: { path: config.checkpointPath, build: buildFingerprint() } } : {}) });
+    const recordLookup = new BatchedRecordLookup({ nc, kv: commandsKv, bucket: config.commandsBucket, timeoutMs: JS_TIMEOUT_MS });
+    // Commands on an aggregate that several instances write go to one of them (forward.ts, docs/concurrency.md).
+    const forwarder = new CommandForwarder({ nc, streamName: config.streamName, logger: componentLogger(logger, "forward") });
     const commands = new CommandHandler({
-      store, projection, commands: commandsKv, recordLookup: new BatchedRecordLookup({ nc, kv: commandsKv, bucket: config.commandsBucket, timeoutMs: JS_TIMEOUT_MS }), logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
+      store, projection, commands: commandsKv, recordLookup, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
       groupAppends: atLeast(server, 2, 12) && config.streamReplicas > 1,
       idempotencyDisabled: idempotencyDisabledByEnv(),
       successRecords: () => gate?.successRecords() ?? true,
+      router: forwarder,
     });
+    // Both ask the server whether this user may do what they need (the permissions of docs/security.md), side by side.
+    const takeForwarded = async (name: string, payload: Uint8Array): Promise<string> => {
+      // The public commands only: what a client may send to policy.commands.<name> (not the sweeper's own).
+      const reply = (PUBLIC_COMMANDS as readonly string[]).includes(name)
+        ? await commands.executeForwarded(name as CommandName, payload)
+        : failure("validation_failed", `unknown command ${JSON.stringify(name)}`);
+      return JSON.stringify(reply);
+    };
+    if (config.commandForwarding === "off") log.info({ mode: config.commandForwarding }, "COMMAND_FORWARDING=off: every command runs on the instance it reaches");
+    const [lookupProbe] = await Promise.all([
+      recordLookup.probe(PROBE_TIMEOUT_MS),
+      config.commandForwarding === "auto" ? forwarder.start(takeForwarded, PROBE_TIMEOUT_MS) : undefined,
+    ]);
+    if (!lookupProbe.batching) {
+      log.warn({ err: lookupProbe.error, subject: `$JS.API.DIRECT.GET.KV_${config.commandsBucket}` }, "batched command-record lookups unanswered (is this subject allowed? docs/security.md): one lookup per command");
+    }
     const service = await MicroService.start(nc, {
       version,
       description: "Event-sourced policy management: commands, queries and evaluation",
       // command_hash: this build's stored events answer retries themselves (what peers.ts looks for in its peers).
-      metadata: { stream: config.streamName, server_version: server.text, [COMMAND_HASH_METADATA]: "1" },
+      // command_forward: the token of the subject this instance takes forwarded commands on, once it could (forward.ts).
+      metadata: { stream: config.streamName, server_version: server.text, [COMMAND_HASH_METADATA]: "1", ...(forwarder.capable ? { [FORWARD_METADATA]: forwarder.token } : {}) },
       maxInFlight: config.maxInFlight,
       logger: componentLogger(logger, "service"),
       // Instance-wide command counters (conflict retries, duplicates, unavailable…) on every command endpoint.
@@ -167,6 +192,7 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
     gate = new SuccessRecordGate({
       selfId: () => service.id, streamName: config.streamName, mode: config.commandRecords, holdMs: commandsTtlMs(config),
       discover: pingPeers(nc), logger: componentLogger(logger, "peers"),
+      onRound: (peers) => forwarder.updatePeers(peers),
     });
     service.addEndpoints("policy.commands", commandEndpoints(commands));
     // The read side binds its handlers in place of these once its audit stream exists (read-side.ts).
@@ -185,7 +211,9 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
           const deadline = Date.now() + SHUTDOWN_TIMEOUT_MS - 1000;
           log.info({ reason }, "shutting down: no new requests, finishing in-flight ones");
           metrics?.setReady(false);
-          await service.stop(Math.max(0, deadline - Date.now()));
+          // The forward subject stops with the endpoints: instances forwarding here then get "no responders" and run
+          // their commands themselves, instead of waiting for discovery rounds to notice.
+          await Promise.all([service.stop(Math.max(0, deadline - Date.now())), forwarder.stop(Math.max(0, deadline - Date.now()))]);
           await gate!.stop();
           for (const hook of [...hooks].reverse()) {
             try { await hook(); } catch (err) { log.warn({ err }, "shutdown hook failed"); }

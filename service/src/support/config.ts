@@ -31,6 +31,14 @@ export const MIN_DUPLICATE_WINDOW_S = 120;
 export type CommandRecordsMode = "auto" | "always";
 export const COMMAND_RECORDS_MODES: readonly CommandRecordsMode[] = ["auto", "always"];
 
+/**
+ * COMMAND_FORWARDING: "auto": commands on an aggregate this instance lost append races on go to the one instance
+ * that writes it (adapters/nats/forward.ts), when the user's permissions allow it; "off": every command runs where it
+ * arrives and the instance takes no forwarded commands (the behaviour before 0.10).
+ */
+export type CommandForwardingMode = "auto" | "off";
+export const COMMAND_FORWARDING_MODES: readonly CommandForwardingMode[] = ["auto", "off"];
+
 export interface Config {
   natsUrl: string;
   natsServers: string[];
@@ -41,6 +49,7 @@ export interface Config {
   duplicateWindowSeconds: number;
   maxInFlight: number;
   commandRecords: CommandRecordsMode;
+  commandForwarding: CommandForwardingMode;
   /**
    * HEAP_GROWING_PERCENT: after a full GC, V8 lets the old generation grow to (1 + p/100) × what survived before the
    * next one (V8's --heap-growing-percent); 0 leaves V8's own factor (up to 4× under a high allocation rate).
@@ -192,6 +201,7 @@ export function parseConfig(env: Env = process.env): Config {
   const duplicateWindowSeconds = integer(env, "DUPLICATE_WINDOW", MIN_DUPLICATE_WINDOW_S, MIN_DUPLICATE_WINDOW_S, 7 * 24 * 3600);
   const maxInFlight = integer(env, "MAX_IN_FLIGHT", 64, 1, 10_000);
   const commandRecords = oneOf(env, "COMMAND_RECORDS", COMMAND_RECORDS_MODES, "auto");
+  const commandForwarding = oneOf(env, "COMMAND_FORWARDING", COMMAND_FORWARDING_MODES, "auto");
   const audit = {
     enabled: boolean(env, "AUDIT_ENABLED", true),
     streamName: streamLikeName(env, "AUDIT_STREAM_NAME", "POLICY_AUDIT"),
@@ -234,6 +244,7 @@ export function parseConfig(env: Env = process.env): Config {
     heapGrowingPercent,
     maxInFlight,
     commandRecords,
+    commandForwarding,
     audit,
     metricsListen,
     checkpointPath,

@@ -48,6 +48,8 @@ test("values are parsed", () => {
   assert.equal(c.snapshotBucket, "X_EVENTS_SNAPSHOTS");
   assert.equal(c.commandRecords, "auto");
   assert.equal(parseConfig({ COMMAND_RECORDS: "Always" }).commandRecords, "always");
+  assert.equal(c.commandForwarding, "auto");
+  assert.equal(parseConfig({ COMMAND_FORWARDING: "off" }).commandForwarding, "off");
 });
 
 const bad: [Record<string, string>, string, RegExp][] = [
@@ -56,6 +58,7 @@ const bad: [Record<string, string>, string, RegExp][] = [
   [{ SNAPSHOT_FREQUENCY: "ten" }, "SNAPSHOT_FREQUENCY", /got "ten"/],
   [{ SNAPSHOT_FREQUENCY: "1.5" }, "SNAPSHOT_FREQUENCY", /integer/],
   [{ STREAM_REPLICAS: "7" }, "STREAM_REPLICAS", /from 1 to 5/],
+  [{ COMMAND_FORWARDING: "never" }, "COMMAND_FORWARDING", /^COMMAND_FORWARDING: expected one of auto\|off, got "never"$/],
   [{ HEAP_GROWING_PERCENT: "301" }, "HEAP_GROWING_PERCENT", /from 0 to 300/],
   [{ HEAP_GROWING_PERCENT: "-1" }, "HEAP_GROWING_PERCENT", /from 0 to 300/],
   [{ DUPLICATE_WINDOW: "60" }, "DUPLICATE_WINDOW", /from 120 to/],

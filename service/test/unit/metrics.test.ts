@@ -25,7 +25,7 @@ function withSources(lastSeq: () => Promise<number>, exemptions: AggregateState[
   const metrics = new Metrics();
   const nc = { status: () => ({ [Symbol.asyncIterator]: () => ({ next: () => new Promise(() => undefined) }) }), closed: () => new Promise(() => undefined) };
   metrics.attach({
-    commandCounters: { conflictRetries: 3, replayedReplies: 2, duplicates: 1 },
+    commandCounters: { conflictRetries: 3, replayedReplies: 2, duplicates: 1, forwarded: 4 },
     projection: { lastSeq: 40, exemptions: () => exemptions },
     jsm: { streams: { info: async () => ({ state: { last_seq: await lastSeq() } }) } } as unknown as JetStreamManager,
     streamName: "POLICY_EVENTS",

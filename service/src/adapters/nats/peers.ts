@@ -31,6 +31,8 @@ export interface SuccessRecordGateOptions {
   holdMs: number;
   /** One discovery round: every instance of the service that answers (this one included). */
   discover: () => Promise<PeerIdentity[]>;
+  /** Every round's answer (null: the round failed), for the command forwarder's member set (forward.ts). */
+  onRound?: (peers: PeerIdentity[] | null) => void;
   logger: Logger;
   clock?: () => number;
 }
@@ -81,6 +83,7 @@ export class SuccessRecordGate {
       this.oldSeenAt = this.clock();
       this.roundsDone++;
       this.report();
+      this.opts.onRound?.(null);
       return;
     }
     this.failureWarned = false;
@@ -91,13 +94,15 @@ export class SuccessRecordGate {
     }
     this.roundsDone++;
     this.report();
+    this.opts.onRound?.(peers);
   }
 
   /** Runs a first round (awaited, bounded by PEER_PING_MAX_MS), then one every PEER_DISCOVERY_INTERVAL_MS. */
   async start(): Promise<void> {
     if (this.opts.mode === "always") {
       this.opts.logger.info({ mode: this.opts.mode }, "COMMAND_RECORDS=always: every stored command writes its idempotency record");
-      return;
+      // The rounds still find the instances that take forwarded commands.
+      if (!this.opts.onRound) return;
     }
     await this.tick();
   }
@@ -116,6 +121,7 @@ export class SuccessRecordGate {
   }
 
   private report(): void {
+    if (this.opts.mode === "always") return;
     const on = this.successRecords();
     if (on === this.reported) return;
     this.reported = on;

@@ -2,7 +2,7 @@
 // that arrive together (one socket read, one event-loop turn) go out as ONE direct get of the last message on each
 // key's subject (`multi_last`, nats-server ≥ 2.11), not one request per command. A command with a `command_id` cost
 // a lookup, a publish and a reply; at 64 in flight the lookups were a third of the messages the instance sent.
-import { createInbox, errors as natsErrors, type Msg, type NatsConnection } from "@nats-io/nats-core";
+import { createInbox, errors as natsErrors, nuid, type Msg, type NatsConnection } from "@nats-io/nats-core";
 import type { KV } from "@nats-io/kv";
 import { batchedWrite } from "./write-batch.js";
 
@@ -52,6 +52,8 @@ export class BatchedRecordLookup implements RecordLookup {
   private scheduled = false;
   /** Requests sent and keys asked for (the tests read them to see the batching). */
   readonly counters = { requests: 0, keys: 0 };
+  /** Whether several keys go in one request; off once probe() found the server refusing them (every key its own get). */
+  private batching = true;
 
   private readonly inbox: string;
   private readonly inFlight = new Map<string, (msg: Msg) => void>();
@@ -82,6 +84,23 @@ export class BatchedRecordLookup implements RecordLookup {
     });
   }
 
+  /**
+   * Sends one batched get of two keys that do not exist. A batch is a request on `$JS.API.DIRECT.GET.KV_<bucket>`,
+   * which a service user needs permission for besides `$JS.API.DIRECT.GET.KV_<bucket>.>` (the permissions block of
+   * docs/security.md has it since 0.10); the server drops a refused publish silently, so without it every batched
+   * lookup would wait out its timeout. No answer: batching stays off (one get per key, as before batching).
+   */
+  async probe(timeoutMs: number): Promise<{ batching: boolean; error?: unknown }> {
+    try {
+      await this.lastOf([`probe-${nuid.next()}`, `probe-${nuid.next()}`], timeoutMs);
+      this.batching = true;
+      return { batching: true };
+    } catch (error) {
+      this.batching = false;
+      return { batching: false, error };
+    }
+  }
+
   private flush(): void {
     this.scheduled = false;
     const batch = this.pending;
@@ -95,11 +114,15 @@ export class BatchedRecordLookup implements RecordLookup {
       const fail = (err: unknown) => {
         for (const key of chunk) for (const w of batch.get(key)!) w.reject(err);
       };
-      this.counters.requests++;
       this.counters.keys += chunk.length;
-      if (chunk.length === 1) {
-        this.opts.kv.get(chunk[0]!).then((entry) => settle(entry ? new Map([[chunk[0]!, entry]]) : new Map()), fail);
+      if (chunk.length === 1 || !this.batching) {
+        this.counters.requests += chunk.length;
+        for (const key of chunk) {
+          const waiters = batch.get(key)!;
+          this.opts.kv.get(key).then((entry) => { for (const w of waiters) w.resolve(entry); }, (err: unknown) => { for (const w of waiters) w.reject(err); });
+        }
       } else {
+        this.counters.requests++;
         this.lastOf(chunk).then(settle, fail);
       }
     }
@@ -110,14 +133,14 @@ export class BatchedRecordLookup implements RecordLookup {
    * status: 204 end of batch, or 404 when none has. The replies come to this lookup's own wildcard inbox (one
    * subscription for the instance's life, a token per request), not to a subscription per request.
    */
-  private lastOf(keys: string[]): Promise<Map<string, RecordEntry>> {
+  private lastOf(keys: string[], timeoutMs = this.opts.timeoutMs): Promise<Map<string, RecordEntry>> {
     return new Promise((resolve, reject) => {
       const token = String(++this.nextToken);
       const found = new Map<string, RecordEntry>();
       const timer = setTimeout(() => {
         this.inFlight.delete(token);
         reject(new natsErrors.TimeoutError());
-      }, this.opts.timeoutMs);
+      }, timeoutMs);
       this.inFlight.set(token, (msg) => {
         const code = msg.headers?.code ?? 0;
         if (code === 0) {

@@ -478,7 +478,12 @@ export class CommandHandler {
 
   /** This instance lost a race on the aggregate: its commands go to the aggregate's owner from now on (ownerIfContended). */
   private markContended(aggregateId: string): void {
-    if (!this.opts.router || this.contended.has(aggregateId)) return;
+    if (!this.opts.router) return;
+    const known = this.contended.get(aggregateId);
+    if (known) {
+      known.until = Date.now() + CONTENDED_MS;
+      return;
+    }
     if (this.contended.size >= CONTENDED_MAX) this.contended.delete(this.contended.keys().next().value!);
     this.contended.set(aggregateId, { until: Date.now() + CONTENDED_MS, owner: null, generation: -1 });
   }

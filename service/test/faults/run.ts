@@ -592,6 +592,17 @@ export async function runSuite(opts: RunOptions): Promise<number> {
       log(`  partition of node ${f.node + 1}: cut-off side's clients had ${side.length} commands in flight (${side.filter((x) => x.outcome === "ok").length} acknowledged, ${side.filter((x) => x.outcome === "ok" && x.ended > f.healedAt).length} of them after the heal); the other side ${others.length} (${others.filter((x) => x.outcome === "ok" && x.ended <= f.healedAt).length} acknowledged during the cut)`);
     }
     log(`duplicates: ${twice.length} command_ids stored twice or more (${extraEvents} extra events); losses: ${losses.length}`);
+    // What the instances did with the contended writes to the hot policies (counters since each one's last start).
+    try {
+      const sum: Record<string, number> = {};
+      for await (const st of await new Svcm(admin).client({ strategy: "count", maxMessages: 3, maxWait: 3000 }).stats("policy-service")) {
+        const counters = (st.endpoints ?? []).find((e) => e.subject === "policy.commands.update")?.data as { commands?: Record<string, number> } | undefined;
+        for (const [k, v] of Object.entries(counters?.commands ?? {})) sum[k] = (sum[k] ?? 0) + v;
+      }
+      log(`instances (since each one's last start): ${sum.conflictRetries ?? 0} lost races, ${sum.forwarded ?? 0} commands forwarded to an aggregate's owner, ${sum.forwardedHere ?? 0} run for another instance, ${sum.forwardFallbacks ?? 0} run here because the owner had gone, ${sum.unavailable ?? 0} unavailable`);
+    } catch (err) {
+      log(`instances' command counters not read: ${(err as Error).message}`);
+    }
 
     writeFileSync(join(logDir, "commands.jsonl"), reports.map((x) => JSON.stringify(x)).join("\n") + "\n");
     writeFileSync(join(logDir, "faults.json"), JSON.stringify(faults, null, 2));

@@ -234,12 +234,31 @@ describe(`rolling upgrade from ${prev.ok ? `${prev.ref} (${prev.commit.slice(0, 
   }
 
   /** The same query through every client, repeatedly, until every answer is identical (projections caught up). */
+  /**
+   * Query timeouts tolerated while only the previous release runs (this tree's code is not running yet): a 0.9.0
+   * instance once left a query unanswered for 15 s in CI (2026-12-03, passed on rerun). Each one is printed; more
+   * than two fail the test. Wherever this tree runs, a timeout fails at once.
+   */
+  let previousOnlyTimeouts: number | null = null;
+
+  async function queryOk(c: NatsConnection, subject: string, body: Json): Promise<Json> {
+    for (;;) {
+      try {
+        return await callOk(c, subject, body);
+      } catch (err) {
+        if (previousOnlyTimeouts === null || !(err instanceof Error && err.name === "TimeoutError") || previousOnlyTimeouts >= 2) throw err;
+        previousOnlyTimeouts++;
+        console.log(`# the previous release (alone) did not answer ${subject} within 15 s (${previousOnlyTimeouts} of at most 2 tolerated); asking again`);
+      }
+    }
+  }
+
   async function agreedAnswer(subject: string, body: Json, pick: (reply: Json) => unknown): Promise<unknown> {
     const deadline = Date.now() + 20_000;
     let answers: unknown[] = [];
     while (Date.now() < deadline) {
       answers = [];
-      for (let round = 0; round < 4; round++) for (const c of clients) answers.push(pick(await callOk(c, subject, body)));
+      for (let round = 0; round < 4; round++) for (const c of clients) answers.push(pick(await queryOk(c, subject, body)));
       if (answers.every((a) => isDeepStrictEqual(a, answers[0]))) return answers[0];
       await sleep(250);
     }
@@ -286,7 +305,12 @@ describe(`rolling upgrade from ${prev.ok ? `${prev.ref} (${prev.commit.slice(0, 
 
   test("the previous release alone: three instances serve and agree", async () => {
     await workload("previous x3");
-    await checkAgreement("previous x3");
+    previousOnlyTimeouts = 0;
+    try {
+      await checkAgreement("previous x3");
+    } finally {
+      previousOnlyTimeouts = null;
+    }
   });
 
   test("leaf 1 upgraded: the previous release and this tree serve side by side and agree", async () => {

@@ -9,6 +9,7 @@ import { createHash } from "node:crypto";
 import { NoRespondersError, RequestError, nuid, type Msg, type NatsConnection, type Subscription } from "@nats-io/nats-core";
 import type { Logger } from "../../support/logger.js";
 import type { PeerIdentity } from "./peers.js";
+import { withTimeout } from "./service.js";
 import { batchedRequest, batchedWrite, requestEnded, requestStarted } from "./write-batch.js";
 
 /** Metadata key of an instance that takes forwarded commands; its value is the instance's forward token. */
@@ -232,11 +233,4 @@ export function rendezvousOwner(members: readonly string[], aggregateId: string)
 function isNoResponders(err: unknown): boolean {
   if (err instanceof NoRespondersError) return true;
   return err instanceof RequestError && err.isNoResponders();
-}
-
-function withTimeout(p: Promise<void>, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    p.finally(() => { clearTimeout(timer); resolve(); });
-  });
 }

@@ -106,23 +106,21 @@ export class BatchedRecordLookup implements RecordLookup {
     const batch = this.pending;
     this.pending = new Map();
     const keys = [...batch.keys()];
-    for (let i = 0; i < keys.length; i += this.opts.maxKeys) {
-      const chunk = keys.slice(i, i + this.opts.maxKeys);
+    // Without batching (probe), every key is a chunk of its own: its plain `get`.
+    const chunkSize = this.batching ? this.opts.maxKeys : 1;
+    for (let i = 0; i < keys.length; i += chunkSize) {
+      const chunk = keys.slice(i, i + chunkSize);
       const settle = (found: Map<string, RecordEntry>) => {
         for (const key of chunk) for (const w of batch.get(key)!) w.resolve(found.get(key) ?? null);
       };
       const fail = (err: unknown) => {
         for (const key of chunk) for (const w of batch.get(key)!) w.reject(err);
       };
+      this.counters.requests++;
       this.counters.keys += chunk.length;
-      if (chunk.length === 1 || !this.batching) {
-        this.counters.requests += chunk.length;
-        for (const key of chunk) {
-          const waiters = batch.get(key)!;
-          this.opts.kv.get(key).then((entry) => { for (const w of waiters) w.resolve(entry); }, (err: unknown) => { for (const w of waiters) w.reject(err); });
-        }
+      if (chunk.length === 1) {
+        this.opts.kv.get(chunk[0]!).then((entry) => settle(entry ? new Map([[chunk[0]!, entry]]) : new Map()), fail);
       } else {
-        this.counters.requests++;
         this.lastOf(chunk).then(settle, fail);
       }
     }

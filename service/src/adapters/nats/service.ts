@@ -177,7 +177,8 @@ function oneLine(text: string): string {
   return text.replace(/[\r\n]+/g, " ").slice(0, 512);
 }
 
-function withTimeout(p: Promise<void>, ms: number): Promise<void> {
+/** Resolves when `p` settles or after `ms`, whichever comes first (a stop bounded by its deadline). */
+export function withTimeout(p: Promise<void>, ms: number): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
     p.finally(() => { clearTimeout(timer); resolve(); });

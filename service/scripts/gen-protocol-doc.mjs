@@ -311,7 +311,8 @@ export async function documentedAuditMessage() {
   const captured = [];
   const js = {
     async publish(subject, data) {
-      captured.push({ subject, body: JSON.parse(data) });
+      // The publisher sends the message as bytes (UTF-8), as it does to JetStream.
+      captured.push({ subject, body: JSON.parse(typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: true }).decode(data)) });
       return { stream: "POLICY_AUDIT", seq: captured.length, duplicate: false };
     },
   };

@@ -5,6 +5,8 @@
 import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { createHash, randomUUID } from "node:crypto";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { Evaluation, EvaluateRequest, fastEvaluateRequest, parseEvaluateRequest } from "../../src/app/evaluation.js";
 import type { ExemptionState, PolicyState } from "../../src/domain/index.js";
@@ -130,7 +132,8 @@ function fakeJetStream(mode: "ack" | "hold" | "fail" = "ack") {
   const published: { subject: string; batch: AuditBatch; data: string }[] = [];
   const held: (() => void)[] = [];
   const js = {
-    publish(subject: string, data: string) {
+    publish(subject: string, payload: string | Uint8Array) {
+      const data = typeof payload === "string" ? payload : new TextDecoder("utf-8", { fatal: true }).decode(payload);
       published.push({ subject, batch: JSON.parse(data) as AuditBatch, data });
       if (mode === "fail") return Promise.reject(new Error("stream unavailable"));
       if (mode === "hold") return new Promise((resolve) => held.push(() => resolve({ stream: "POLICY_AUDIT", seq: published.length })));
@@ -243,6 +246,57 @@ describe("audit publisher", () => {
     release();
     await closed;
     assert.deepEqual(audit.stats(), { published: 20, dropped: 0, failed: 0, queued: 0 });
+  });
+
+  test("a record is serialised in the next loop iteration, after its turn's replies, long before its linger ends", async () => {
+    const { js, published } = fakeJetStream();
+    const { logger } = recordingLogger();
+    const audit = new AuditPublisher({ js, logger: logger as never, instance: "i1", lingerMs: 60_000 });
+    const order: string[] = [];
+    const watched = record(1);
+    // The context is read when the record is serialised (its hash): the getter says when.
+    watched.context = { get i() { order.push("serialised"); return 1; } };
+    requestStarted();
+    requestStarted(); // two requests in this turn: replies wait for the turn's one write
+    try {
+      audit.record(watched); // recorded before the reply is handed over, as evaluation.ts does
+      batchedWrite(() => order.push("reply written"));
+      assert.deepEqual(order, [], "nothing in the turn itself");
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(order, ["reply written"], "the turn's replies first");
+      await new Promise((resolve) => setImmediate(resolve));
+      assert.deepEqual(order, ["reply written", "serialised"], "then the record, one loop iteration later");
+    } finally {
+      requestEnded();
+      requestEnded();
+    }
+    assert.equal(published.length, 0, "serialising sends nothing: the record waits out its linger");
+    assert.equal(audit.stats().queued, 1);
+    await audit.close(1000);
+    assert.equal(published[0]!.batch.events[0]!.context_hash, contextHash({ i: 1 }));
+  });
+
+  test("while it waits out its linger, a record's objects are no longer held (only its bytes)", async () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const { js, published } = fakeJetStream();
+    const { logger } = recordingLogger();
+    const audit = new AuditPublisher({ js, logger: logger as never, instance: "i1", lingerMs: 60_000 });
+    // Handed over from a function of its own, so that no frame of this test still refers to the last record.
+    const handOver = (): WeakRef<object>[] => Array.from({ length: 50 }, (_, i) => {
+      const r = record(i);
+      audit.record(r);
+      return [new WeakRef(r.context as object), new WeakRef(r)];
+    }).flat();
+    const refs = handOver();
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    gc();
+    gc();
+    assert.equal(refs.filter((ref) => ref.deref() !== undefined).length, 0, "records and contexts collected while queued");
+    assert.equal(audit.stats().queued, 50);
+    await audit.close(1000);
+    assert.deepEqual(published.flatMap((m) => m.batch.events.map((e) => e.evaluation_id)), Array.from({ length: 50 }, (_, i) => `e${i}`));
   });
 
   test("a write the stream refuses is counted as failed and logged", async () => {

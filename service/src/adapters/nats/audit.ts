@@ -217,7 +217,17 @@ export const disabledAudit: AuditSink = {
  */
 export class AuditPublisher implements AuditSink {
   private readonly opts: Required<AuditPublisherOptions>;
-  private readonly queue: AuditRecord[] = [];
+  /**
+   * Records handed over and not serialised yet. They are serialised in the next loop iteration, after this turn's
+   * replies have gone out, rather than when their message is sent: a record waiting out the linger as objects (its
+   * context, result text, references) was copied by every young-generation GC it survived and often promoted; with
+   * the audit on, the GC took three times the CPU it took with the audit off (docs/performance.md, "auditbytes").
+   * As bytes outside V8's heap it costs the GC nothing.
+   */
+  private readonly unserialised: AuditRecord[] = [];
+  private serialiseScheduled = false;
+  /** Serialised events, in the order recorded: each one's subject and JSON (auditEventJson) as UTF-8. */
+  private readonly queue: { subject: string; json: Uint8Array }[] = [];
   private inFlight = 0;
   private published = 0;
   private dropped = 0;
@@ -235,16 +245,23 @@ export class AuditPublisher implements AuditSink {
   }
 
   record(event: AuditRecord): void {
-    if (this.closing || this.queue.length >= this.opts.maxQueue) {
+    if (this.closing || this.queued() >= this.opts.maxQueue) {
       this.dropped++;
       const now = Date.now();
       if (now - this.lastDropLog > 5000) {
         this.lastDropLog = now;
-        this.opts.logger.warn({ dropped: this.dropped, queued: this.queue.length }, "audit queue full: audit events dropped");
+        this.opts.logger.warn({ dropped: this.dropped, queued: this.queued() }, "audit queue full: audit events dropped");
       }
       return;
     }
-    this.queue.push(event);
+    this.unserialised.push(event);
+    if (!this.serialiseScheduled) {
+      this.serialiseScheduled = true;
+      // In the next loop iteration: an immediate set now may run before the one that writes this turn's replies
+      // (write-batch.ts), and the client library sends those in a microtask after it; one set from inside it runs
+      // after both. Serialising in that same immediate, before the replies reached the socket, gained nothing.
+      setImmediate(() => setImmediate(() => this.serialise()));
+    }
     // Publishing starts on a later timer tick, so the evaluation reply always goes out first.
     this.timer ??= setTimeout(() => {
       this.timer = undefined;
@@ -254,7 +271,22 @@ export class AuditPublisher implements AuditSink {
   }
 
   stats(): { published: number; dropped: number; failed: number; queued: number } {
-    return { published: this.published, dropped: this.dropped, failed: this.failed, queued: this.queue.length };
+    return { published: this.published, dropped: this.dropped, failed: this.failed, queued: this.queued() };
+  }
+
+  private queued(): number {
+    return this.queue.length + this.unserialised.length;
+  }
+
+  /** Serialises every record handed over so far, in order, into the queue (sends nothing). */
+  private serialise(): void {
+    this.serialiseScheduled = false;
+    for (const record of this.unserialised.splice(0)) {
+      this.queue.push({
+        subject: `${AUDIT_SUBJECT_PREFIX}.${record.subject_id}.${record.type}`,
+        json: utf8(auditEventJson(record, randomUUID(), this.opts.instance)),
+      });
+    }
   }
 
   /** Stops accepting events, publishes what is queued and waits (bounded) for the acks. */
@@ -266,7 +298,7 @@ export class AuditPublisher implements AuditSink {
     }
     this.due = true;
     this.pump();
-    if (this.queue.length === 0 && this.inFlight === 0) return;
+    if (this.queued() === 0 && this.inFlight === 0) return;
     await Promise.race([
       new Promise<void>((resolve) => this.idleWaiters.push(resolve)),
       new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref()),
@@ -279,14 +311,13 @@ export class AuditPublisher implements AuditSink {
    * records at once (300 at 15,000 evaluations/s) held back the replies of that turn.
    */
   private pump(): void {
+    if (this.unserialised.length > 0) this.serialise(); // the newest records, behind the queued ones
     if (this.inFlight < this.opts.maxInFlight && (this.queue.length >= this.opts.minBatch || (this.due && this.queue.length > 0))) {
-      const groups = new Map<string, string[]>();
-      for (const record of this.queue.splice(0, this.opts.maxBatch)) {
-        const event = auditEventJson(record, randomUUID(), this.opts.instance);
-        const subject = `${AUDIT_SUBJECT_PREFIX}.${record.subject_id}.${record.type}`;
+      const groups = new Map<string, Uint8Array[]>();
+      for (const { subject, json } of this.queue.splice(0, this.opts.maxBatch)) {
         const group = groups.get(subject);
-        if (group) group.push(event);
-        else groups.set(subject, [event]);
+        if (group) group.push(json);
+        else groups.set(subject, [json]);
       }
       for (const [subject, events] of groups) this.publish(subject, events);
       if (this.queue.length > 0 && !this.nextSlice) {
@@ -300,10 +331,10 @@ export class AuditPublisher implements AuditSink {
   }
 
   /** `events`: each event's JSON (auditEventJson); the message is the AuditBatch {schema_version, events}. */
-  private publish(subject: string, events: string[]): void {
+  private publish(subject: string, events: Uint8Array[]): void {
     this.inFlight++;
     this.opts.js
-      .publish(subject, `{"schema_version":${AUDIT_SCHEMA_VERSION},"events":[${events.join(",")}]}`, { timeout: 5000 })
+      .publish(subject, batchBody(events), { timeout: 5000 })
       .then(() => {
         this.published += events.length;
       })
@@ -317,9 +348,37 @@ export class AuditPublisher implements AuditSink {
         // the last message, which wait out their linger to share one. Pumping whatever was queued at each ack made,
         // at R3 under light load, one message per few evaluations: each replicated and acknowledged by three servers.
         this.pump();
-        if (this.queue.length === 0 && this.inFlight === 0) {
+        if (this.queued() === 0 && this.inFlight === 0) {
           for (const resolve of this.idleWaiters.splice(0)) resolve();
         }
       });
   }
+}
+
+const BATCH_HEAD = utf8(`{"schema_version":${AUDIT_SCHEMA_VERSION},"events":[`);
+const COMMA = 0x2c;
+const BATCH_TAIL = utf8("]}");
+
+/** The AuditBatch's bytes: `{"schema_version":1,"events":[` + the events' JSON, comma-separated, + `]}`. */
+function batchBody(events: readonly Uint8Array[]): Uint8Array {
+  let length = BATCH_HEAD.length + BATCH_TAIL.length + events.length - 1;
+  for (const event of events) length += event.length;
+  const body = Buffer.allocUnsafe(length);
+  body.set(BATCH_HEAD, 0);
+  let at = BATCH_HEAD.length;
+  events.forEach((event, i) => {
+    if (i > 0) body[at++] = COMMA;
+    body.set(event, at);
+    at += event.length;
+  });
+  body.set(BATCH_TAIL, at);
+  return body;
+}
+
+/**
+ * UTF-8 bytes of an event's JSON. Buffer.from, not TextEncoder.encode: it slices Node's shared 8 KiB pool for
+ * strings under 4 KiB, where TextEncoder allocates and zero-fills a buffer of its own for every event.
+ */
+function utf8(text: string): Uint8Array {
+  return Buffer.from(text, "utf8");
 }

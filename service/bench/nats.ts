@@ -29,7 +29,7 @@ import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from "node:f
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { freePort, SERVICE_MAIN, SERVICE_ROOT, sleep, startCluster, startNatsServer, type NatsServer } from "../test/helpers/nats.js";
 import { restartBench } from "./restart.js";
 import { RULES } from "./rules.js";
@@ -607,6 +607,7 @@ async function runTopology(topology: string, servers: NatsServer[], replicas: nu
     const pids: Pids = { services: [service.pid], responders: [echo.pid, minimal.pid], servers: servers.map((s) => s.pid) };
     await measurePhases(topology, phases, { nc, servers, pids }, results);
     memory[`${topology} service RSS after the phases (MiB)`] = rssMiB(service.pid);
+    if (replicas > 1) leaders[topology] = await streamLeaders(jsm, server.name, ["BENCH_PUB", "BENCH_MIN", "POLICY_EVENTS", "POLICY_AUDIT"]);
     if (INSTANCES > 1) {
       const minimalPhase = phases.find((p) => p.name === "minimal command");
       await contention(topology, servers, replicas, { nc, pids, many, hot: HOT, minimalPhase }, results);
@@ -615,6 +616,22 @@ async function runTopology(topology: string, servers: NatsServer[], replicas: nu
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
     await nc.close().catch(() => undefined);
   }
+}
+
+/**
+ * Where each replicated stream's leader was: on the server the client and the service are connected to, or on
+ * another one, whose copy of every write then crosses a route first. Leaders are elected, so this varies from run
+ * to run and moves a ratio at R3 (the minimal command's stream and the audit stream each have their own).
+ */
+const leaders: Record<string, Record<string, string>> = {};
+
+async function streamLeaders(jsm: JetStreamManager, connectedTo: string, streams: string[]): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const name of streams) {
+    const leader = await jsm.streams.info(name).then((i) => i.cluster?.leader ?? "?", (err: unknown) => `unknown (${(err as Error).message})`);
+    out[name] = leader === connectedTo ? `${leader} (the connected server)` : leader;
+  }
+  return out;
 }
 
 function addRatios(results: PhaseResult[]): void {
@@ -892,8 +909,11 @@ async function main(): Promise<void> {
     `load average ${machine.load_average_at_end.join(" ")}, ${((Date.now() - started) / 1000).toFixed(0)} s in all`;
   printTable(results, header);
   for (const [k, v] of Object.entries(memory)) console.log(`${k}: ${v === null ? "n/a" : v.toFixed(0)}`);
+  for (const [topology, byStream] of Object.entries(leaders)) {
+    console.log(`${topology} stream leaders: ${Object.entries(byStream).map(([stream, leader]) => `${stream} on ${leader}`).join(", ")}`);
+  }
   if (jsonFile) {
-    writeFileSync(jsonFile, JSON.stringify({ date: new Date().toISOString(), machine, settings, memory, results }, null, 2) + "\n");
+    writeFileSync(jsonFile, JSON.stringify({ date: new Date().toISOString(), machine, settings, memory, stream_leaders: leaders, results }, null, 2) + "\n");
     console.log(`JSON: ${jsonFile}`);
   }
 }

@@ -561,7 +561,8 @@ async function startLoggedInstance(env: Record<string, string>): Promise<{ pid: 
  * measured in interleaved slices (round after round, every phase once per round), so that the load of a shared machine
  * changing over time weighs on the ceilings and on the service alike: the ratios within a run are what count.
  */
-async function runTopology(topology: string, servers: NatsServer[], replicas: number, results: PhaseResult[], memory: Record<string, number | null>): Promise<void> {
+async function runTopology(topology: string, servers: NatsServer[], replicas: number, results: PhaseResult[], memory: Record<string, number | null>,
+  leaders: Record<string, Record<string, string>>): Promise<void> {
   const server = servers[0]!;
   const url = server.url;
   const nc = await connect({ servers: url });
@@ -623,8 +624,6 @@ async function runTopology(topology: string, servers: NatsServer[], replicas: nu
  * to, or another one, to which every write then crosses a route first. Leaders are elected in every run, so a
  * surprising R3 figure can be checked against this (in six runs it did not visibly move evaluate's ratio).
  */
-const leaders: Record<string, Record<string, string>> = {};
-
 async function streamLeaders(jsm: JetStreamManager, connectedTo: string, streams: string[]): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
   for (const name of streams) {
@@ -872,13 +871,15 @@ async function main(): Promise<void> {
   }
   const results: PhaseResult[] = [];
   const memory: Record<string, number | null> = {};
+  /** By topology (R3 only): each replicated stream's leader (streamLeaders). */
+  const leaders: Record<string, Record<string, string>> = {};
   const started = Date.now();
   let version = "";
   if (only !== "r3") {
     const server: NatsServer = await startNatsServer({ syncAlways });
     version = server.version;
     try {
-      await runTopology("R1 (1 node)", [server], 1, results, memory);
+      await runTopology("R1 (1 node)", [server], 1, results, memory, leaders);
     } finally {
       await server.stop();
     }
@@ -887,7 +888,7 @@ async function main(): Promise<void> {
     const cluster = await startCluster(3, { syncAlways });
     version = cluster.servers[0]!.version;
     try {
-      await runTopology("R3 (3 nodes)", cluster.servers, 3, results, memory);
+      await runTopology("R3 (3 nodes)", cluster.servers, 3, results, memory, leaders);
     } finally {
       await cluster.stop();
     }

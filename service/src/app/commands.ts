@@ -14,7 +14,7 @@ import {
   COMMAND_ROUTES, aggregateIdOf, decide, evolve, parseCommand, referencedIds,
   type AggregateState, type Command, type CommandName, type EventEnvelope, type ErrorCode,
 } from "../domain/index.js";
-import { ConcurrencyError, aggregateSubject, type EventStore, type StoredEvent } from "../adapters/nats/event-store.js";
+import { ConcurrencyError, aggregateSubject, type EventStore, type EventToAppend, type StoredEvent } from "../adapters/nats/event-store.js";
 import type { CommandForwarder } from "../adapters/nats/forward.js";
 import type { Projection } from "../adapters/nats/projection.js";
 import type { RecordLookup } from "../adapters/nats/record-lookup.js";
@@ -101,11 +101,13 @@ export interface CommandHandlerOptions {
   /** Whether several events can be appended atomically (server ≥ 2.12 and allow_atomic). */
   atomicBatches: boolean;
   /**
-   * Whether commands waiting on one aggregate join the append of the one before them as one atomic batch (needs
-   * atomicBatches). Worth it on replicated streams only: on nats-server 2.14.9 an atomic batch on an R1 stream took
-   * 5-13 ms against 0.4 ms for a publish (docs/performance.md).
+   * Whether commands waiting on one aggregate join the append of the one before them, and how (off when absent):
+   * "atomic", one atomic batch (needs atomicBatches; for replicated streams: on nats-server 2.14.9 an atomic batch on
+   * an R1 stream took 5-13 ms against 0.4 ms for a publish, docs/performance.md); "chained", for R1 streams: one
+   * event per command, each publish stored only right after the one before it (EventStore.appendChained), so a
+   * prefix of the group is stored and the rest runs again on its own.
    */
-  groupAppends?: boolean;
+  groupAppends?: "atomic" | "chained";
   /**
    * This instance's projection: the state commands decide against and the command-id index. Without one (unit
    * tests), every command loads its aggregate from the stream.
@@ -195,6 +197,8 @@ export class CommandHandler {
     executed: 0, conflicts: 0, conflictRetries: 0, duplicates: 0, replayedReplies: 0, unavailable: 0, internal: 0, streamLoads: 0,
     /** Sent to the aggregate's owner; run here for another instance; run here because the owner had gone. */
     forwarded: 0, forwardedHere: 0, forwardFallbacks: 0,
+    /** Chained group appends (R1) stored only in part: another writer's message came between; the rest ran again. */
+    chainBreaks: 0,
   };
 
   constructor(opts: CommandHandlerOptions) {
@@ -401,21 +405,28 @@ export class CommandHandler {
           attemptedEventIds.push(e.event_id);
           this.watchedEventIds.set(e.event_id, 0);
         }
-        const followers = !alone && this.opts.atomicBatches && this.opts.groupAppends && current.source !== "stream" && envelopes.length > 0
-          ? this.takeFollowers(aggregateId, current, evolveAll(current.state, envelopes), envelopes, commandId)
+        const grouping = this.opts.groupAppends === "atomic" && this.opts.atomicBatches ? "atomic"
+          : this.opts.groupAppends === "chained" && envelopes.length === 1 ? "chained" : null;
+        const followers = !alone && grouping && current.source !== "stream" && envelopes.length > 0
+          ? this.takeFollowers(aggregateId, current, evolveAll(current.state, envelopes), envelopes, commandId, grouping === "chained")
           : [];
-        // A group carries no Nats-Msg-Id: the server refuses a batch with an id it holds (10201) rather than answering
-        // a duplicate ack, and exactly-once does not rest on the id (a re-sent batch that did land fails the check).
+        // An atomic group carries no Nats-Msg-Id: the server refuses a batch with an id it holds (10201) rather than
+        // answering a duplicate ack, and exactly-once does not rest on the id (a re-sent batch that did land fails the
+        // check). A chain links its messages by their ids: a follower's is its event id (fresh; never re-sent).
         // Each event carries its own command's payload hash (COMMAND_HASH_HEADER): what a retry compares its own with.
         const hashes = [...envelopes.map(() => payloadHash), ...followers.flatMap((f) => f.envelopes.map(() => f.job.payloadHash))];
         const toAppend = [...envelopes, ...followers.flatMap((f) => f.envelopes)].map((envelope, i) => ({
-          envelope, msgId: followers.length > 0 ? "" : commandId ? `${commandId}:${i}:${current.lastSeq}` : envelope.event_id,
+          envelope,
+          msgId: followers.length > 0 && (grouping === "atomic" || i > 0) ? (grouping === "atomic" ? "" : envelope.event_id)
+            : commandId ? `${commandId}:${i}:${current.lastSeq}` : envelope.event_id,
           ...(hashes[i] ? { commandHash: hashes[i] } : {}),
         }));
         let acks: PubAck[];
         try {
-          // The same envelopes (same Nats-Msg-Id) are re-sent on a timeout, so a write that did land is deduplicated.
-          acks = await this.retryTransient(() => store.append(aggregateId, current.lastSeq, toAppend, this.opts.atomicBatches), deadline);
+          acks = followers.length > 0 && grouping === "chained"
+            ? await this.appendChain(aggregateId, current.lastSeq, toAppend, followers, deadline)
+            // The same envelopes (same Nats-Msg-Id) are re-sent on a timeout, so a write that did land is deduplicated.
+            : await this.retryTransient(() => store.append(aggregateId, current.lastSeq, toAppend, this.opts.atomicBatches), deadline);
         } catch (err) {
           // The followers go back to the front of the queue and run on their own, looking for their events first.
           this.requeue(aggregateId, followers, current.lastSeq);
@@ -596,6 +607,7 @@ export class CommandHandler {
    */
   private takeFollowers(
     aggregateId: string, current: Current, afterHead: AggregateState | undefined, headEnvelopes: EventEnvelope[], headCommandId: string | null,
+    oneEventEach: boolean,
   ): { job: QueuedCommand; envelopes: EventEnvelope[] }[] {
     const queue = this.aggregateQueues.get(aggregateId);
     const projection = this.opts.projection;
@@ -613,6 +625,8 @@ export class CommandHandler {
       const now = job.now ?? (this.opts.clock ?? (() => new Date()))().toISOString();
       const decision = decide(state, command, { now, refs: new Map([[aggregateId, state]]) });
       if (!decision.ok || decision.events.length === 0) break;
+      // A chain stores a prefix of its messages: a command of several events could be torn.
+      if (oneEventEach && decision.events.length > 1) break;
       const route = COMMAND_ROUTES[command.name];
       const envelopes: EventEnvelope[] = decision.events.map((e, i) => ({
         event_id: uuidv7(), event_type: e.event_type, aggregate_type: route.aggregateType, aggregate_id: aggregateId,
@@ -626,6 +640,26 @@ export class CommandHandler {
       version += envelopes.length;
     }
     return out;
+  }
+
+  /**
+   * A chained group append (groupAppends "chained"): the acks of the stored prefix. The followers after it are taken
+   * out of `followers` and requeued (each looks for its event first: its ack may be what was lost). When not even
+   * the head is known stored, all followers are requeued and the head goes on as a single append would: a wrong
+   * expectation is thrown, a transient failure re-sends the head alone (same envelope, same Nats-Msg-Id).
+   */
+  private async appendChain(
+    aggregateId: string, expectedLastSeq: number, toAppend: EventToAppend[], followers: { job: QueuedCommand; envelopes: EventEnvelope[] }[], deadline: number,
+  ): Promise<PubAck[]> {
+    const { acks, stoppedBy } = await this.opts.store.appendChained(aggregateId, expectedLastSeq, toAppend);
+    const unstored = followers.splice(Math.max(0, acks.length - 1));
+    if (unstored.length > 0) {
+      this.counters.chainBreaks += acks.length > 0 && !acks[0]!.duplicate ? 1 : 0;
+      this.requeue(aggregateId, unstored, expectedLastSeq);
+    }
+    if (acks.length > 0) return acks;
+    if (!isTransient(stoppedBy)) throw stoppedBy;
+    return this.retryTransient(() => this.opts.store.append(aggregateId, expectedLastSeq, toAppend.slice(0, 1), this.opts.atomicBatches), deadline);
   }
 
   /** Followers of a group append that failed: back to the front of the queue, each looking for its events first. */

@@ -32,7 +32,7 @@ export function classifySubject(subject: string): { kind: RequestKind; name: str
 /** What the metrics read at scrape time, once the service is up (see Metrics.attach). */
 export interface MetricSources {
   /** The command handler's counters (instance-wide, since start). */
-  commandCounters: { readonly conflictRetries: number; readonly replayedReplies: number; readonly duplicates: number; readonly forwarded: number };
+  commandCounters: { readonly conflictRetries: number; readonly replayedReplies: number; readonly duplicates: number; readonly forwarded: number; readonly chainBreaks: number };
   projection: { readonly lastSeq: number; exemptions(): AggregateState[] };
   jsm: JetStreamManager;
   streamName: string;
@@ -95,6 +95,7 @@ export class Metrics {
     fromCounters("command_conflict_retries_total", "Commands decided again after losing an append race on their aggregate.", (c) => c.conflictRetries);
     fromCounters("command_idempotent_replays_total", "Resent commands answered for their command_id: from its idempotency record, or rebuilt from the events it stored.", (c) => c.replayedReplies);
     fromCounters("command_duplicates_total", "Appends JetStream recognised as duplicates (same Nats-Msg-Id), answered without a new event.", (c) => c.duplicates);
+    fromCounters("command_chain_breaks_total", "Grouped appends on an R1 stream stored only in part (another writer's message came between); the rest decided again.", (c) => c.chainBreaks);
     fromCounters("commands_forwarded_total", "Commands sent on to the instance that writes their aggregate (one this instance lost append races on).", (c) => c.forwarded);
 
     new Gauge({

@@ -156,7 +156,9 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
     const forwarder = new CommandForwarder({ nc, streamName: config.streamName, logger: componentLogger(logger, "forward") });
     const commands = new CommandHandler({
       store, projection, commands: commandsKv, recordLookup, logger: componentLogger(logger, "commands"), atomicBatches: atLeast(server, 2, 12),
-      groupAppends: atLeast(server, 2, 12) && config.streamReplicas > 1,
+      // R1: no raft group, the server stores one stream's messages in arrival order, and an atomic batch is staged
+      // on disk (docs/performance.md, "r1batch"): chains. Replicated: atomic batches.
+      groupAppends: config.streamReplicas > 1 ? (atLeast(server, 2, 12) ? "atomic" : undefined) : "chained",
       idempotencyDisabled: idempotencyDisabledByEnv(),
       successRecords: () => gate?.successRecords() ?? true,
       router: forwarder,

@@ -29,12 +29,19 @@ function createdEnvelope(): EventEnvelope {
 }
 
 /** A stream with the policy's creation at sequence 1, the server's expectation check, and a projection that trails it. */
-function world(atomicBatches = false) {
+function world(grouping: false | "atomic" | "chained" = false) {
+  const atomicBatches = grouping === "atomic";
   const stream: StoredEvent[] = [{ seq: 1, subject: `events.policy.${POLICY_ID}.PolicyCreated`, envelope: createdEnvelope() }];
+  /** The Nats-Msg-Id of each stored message ("" for none), as the server's Nats-Expected-Last-Msg-Id check sees it. */
+  const msgIds: string[] = [""];
   const expectations: number[] = [];
-  /** Events per append (a group of commands is one atomic batch). */
+  /** Events per append (a group of commands is one atomic batch, or one chain). */
   const batchSizes: number[] = [];
+  /** The Nats-Msg-Ids of each chained append's messages. */
+  const chains: string[][] = [];
   let beforeAppend: (() => void) | undefined;
+  /** Called before link `i` of a chain reaches the stand-in server (another writer's message can come in between). */
+  let beforeLink: ((i: number) => void) | undefined;
   const lastOf = (id: string) => stream.filter((e) => e.envelope.aggregate_id === id).at(-1)?.seq ?? 0;
   const store = {
     async lastSeqOf(id: string) { return lastOf(id); },
@@ -45,11 +52,33 @@ function world(atomicBatches = false) {
       batchSizes.push(events.length);
       if (events.length > 1 && !atomicBatches) throw new Error("no atomic batches on this server");
       if (lastOf(id) !== expected) throw new ConcurrencyError(id, expected, new Error("wrong last sequence"));
-      return events.map(({ envelope }) => {
+      return events.map(({ envelope, msgId }) => {
         const seq = stream.length + 1;
         stream.push({ seq, subject: `events.policy.${id}.${envelope.event_type}`, envelope });
+        msgIds.push(msgId);
         return { stream: "POLICY_EVENTS", seq, duplicate: false } as PubAck;
       });
+    },
+    // nats-server's rules (test/integration/chained-appends.test.ts checks them on a real one): the head is checked
+    // against the aggregate's last sequence, each later link against the stream's last message id.
+    async appendChained(id: string, expected: number, events: { envelope: EventEnvelope; msgId: string }[]) {
+      beforeAppend?.();
+      expectations.push(expected);
+      batchSizes.push(events.length);
+      chains.push(events.map((e) => e.msgId));
+      const acks: PubAck[] = [];
+      for (const [i, { envelope, msgId }] of events.entries()) {
+        beforeLink?.(i);
+        if (i === 0 ? lastOf(id) !== expected : msgIds.at(-1) !== events[i - 1]!.msgId) {
+          const cause = new Error(i === 0 ? "wrong last sequence" : "wrong last msg ID");
+          return { acks, stoppedBy: i === 0 ? new ConcurrencyError(id, expected, cause) : cause };
+        }
+        const seq = stream.length + 1;
+        stream.push({ seq, subject: `events.policy.${id}.${envelope.event_type}`, envelope });
+        msgIds.push(msgId);
+        acks.push({ stream: "POLICY_EVENTS", seq, duplicate: false } as PubAck);
+      }
+      return { acks };
     },
     maybeSnapshot() {},
   } as unknown as EventStore;
@@ -91,8 +120,12 @@ function world(atomicBatches = false) {
     async get() { return null; },
     async put(key: string, value: string) { records.set(key, value); return 1; },
   } as unknown as KV;
-  const handler = new CommandHandler({ store, projection, commands, logger: pino({ level: "silent" }), atomicBatches, groupAppends: atomicBatches });
-  return { stream, expectations, batchSizes, handler, release, setBeforeAppend: (f: (() => void) | undefined) => { beforeAppend = f; } };
+  const handler = new CommandHandler({ store, projection, commands, logger: pino({ level: "silent" }), atomicBatches, groupAppends: grouping || undefined });
+  return {
+    stream, msgIds, expectations, batchSizes, chains, handler, release,
+    setBeforeAppend: (f: (() => void) | undefined) => { beforeAppend = f; },
+    setBeforeLink: (f: ((i: number) => void) | undefined) => { beforeLink = f; },
+  };
 }
 
 /** Polls (bounded) until `condition` holds; false if it never does within `ms`. */
@@ -185,7 +218,7 @@ test("a retry of a command_id queued behind its first attempt gets the original 
 });
 
 test("with atomic batches, the commands waiting behind one are decided on the state it leaves and appended with it, once", async () => {
-  const w = world(true);
+  const w = world("atomic");
   const replies = ["a", "b", "c", "d", "e"].map((name, i) => track(w.handler.execute("update", update(name, `7d444840-9dc0-11d1-b245-5ffdce74fa0${i}`))));
   assert.ok(await eventually(() => w.stream.length === 6));
   assert.deepEqual(w.batchSizes, [5], "one atomic batch for the five commands");
@@ -198,7 +231,7 @@ test("with atomic batches, the commands waiting behind one are decided on the st
 });
 
 test("a group stops at a refusal (confirmed on its own) and at a second attempt of a command_id in it", async () => {
-  const w = world(true);
+  const w = world("atomic");
   const commandId = "7d444840-9dc0-11d1-b245-5ffdce74fad3";
   // Every command carries a command_id, so all of them pass the (asynchronous) record lookup and queue in this order.
   const approve = (n: number) => JSON.stringify({ policy_id: POLICY_ID, approved_by: "ops", command_id: `7d444840-9dc0-11d1-b245-5ffdce74fae${n}` });
@@ -219,7 +252,7 @@ test("a group stops at a refusal (confirmed on its own) and at a second attempt 
 });
 
 test("a group that loses the race: every command of it runs again on its own and is stored once", async () => {
-  const w = world(true);
+  const w = world("atomic");
   w.setBeforeAppend(() => {
     w.setBeforeAppend(undefined);
     // Another instance appends version 2 first.
@@ -240,4 +273,51 @@ test("a group that loses the race: every command of it runs again on its own and
   assert.deepEqual(w.batchSizes[0], 3, "first the three as one batch");
   assert.deepEqual(w.stream.map((e) => e.envelope.version), [1, 2, 3, 4, 5]);
   assert.deepEqual(done.map((r) => r.ok && r.version).sort(), [3, 4, 5]);
+});
+
+test("chained (R1), the commands waiting behind one are decided on the state it leaves and appended with it as one chain, once", async () => {
+  const w = world("chained");
+  const ids = [0, 1, 2, 3, 4].map((i) => `7d444840-9dc0-11d1-b245-5ffdce74fb0${i}`);
+  const replies = ["a", "b", "c", "d", "e"].map((name, i) => track(w.handler.execute("update", update(name, ids[i]))));
+  assert.ok(await eventually(() => w.stream.length === 6));
+  assert.deepEqual(w.batchSizes, [5], "one chain for the five commands");
+  assert.deepEqual(w.expectations, [1]);
+  // The head keeps its command_id's id (a re-send deduplicates); each follower's is its event id, named by the next link.
+  assert.equal(w.chains[0]![0], `${ids[0]}:0:1`);
+  assert.deepEqual(w.chains[0]!.slice(1), w.stream.slice(2).map((e) => e.envelope.event_id));
+  w.release();
+  const done = await Promise.all(replies.map((t) => t.promise));
+  assert.deepEqual(done.map((r) => r.ok && r.version), [2, 3, 4, 5, 6]);
+  assert.deepEqual(done.map((r) => r.ok && r.events[0]!.seq), [2, 3, 4, 5, 6], "each reply names its own event");
+  assert.deepEqual(w.stream.map((e) => e.envelope.command_id), [null, ...ids]);
+  assert.equal(w.handler.counters.chainBreaks, 0);
+});
+
+test("chained, another writer's event between two links: the stored prefix answers, the rest runs again on its own, each once", async () => {
+  const w = world("chained");
+  w.setBeforeLink((i) => {
+    if (i !== 2) return;
+    w.setBeforeLink(undefined);
+    // Another instance, whose projection saw link 1 (version 3), appends version 4 on top of it.
+    const state = w.stream.reduce<AggregateState | undefined>((s, e) => evolve(s, e.envelope), undefined);
+    const parsed = parseCommand("update", JSON.parse(update("foreign")));
+    assert.ok(parsed.ok);
+    const decision = decide(state, parsed.command, { now: NOW, refs: new Map() });
+    assert.ok(decision.ok);
+    w.stream.push({ seq: w.stream.length + 1, subject: "x", envelope: { ...w.stream[0]!.envelope, event_id: "0190a0a0-0000-7000-8000-0000000000fd", event_type: decision.events[0]!.event_type, version: 4, data: decision.events[0]!.data } });
+    w.msgIds.push("0190a0a0-0000-7000-8000-0000000000fd");
+  });
+  const names = ["a", "b", "c", "d"];
+  const replies = names.map((name) => track(w.handler.execute("update", update(name))));
+  assert.ok(await eventually(() => w.stream.length >= 4));
+  w.release();
+  assert.ok(await eventually(() => w.stream.length === 6), `appends: ${w.batchSizes.join(", ")}`);
+  w.release();
+  const done = await Promise.all(replies.map((t) => t.promise));
+  assert.ok(done.every((r) => r.ok), JSON.stringify(done));
+  assert.equal(w.batchSizes[0], 4, "first the four as one chain");
+  assert.deepEqual(w.stream.map((e) => e.envelope.version), [1, 2, 3, 4, 5, 6], "contiguous: the rest was decided after the foreign event");
+  assert.deepEqual(done.map((r) => r.ok && r.version), [2, 3, 5, 6]);
+  for (const name of names) assert.equal(w.stream.filter((e) => (e.envelope.data as { name?: string }).name === name).length, 1, `${name} stored once`);
+  assert.equal(w.handler.counters.chainBreaks, 1);
 });

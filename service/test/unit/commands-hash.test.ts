@@ -145,7 +145,7 @@ test("a grouped append: each event carries its own command's payload hash; retri
       });
     },
   } as unknown as CommandProjection;
-  const grouped = new CommandHandler({ store: base.store, commands: base.commands, projection, logger: pino({ level: "silent" }), atomicBatches: true, groupAppends: true });
+  const grouped = new CommandHandler({ store: base.store, commands: base.commands, projection, logger: pino({ level: "silent" }), atomicBatches: true, groupAppends: "atomic" });
   const bodies = [0, 1, 2, 3].map((i) => ({ policy_id: POLICY_ID, updated_by: "ops", name: `name ${i}`, command_id: `9a4f3c1e-0b2d-4e6f-8a1c-3d5e7f9b1c2${i}` }));
   const pending = bodies.map((b) => grouped.execute("update", JSON.stringify(b)));
   for (let i = 0; i < 200 && base.stream.length < 5; i++) await new Promise((r) => setTimeout(r, 2));

@@ -25,7 +25,7 @@ function withSources(lastSeq: () => Promise<number>, exemptions: AggregateState[
   const metrics = new Metrics();
   const nc = { status: () => ({ [Symbol.asyncIterator]: () => ({ next: () => new Promise(() => undefined) }) }), closed: () => new Promise(() => undefined) };
   metrics.attach({
-    commandCounters: { conflictRetries: 3, replayedReplies: 2, duplicates: 1, forwarded: 4 },
+    commandCounters: { conflictRetries: 3, replayedReplies: 2, duplicates: 1, forwarded: 4, chainBreaks: 5 },
     projection: { lastSeq: 40, exemptions: () => exemptions },
     jsm: { streams: { info: async () => ({ state: { last_seq: await lastSeq() } }) } } as unknown as JetStreamManager,
     streamName: "POLICY_EVENTS",
@@ -65,6 +65,7 @@ describe("metrics", () => {
     assert.match(text, /^policy_service_command_conflict_retries_total 3$/m);
     assert.match(text, /^policy_service_command_idempotent_replays_total 2$/m);
     assert.match(text, /^policy_service_command_duplicates_total 1$/m);
+    assert.match(text, /^policy_service_command_chain_breaks_total 5$/m);
     // Read again: a counter reports the handler's value, not a sum over scrapes.
     assert.match(await metrics.registry.metrics(), /^policy_service_command_conflict_retries_total 3$/m);
   });

@@ -7,12 +7,12 @@
 // aggregate's last event, matched against every subject `events.policy.<id>.*` (nats-server ≥ 2.11).
 import { DeliverPolicy, JetStreamApiError, type JetStreamClient, type JetStreamManager, type PubAck, type StoredMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { headers, nuid, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
+import { headers, nuid, type Msg, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
 import { z } from "zod";
 import { evolve, type AggregateState, type EventEnvelope } from "../../domain/index.js";
 import type { Logger } from "../../support/logger.js";
 import { sleep } from "../../support/backoff.js";
-import { batchedRequest } from "./write-batch.js";
+import { batchedRequest, batchedWrite } from "./write-batch.js";
 
 // Snapshots carry the domain's schema version: one of another shape is ignored (full replay).
 export { SNAPSHOT_SCHEMA_VERSION } from "../../domain/index.js";
@@ -263,6 +263,64 @@ export class EventStore {
     }
   }
 
+  /**
+   * Appends one event per command, for consecutive commands on one aggregate, as a chain of plain acknowledged
+   * publishes sent in one write without waiting: the first carries the aggregate's expectation, each later one
+   * `Nats-Expected-Last-Msg-Id` = the Nats-Msg-Id of the one before it, so the server stores it only if the last
+   * message of the WHOLE stream is its predecessor (nothing of anyone else in between, and its predecessor stored).
+   * So what is stored is always a prefix of the chain, each event right after the one it was decided after.
+   * For R1 streams (no raft group: the server applies one stream's messages in arrival order, and the check is made
+   * as the message is stored), where an atomic batch costs milliseconds of file-system work (docs/performance.md).
+   * Every message needs a non-empty msgId. Never throws for a refused message: returns the acks of the stored prefix
+   * (a duplicate head ends it) and, when the chain stopped short, why (the head's wrong expectation as
+   * ConcurrencyError). A message after the prefix may still have landed (its ack lost): the caller looks for it.
+   */
+  async appendChained(aggregateId: string, expectedLastSeq: number, events: EventToAppend[]): Promise<{ acks: PubAck[]; stoppedBy?: unknown }> {
+    if (events.some((e) => !e.msgId)) throw new Error("a chained append needs a Nats-Msg-Id on every event");
+    const nc = this.opts.nc;
+    const replies = await new Promise<Promise<Msg>[]>((resolve) => {
+      // One synchronous run: the chain's messages leave contiguous, in order, on this connection.
+      batchedWrite(() => {
+        const sent: Promise<Msg>[] = [];
+        for (const [i, { envelope }] of events.entries()) {
+          try {
+            sent.push(nc.request(aggregateSubject(aggregateId, envelope.event_type), JSON.stringify(envelope), { timeout: 3000, headers: chainHeaders(i) }));
+          } catch (err) {
+            sent.push(Promise.reject(err)); // e.g. the connection closed: the rest would only fail the chain
+            break;
+          }
+        }
+        resolve(sent);
+      });
+      function chainHeaders(i: number): MsgHdrs {
+        const { msgId, commandHash } = events[i]!;
+        const h = headers();
+        h.set("Nats-Msg-Id", msgId);
+        if (commandHash) h.set(COMMAND_HASH_HEADER, commandHash);
+        if (i === 0) {
+          h.set("Nats-Expected-Last-Subject-Sequence", String(expectedLastSeq));
+          h.set("Nats-Expected-Last-Subject-Sequence-Subject", aggregateFilter(aggregateId));
+        } else {
+          h.set("Nats-Expected-Last-Msg-Id", events[i - 1]!.msgId);
+        }
+        return h;
+      }
+    });
+    const settled = await Promise.allSettled(replies);
+    const acks: PubAck[] = [];
+    for (const [i, result] of settled.entries()) {
+      try {
+        if (result.status === "rejected") throw result.reason;
+        const ack = parsePubAck(result.value.json<unknown>());
+        acks.push(ack);
+        if (ack.duplicate) return { acks };
+      } catch (err) {
+        return { acks, stoppedBy: i === 0 && isConcurrencyFailure(err) ? new ConcurrencyError(aggregateId, expectedLastSeq, err) : err };
+      }
+    }
+    return { acks };
+  }
+
   // ----- snapshots: a cache; anything doubtful means full replay, never a wrong state -----
 
   private async readSnapshot(aggregateId: string, lastSeq: number): Promise<Snapshot | null> {
@@ -353,6 +411,14 @@ function parseBatchAck(body: unknown, count: number): { stream: string; seq: num
     throw new Error(`unexpected atomic batch ack ${JSON.stringify(body)} for ${count} messages`);
   }
   return { stream: ack.stream, seq: ack.seq };
+}
+
+/** A publish's answer: `{stream, seq, duplicate?}`, or a JetStream API error (10070: not after the expected message). */
+function parsePubAck(body: unknown): PubAck {
+  const ack = body as { stream?: unknown; seq?: unknown; duplicate?: unknown; error?: { code: number; err_code?: number; description?: string } };
+  if (ack.error) throw new JetStreamApiError(ack.error as ConstructorParameters<typeof JetStreamApiError>[0]);
+  if (typeof ack.stream !== "string" || typeof ack.seq !== "number") throw new Error(`unexpected publish ack ${JSON.stringify(body)}`);
+  return { stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate === true } as PubAck;
 }
 
 /** Headers for a single publish: only the hash (the client adds Nats-Msg-Id and the expectation to them). */

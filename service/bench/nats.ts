@@ -52,6 +52,8 @@ interface PhaseResult {
   serviceMsgsPerOp?: number;
   /** Hot-aggregate updates: lost append races per executed command on the service ($SRV.STATS). */
   conflictRetryRate?: number;
+  /** R1 chained appends stored only in part (another instance's write came between), per command executed. */
+  chainBreakRate?: number;
   conflicts?: number;
   /**
    * CPU time per operation (µs, user + system, all threads) of each process taking part, from /proc/PID/stat around
@@ -234,8 +236,8 @@ async function evaluateRequestBody(nc: NatsConnection): Promise<string> {
   });
 }
 
-async function commandCounters(nc: NatsConnection): Promise<{ executed: number; conflictRetries: number; conflicts: number }> {
-  const sum = { executed: 0, conflictRetries: 0, conflicts: 0 };
+async function commandCounters(nc: NatsConnection): Promise<{ executed: number; conflictRetries: number; conflicts: number; chainBreaks: number }> {
+  const sum = { executed: 0, conflictRetries: 0, conflicts: 0, chainBreaks: 0 };
   const replies = await nc.requestMany("$SRV.STATS.policy-service", "", { maxWait: 500 });
   for await (const m of replies) {
     const stats = m.json<{ endpoints?: { subject: string; data?: { commands?: typeof sum } }[] }>();
@@ -244,6 +246,7 @@ async function commandCounters(nc: NatsConnection): Promise<{ executed: number; 
       sum.executed += data.executed;
       sum.conflictRetries += data.conflictRetries;
       sum.conflicts += data.conflicts;
+      sum.chainBreaks += data.chainBreaks ?? 0; // absent from builds before chained appends
     }
   }
   return sum;
@@ -442,7 +445,7 @@ async function measurePhases(topology: string, phases: Phase[], ctx: { nc: NatsC
   for (const n of IN_FLIGHT) {
     const active = phases.filter((p) => (p.inFlight ?? IN_FLIGHT).includes(n));
     const acc = new Map(active.map((p) => [p.name, { latencies: [], errors: 0, seconds: 0 } as Accumulator]));
-    const conflicts = new Map(active.map((p) => [p.name, { executed: 0, conflictRetries: 0, conflicts: 0 }]));
+    const conflicts = new Map(active.map((p) => [p.name, { executed: 0, conflictRetries: 0, conflicts: 0, chainBreaks: 0 }]));
     const sent = new Map(active.map((p) => [p.name, 0]));
     const cpu = new Map(active.map((p) => [p.name, { client: 0, service: 0, responders: 0, servers: 0 } as CpuReading]));
     for (const p of active) await slice(n, warmupMs, p.op, null);
@@ -465,6 +468,7 @@ async function measurePhases(topology: string, phases: Phase[], ctx: { nc: NatsC
           c.executed += after.executed - before.executed;
           c.conflictRetries += after.conflictRetries - before.conflictRetries;
           c.conflicts += after.conflicts - before.conflicts;
+          c.chainBreaks += after.chainBreaks - before.chainBreaks;
         }
       }
     }
@@ -481,6 +485,7 @@ async function measurePhases(topology: string, phases: Phase[], ctx: { nc: NatsC
         const c = conflicts.get(p.name)!;
         r.conflictRetryRate = c.executed > 0 ? c.conflictRetries / c.executed : 0;
         r.conflicts = c.conflicts;
+        r.chainBreakRate = c.executed > 0 ? c.chainBreaks / c.executed : 0;
       }
       results.push(r);
     }

@@ -407,7 +407,8 @@ export class CommandHandler {
         }
         const grouping = this.opts.groupAppends === "atomic" && this.opts.atomicBatches ? "atomic"
           : this.opts.groupAppends === "chained" && envelopes.length === 1 ? "chained" : null;
-        const followers = !alone && grouping && current.source !== "stream" && envelopes.length > 0
+        // Only when commands wait behind this one: deciding on the state after it costs an evolve.
+        const followers = !alone && grouping && current.source !== "stream" && envelopes.length > 0 && (this.aggregateQueues.get(aggregateId)?.length ?? 0) > 0
           ? this.takeFollowers(aggregateId, current, evolveAll(current.state, envelopes), envelopes, commandId, grouping === "chained")
           : [];
         // An atomic group carries no Nats-Msg-Id: the server refuses a batch with an id it holds (10201) rather than

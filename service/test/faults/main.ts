@@ -9,19 +9,21 @@ import { createNetns, deleteNetns, netnsSlots, netnsUnavailable, removeStaleNetn
 import { runSuite, type RunOptions } from "./run.js";
 
 const USAGE = `usage: scripts/faults [--short] [--duration SECONDS] [--seed N] [--clients N] [--timeout MS] [--tries N]
-                      [--disable-idempotency] [--loopback] [--keep-logs]
+                      [--replicas 1|3] [--disable-idempotency] [--loopback] [--keep-logs]
   --short                 90 s of load (the README's test command runs this); default 300 s
   --duration SECONDS      seconds of load while faults are injected (30-3600)
   --seed N                seed of the fault schedule and of the clients' choices (default: random, printed)
   --clients N             concurrent clients, spread over the three nodes (default 18)
   --timeout MS            client request timeout before a retry with the same command_id (default 5000)
   --tries N               tries per command before it counts as failed (default 8)
+  --replicas 1|3          STREAM_REPLICAS of the instances (default 3); with 1 the stream lives on one of the three
+                          servers and an instance appends queued commands as chains (docs/concurrency.md)
   --disable-idempotency   start the services with POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY=1 (shows the suite fails)
   --loopback              no network namespaces even as root (the partition fault is then skipped)
   --keep-logs             keep the run's logs also when every check passes
 Ends with "faults: N passed, N failed, N skipped"; exits 1 when a check fails, 2 on a usage error.`;
 
-interface Args { seed: number; durationS: number; clients: number; timeoutMs: number; maxTries: number; disableIdempotency: boolean; loopback: boolean; keepLogs: boolean; inside: boolean }
+interface Args { seed: number; durationS: number; clients: number; timeoutMs: number; maxTries: number; replicas: 1 | 3; disableIdempotency: boolean; loopback: boolean; keepLogs: boolean; inside: boolean }
 
 function parseArgs(argv: string[]): Args {
   const args: Args = {
@@ -30,6 +32,7 @@ function parseArgs(argv: string[]): Args {
     clients: 18,
     timeoutMs: 5000,
     maxTries: 8,
+    replicas: 3,
     disableIdempotency: process.env.POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY === "1",
     loopback: false,
     keepLogs: false,
@@ -49,6 +52,12 @@ function parseArgs(argv: string[]): Args {
       case "--clients": args.clients = int(a, argv[++i], 3, 60); break;
       case "--timeout": args.timeoutMs = int(a, argv[++i], 500, 60_000); break;
       case "--tries": args.maxTries = int(a, argv[++i], 1, 20); break;
+      case "--replicas": {
+        const n = int(a, argv[++i], 1, 3);
+        if (n !== 1 && n !== 3) usage(`--replicas: expected 1 or 3, got ${n}`);
+        args.replicas = n;
+        break;
+      }
       case "--disable-idempotency": args.disableIdempotency = true; break;
       case "--loopback": args.loopback = true; break;
       case "--keep-logs": args.keepLogs = true; break;
@@ -85,7 +94,7 @@ async function inside(args: Args, slots: NodeSlot[], partitionUnavailable: strin
   process.once("SIGINT", () => interrupted("SIGINT"));
   process.once("SIGTERM", () => interrupted("SIGTERM"));
   const opts: RunOptions = {
-    seed: args.seed, durationS: args.durationS, clients: args.clients, timeoutMs: args.timeoutMs, maxTries: args.maxTries,
+    seed: args.seed, durationS: args.durationS, clients: args.clients, timeoutMs: args.timeoutMs, maxTries: args.maxTries, replicas: args.replicas,
     disableIdempotency: args.disableIdempotency, slots, partitionUnavailable, keepLogs: args.keepLogs, signal: abort.signal,
   };
   return runSuite(opts);
@@ -97,7 +106,7 @@ async function main(): Promise<number> {
     const slots = JSON.parse(process.env.POLICY_FAULTS_SLOTS ?? "[]") as NodeSlot[];
     return inside(args, slots, null);
   }
-  process.stdout.write(`faults: seed ${args.seed} (reproduce with --seed ${args.seed}), ${args.durationS} s of load, node ${process.version}\n`);
+  process.stdout.write(`faults: seed ${args.seed} (reproduce with --seed ${args.seed}${args.replicas === 1 ? " --replicas 1" : ""}), ${args.durationS} s of load, R${args.replicas}, node ${process.version}\n`);
   const why = args.loopback ? "--loopback given" : netnsUnavailable();
   if (why) {
     process.stdout.write(`faults: on 127.0.0.1 without network namespaces (${why}); the partition fault is skipped\n`);

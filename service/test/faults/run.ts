@@ -1,4 +1,4 @@
-// The fault-injection run: 3 clustered nats-servers (sync_interval: always), 3 service instances (R3,
+// The fault-injection run: 3 clustered nats-servers (sync_interval: always), 3 service instances (R3, or R1 with --replicas 1;
 // SNAPSHOT_FREQUENCY=10), client workers that retry with their command_id, faults on a seeded schedule, then checks
 // of what the stream, the replicas and every instance's read side hold. See docs/reliability.md.
 import { spawn, type ChildProcess } from "node:child_process";
@@ -23,6 +23,8 @@ export interface RunOptions {
   clients: number;
   timeoutMs: number;
   maxTries: number;
+  /** STREAM_REPLICAS: 3, or 1 (the stream on one server; its "leader" is that server, with no followers). */
+  replicas: 1 | 3;
   disableIdempotency: boolean;
   slots: NodeSlot[];
   /** Why the partition fault cannot run (no namespaces), or null. */
@@ -129,7 +131,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
   let failed = false;
 
   const serviceEnv: Record<string, string> = {
-    STREAM_REPLICAS: "3",
+    STREAM_REPLICAS: String(opts.replicas),
     SNAPSHOT_FREQUENCY: "10",
     LOG_LEVEL: "info",
     ...(opts.disableIdempotency ? { POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY: "1" } : {}),
@@ -165,7 +167,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
       status: startProblems.length === 0 ? "pass" : "fail",
       detail: startProblems.length === 0 ? "all ready" : `${startProblems.join("; ")} (started once more to go on)`,
     });
-    say(`3 service instances ready (STREAM_REPLICAS=3, SNAPSHOT_FREQUENCY=10${opts.disableIdempotency ? ", POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY=1: idempotency OFF" : ""}): pids ${services.map((s) => s!.pid).join(", ")}`);
+    say(`3 service instances ready (STREAM_REPLICAS=${opts.replicas}, SNAPSHOT_FREQUENCY=10${opts.disableIdempotency ? ", POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY=1: idempotency OFF" : ""}): pids ${services.map((s) => s!.pid).join(", ")}`);
     const connOpts = { maxReconnectAttempts: -1, reconnectTimeWait: 250, ignoreClusterUpdates: true, timeout: 10_000 };
     const admin = await connect({ servers: servers.map((s) => s.url), ...connOpts });
     conns.push(admin);
@@ -210,7 +212,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
       try {
         const info = await withTimeout(jsm.streams.info(STREAM), 5000, "stream info");
         const replicas = info.cluster?.replicas ?? [];
-        if (!info.cluster?.leader || replicas.length !== 2 || !replicas.every((x) => x.current && !x.offline)) return `stream replicas ${JSON.stringify(info.cluster)}`;
+        if (!info.cluster?.leader || replicas.length !== opts.replicas - 1 || !replicas.every((x) => x.current && !x.offline)) return `stream replicas ${JSON.stringify(info.cluster)}`;
       } catch (err) { return `stream info: ${(err as Error).message}`; }
       try {
         const ids = new Set<string>();
@@ -360,6 +362,8 @@ export async function runSuite(opts: RunOptions): Promise<number> {
           lastSeqs.push(seq);
         } catch { lastSeqs.push(null); }
       }
+      // R1: the one server that holds the stream (the others have none to report).
+      if (opts.replicas === 1) return { lastSeqs, agree: lastSeqs.filter((x) => x !== null).length === 1 };
       return { lastSeqs, agree: lastSeqs.every((x) => x !== null && x === lastSeqs[0]) };
     };
     let settled = await replicaState();
@@ -367,9 +371,9 @@ export async function runSuite(opts: RunOptions): Promise<number> {
     while (!settled.agree && Date.now() < settleDeadline) { await sleep(1000); settled = await replicaState(); }
     const healthyAtEnd = await waitRecovered(Date.now());
     let info = await jsm.streams.info(STREAM);
-    const replicasCurrent = (info.cluster?.replicas ?? []).length === 2 && (info.cluster?.replicas ?? []).every((x) => x.current && !x.offline && (x.lag ?? 0) === 0);
+    const replicasCurrent = (info.cluster?.replicas ?? []).length === opts.replicas - 1 && (info.cluster?.replicas ?? []).every((x) => x.current && !x.offline && (x.lag ?? 0) === 0);
     checks.push({
-      name: "all replicas at the same last sequence",
+      name: opts.replicas === 1 ? "the stream held by one server, led, answering (R1)" : "all replicas at the same last sequence",
       status: settled.agree && replicasCurrent ? "pass" : "fail",
       detail: `/jsz last_seq per server ${settled.lastSeqs.join("/")}; stream info: leader ${info.cluster?.leader}, replicas ${(info.cluster?.replicas ?? []).map((x) => `${x.name} current=${x.current} lag=${x.lag ?? 0}`).join(", ")}`,
     });
@@ -602,7 +606,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
         const counters = (st.endpoints ?? []).find((e) => e.subject === "policy.commands.update")?.data as { commands?: Record<string, number> } | undefined;
         for (const [k, v] of Object.entries(counters?.commands ?? {})) sum[k] = (sum[k] ?? 0) + v;
       }
-      log(`instances (since each one's last start): ${sum.conflictRetries ?? 0} lost races, ${sum.forwarded ?? 0} commands forwarded to an aggregate's owner, ${sum.forwardedHere ?? 0} run for another instance, ${sum.forwardFallbacks ?? 0} run here because the owner had gone, ${sum.unavailable ?? 0} unavailable`);
+      log(`instances (since each one's last start): ${sum.conflictRetries ?? 0} lost races, ${sum.forwarded ?? 0} commands forwarded to an aggregate's owner, ${sum.forwardedHere ?? 0} run for another instance, ${sum.forwardFallbacks ?? 0} run here because the owner had gone, ${sum.unavailable ?? 0} unavailable${opts.replicas === 1 ? `, ${sum.chainBreaks ?? 0} chain breaks` : ""}`);
     } catch (err) {
       log(`instances' command counters not read: ${(err as Error).message}`);
     }

@@ -416,11 +416,13 @@ export class CommandHandler {
         // check). A chain links its messages by their ids: a follower's is its event id (fresh; never re-sent).
         // Each event carries its own command's payload hash (COMMAND_HASH_HEADER): what a retry compares its own with.
         const hashes = [...envelopes.map(() => payloadHash), ...followers.flatMap((f) => f.envelopes.map(() => f.job.payloadHash))];
+        const msgIdOf = (envelope: EventEnvelope, i: number): string => {
+          if (followers.length > 0 && grouping === "atomic") return "";
+          if (followers.length > 0 && i > 0) return envelope.event_id; // a link of a chain after its head
+          return commandId ? `${commandId}:${i}:${current.lastSeq}` : envelope.event_id;
+        };
         const toAppend = [...envelopes, ...followers.flatMap((f) => f.envelopes)].map((envelope, i) => ({
-          envelope,
-          msgId: followers.length > 0 && (grouping === "atomic" || i > 0) ? (grouping === "atomic" ? "" : envelope.event_id)
-            : commandId ? `${commandId}:${i}:${current.lastSeq}` : envelope.event_id,
-          ...(hashes[i] ? { commandHash: hashes[i] } : {}),
+          envelope, msgId: msgIdOf(envelope, i), ...(hashes[i] ? { commandHash: hashes[i] } : {}),
         }));
         let acks: PubAck[];
         try {

@@ -21,6 +21,7 @@ const USAGE = `usage: scripts/faults [--short] [--duration SECONDS] [--seed N] [
   --disable-idempotency   start the services with POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY=1 (shows the suite fails)
   --loopback              no network namespaces even as root (the partition fault is then skipped)
   --keep-logs             keep the run's logs also when every check passes
+Environment: FAULTS_SERVICE_LOG_LEVEL (the instances' LOG_LEVEL, default info; debug logs every lost append race).
 Ends with "faults: N passed, N failed, N skipped"; exits 1 when a check fails, 2 on a usage error.`;
 
 interface Args { seed: number; durationS: number; clients: number; timeoutMs: number; maxTries: number; replicas: 1 | 3; disableIdempotency: boolean; loopback: boolean; keepLogs: boolean; inside: boolean }

@@ -133,7 +133,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
   const serviceEnv: Record<string, string> = {
     STREAM_REPLICAS: String(opts.replicas),
     SNAPSHOT_FREQUENCY: "10",
-    LOG_LEVEL: "info",
+    LOG_LEVEL: process.env.FAULTS_SERVICE_LOG_LEVEL ?? "info",
     ...(opts.disableIdempotency ? { POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY: "1" } : {}),
   };
   const startInstance = (i: number): ServiceProcess => startService({ ...serviceEnv, NATS_URL: opts.slots[i]!.localUrl }, [], SERVICE_MAIN, { wrap: opts.slots[i]!.wrap });

@@ -406,7 +406,7 @@ export class CommandHandler {
           this.watchedEventIds.set(e.event_id, 0);
         }
         const grouping = this.opts.groupAppends === "atomic" && this.opts.atomicBatches ? "atomic"
-          : this.opts.groupAppends === "chained" && envelopes.length === 1 ? "chained" : null;
+          : this.opts.groupAppends === "chained" && envelopes.length === 1 && store.chainable ? "chained" : null;
         // Only when commands wait behind this one: deciding on the state after it costs an evolve.
         const followers = !alone && grouping && current.source !== "stream" && envelopes.length > 0 && (this.aggregateQueues.get(aggregateId)?.length ?? 0) > 0
           ? this.takeFollowers(aggregateId, current, evolveAll(current.state, envelopes), envelopes, commandId, grouping === "chained")

@@ -27,6 +27,8 @@ export const SHUTDOWN_TIMEOUT_MS = 10_000;
 const JS_TIMEOUT_MS = 3000;
 /** How long a start-up permission probe waits for its answer (a refused publish is dropped, never answered). */
 const PROBE_TIMEOUT_MS = 1000;
+/** How often an R1 instance checks that the event stream still has one replica (chained appends, EventStore.chainable). */
+const REPLICA_CHECK_MS = 1000;
 
 export interface Runtime {
   readonly config: Config;
@@ -118,6 +120,7 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
   // Success records while an older build may serve the stream (rolling upgrade from 0.9.0): until the first
   // discovery round has answered, and for the COMMANDS TTL after the last older instance was seen (peers.ts).
   let gate: SuccessRecordGate | undefined;
+  let stopReplicaWatch = (): void => undefined;
   try {
     const server = checkServerVersion(nc.info?.version, config.streamReplicas);
     // Every endpoint's subject is answered at once, before anything that needs JetStream: a coded `unavailable` with
@@ -141,6 +144,11 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
     const commandsKv = await untilProvisioned(() => ensureBucket(commandJs, jsm, config.commandsBucket, config.streamReplicas, commandsTtlMs(config), setupLog), setupLog, `bucket ${config.commandsBucket}`, signal);
 
     const store = new EventStore({ js: commandJs, nc, jsm: commandJsm, snapshots, streamName: config.streamName, snapshotFrequency: config.snapshotFrequency, logger: componentLogger(logger, "event-store") });
+    // Chains only while the stream has one replica (EventStore.chainable), checked every second.
+    if (config.streamReplicas === 1) {
+      await store.checkReplicas();
+      stopReplicaWatch = store.watchReplicas(REPLICA_CHECK_MS);
+    }
     // One projection per instance serves both sides: queries read it, commands decide against it (the append's
     // expected sequence is the safety net) and find earlier events of a command_id in its index.
     // The projection follows the stream on a connection of its own: replaying a long stream keeps megabytes of events
@@ -223,6 +231,7 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
           await store.flushSnapshots();
           // The read-model checkpoint at its latest: the next start replays only what comes after it.
           stopCheckpoints();
+          stopReplicaWatch();
           try { await projection.writeCheckpoint("shutdown"); } catch (err) { log.warn({ err, path: config.checkpointPath }, "read-model checkpoint not written"); }
           try { await feedNc!.drain(); } catch (err) { log.warn({ err }, "drain of the projection's connection failed"); }
           try { await nc.drain(); } catch (err) { log.warn({ err }, "drain failed"); }
@@ -252,6 +261,7 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
     log.info({ server_version: server.text, stream: config.streamName, replicas: config.streamReplicas, service_id: service.id }, "ready");
     return runtime;
   } catch (err) {
+    stopReplicaWatch();
     await gate?.stop();
     await feedNc?.close().catch(() => undefined);
     await nc.close().catch(() => undefined);

@@ -13,7 +13,7 @@ import { Kvm } from "@nats-io/kv";
 import type { EventEnvelope } from "../../src/domain/index.js";
 import { ConcurrencyError, EventStore, type EventToAppend } from "../../src/adapters/nats/event-store.js";
 import type { Logger } from "../../src/support/logger.js";
-import { startNatsServer, type NatsServer } from "../helpers/nats.js";
+import { startCluster, startNatsServer, type NatsCluster, type NatsServer } from "../helpers/nats.js";
 
 const STREAM = "POLICY_EVENTS";
 const quiet = { warn() {}, info() {}, debug() {}, error() {}, child: () => quiet } as unknown as Logger;
@@ -154,5 +154,38 @@ describe("chained appends on a real R1 stream: only a prefix of a chain is ever 
       last = winners[0]!.acks.at(-1)!.seq;
     }
     assert.deepEqual(await versionsOf(id), Array.from({ length: version }, (_, i) => i + 1), "versions 1, 2, 3… each once");
+  });
+});
+
+describe("chains only while the stream has one replica (three clustered nodes)", () => {
+  let cluster: NatsCluster | undefined;
+  let nc: NatsConnection | undefined;
+  after(async () => {
+    await nc?.close();
+    await cluster?.stop();
+  });
+
+  test("checkReplicas finds R1 chainable, R3 not; watchReplicas follows a change within its interval", async () => {
+    cluster = await startCluster(3);
+    nc = await connect({ servers: cluster.servers[0]!.url });
+    const jsm = await jetstreamManager(nc, { timeout: 15_000 });
+    await jsm.streams.add({ name: STREAM, subjects: ["events.policy.>"], num_replicas: 1 });
+    const snapshots = await new Kvm(nc).create("POLICY_SNAPSHOTS_CHAIN_GUARD", { history: 1 });
+    const store = new EventStore({ snapshots, streamName: STREAM, snapshotFrequency: 1000, logger: quiet, js: jetstream(nc), nc, jsm });
+    assert.equal(store.chainable, false, "unknown until checked");
+    await store.checkReplicas();
+    assert.equal(store.chainable, true, "one replica");
+    const stop = store.watchReplicas(200);
+    try {
+      const info = await jsm.streams.info(STREAM);
+      await jsm.streams.update(STREAM, { ...info.config, num_replicas: 3 });
+      const until = Date.now() + 5000;
+      while (store.chainable && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(store.chainable, false, "scaled to three replicas: no more chains");
+    } finally {
+      stop();
+    }
+    await store.checkReplicas();
+    assert.equal(store.chainable, false);
   });
 });

@@ -81,6 +81,8 @@ function world(grouping: false | "atomic" | "chained" = false) {
       return { acks };
     },
     maybeSnapshot() {},
+    // The stream has one replica (EventStore.checkReplicas): chains allowed.
+    chainable: true,
   } as unknown as EventStore;
 
   // The projection: applies the stream up to `applied` only when release() is called.
@@ -125,6 +127,7 @@ function world(grouping: false | "atomic" | "chained" = false) {
     stream, msgIds, expectations, batchSizes, chains, handler, release,
     setBeforeAppend: (f: (() => void) | undefined) => { beforeAppend = f; },
     setBeforeLink: (f: ((i: number) => void) | undefined) => { beforeLink = f; },
+    setChainable: (v: boolean) => { (store as { chainable: boolean }).chainable = v; },
   };
 }
 
@@ -320,4 +323,16 @@ test("chained, another writer's event between two links: the stored prefix answe
   assert.deepEqual(done.map((r) => r.ok && r.version), [2, 3, 5, 6]);
   for (const name of names) assert.equal(w.stream.filter((e) => (e.envelope.data as { name?: string }).name === name).length, 1, `${name} stored once`);
   assert.equal(w.handler.counters.chainBreaks, 1);
+});
+
+test("chained, but the stream was last found replicated (EventStore.chainable false): one publish per command", async () => {
+  const w = world("chained");
+  w.setChainable(false);
+  const replies = ["a", "b", "c", "d"].map((name) => track(w.handler.execute("update", update(name))));
+  assert.ok(await eventually(() => w.stream.length === 5));
+  w.release();
+  const done = await Promise.all(replies.map((t) => t.promise));
+  assert.deepEqual(done.map((r) => r.ok && r.version), [2, 3, 4, 5]);
+  assert.deepEqual(w.batchSizes, [1, 1, 1, 1]);
+  assert.deepEqual(w.chains, [], "no chain");
 });

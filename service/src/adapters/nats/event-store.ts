@@ -263,6 +263,42 @@ export class EventStore {
     }
   }
 
+  /** See `chainable`. */
+  private singleReplica = false;
+
+  /**
+   * Whether the stream was found with one replica at the last check (checkReplicas): the only place a chain is safe.
+   * On a replicated stream the leader checks another writer's expectation before the links in flight are applied,
+   * and they carry none, so that writer could append after a link its decision never saw. A failed check counts as
+   * replicated (no chains until the next one).
+   */
+  get chainable(): boolean {
+    return this.singleReplica;
+  }
+
+  async checkReplicas(): Promise<void> {
+    try {
+      this.singleReplica = (await this.opts.jsm.streams.info(this.opts.streamName)).config.num_replicas === 1;
+    } catch {
+      this.singleReplica = false;
+    }
+  }
+
+  /**
+   * Keeps `chainable` current, checking every `everyMs`: the replicas can change under a running instance (another
+   * instance started with another STREAM_REPLICAS aligns the stream, or an operator edits it). Returns the stop.
+   */
+  watchReplicas(everyMs: number): () => void {
+    let checking = false;
+    const timer = setInterval(() => {
+      if (checking) return;
+      checking = true;
+      void this.checkReplicas().finally(() => { checking = false; });
+    }, everyMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
   /**
    * Appends one event per command, for consecutive commands on one aggregate, as a chain of plain acknowledged
    * publishes sent in one write without waiting: the first carries the aggregate's expectation, each later one

@@ -12,24 +12,13 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { EventEnvelope } from "../../src/domain/index.js";
-import { ConcurrencyError, EventStore, aggregateFilter, type EventToAppend } from "../../src/adapters/nats/event-store.js";
-import type { Logger } from "../../src/support/logger.js";
+import { ConcurrencyError, EventStore, aggregateFilter } from "../../src/adapters/nats/event-store.js";
 import { untilProvisioned } from "../../src/support/transient.js";
+import { silentLogger, updatedEvents } from "../helpers/events.js";
 import { startCluster, startNatsServer, type NatsCluster, type NatsServer } from "../helpers/nats.js";
 
 const STREAM = "POLICY_EVENTS";
-const quiet = { warn() {}, info() {}, debug() {}, error() {}, child: () => quiet } as unknown as Logger;
-
-function events(aggregateId: string, fromVersion: number, count: number): EventToAppend[] {
-  return Array.from({ length: count }, (_, i) => {
-    const envelope: EventEnvelope = {
-      event_id: randomUUID(), event_type: "updated", aggregate_type: "Policy", aggregate_id: aggregateId,
-      version: fromVersion + i, occurred_at: "2026-12-02T12:00:00.000Z", command_id: null, correlation_id: null,
-      causation_id: null, data: { description: `event ${fromVersion + i}` },
-    } as EventEnvelope;
-    return { envelope, msgId: "" };
-  });
-}
+const events = (aggregateId: string, fromVersion: number, count: number) => updatedEvents(aggregateId, fromVersion, count, "none");
 
 for (const topology of ["one node, R1", "three nodes, R3"] as const) {
   describe(`grouped appends (${topology}): the expectation on every message of the batch`, () => {
@@ -54,7 +43,7 @@ for (const topology of ["one node, R1", "three nodes, R3"] as const) {
       const replicas = topology === "three nodes, R3" ? 3 : 1;
       await jsm.streams.add({ name: STREAM, subjects: ["events.policy.>"], num_replicas: replicas, allow_atomic: true });
       const snapshots = await new Kvm(nc).create("POLICY_SNAPSHOTS_BATCH_TEST", { history: 1, replicas });
-      const common = { snapshots, streamName: STREAM, snapshotFrequency: 1000, logger: quiet };
+      const common = { snapshots, streamName: STREAM, snapshotFrequency: 1000, logger: silentLogger };
       store = new EventStore({ ...common, js: jetstream(nc), nc, jsm });
       // A second instance: its own connection, to another node when clustered.
       rivalNc = await connect({ servers: cluster ? cluster.servers[1]!.url : url });
@@ -63,7 +52,7 @@ for (const topology of ["one node, R1", "three nodes, R3"] as const) {
       // reaches the other nodes (CI saw it: "jetstream is not enabled"): wait, as the service does, until both
       // connections can publish to it (a probe aggregate of its own, which the tests below never read).
       for (const conn of [nc, rivalNc]) {
-        await untilProvisioned(() => jetstream(conn).publish(`events.policy.${randomUUID()}.probe`, "{}"), quiet, `stream ${STREAM}`);
+        await untilProvisioned(() => jetstream(conn).publish(`events.policy.${randomUUID()}.probe`, "{}"), silentLogger, `stream ${STREAM}`);
       }
     });
     after(async () => {

@@ -11,23 +11,12 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiError, jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { EventEnvelope } from "../../src/domain/index.js";
-import { ConcurrencyError, EventStore, type EventToAppend } from "../../src/adapters/nats/event-store.js";
-import type { Logger } from "../../src/support/logger.js";
+import { ConcurrencyError, EventStore } from "../../src/adapters/nats/event-store.js";
+import { silentLogger, updatedEvents } from "../helpers/events.js";
 import { startCluster, startNatsServer, type NatsCluster, type NatsServer } from "../helpers/nats.js";
 
 const STREAM = "POLICY_EVENTS";
-const quiet = { warn() {}, info() {}, debug() {}, error() {}, child: () => quiet } as unknown as Logger;
-
-function events(aggregateId: string, fromVersion: number, count: number): EventToAppend[] {
-  return Array.from({ length: count }, (_, i) => {
-    const envelope: EventEnvelope = {
-      event_id: randomUUID(), event_type: "updated", aggregate_type: "Policy", aggregate_id: aggregateId,
-      version: fromVersion + i, occurred_at: "2026-12-07T12:00:00.000Z", command_id: null, correlation_id: null,
-      causation_id: null, data: { description: `event ${fromVersion + i}` },
-    } as EventEnvelope;
-    return { envelope, msgId: envelope.event_id };
-  });
-}
+const events = (aggregateId: string, fromVersion: number, count: number) => updatedEvents(aggregateId, fromVersion, count, "event ids");
 
 /**
  * `nc`, except that just before the request carrying link number `link` (0-based) of the next chain, `interpose`
@@ -69,7 +58,7 @@ describe("chained appends on a real R1 stream: only a prefix of a chain is ever 
     jsm = await jetstreamManager(nc, { timeout: 15_000 });
     await jsm.streams.add({ name: STREAM, subjects: ["events.policy.>"], num_replicas: 1, duplicate_window: 120_000_000_000 });
     const snapshots = await new Kvm(nc).create("POLICY_SNAPSHOTS_CHAIN_TEST", { history: 1 });
-    const common = { snapshots, streamName: STREAM, snapshotFrequency: 1000, logger: quiet };
+    const common = { snapshots, streamName: STREAM, snapshotFrequency: 1000, logger: silentLogger };
     seam = interposing(nc);
     store = new EventStore({ ...common, js: jetstream(nc), nc: seam.nc, jsm });
     rivalNc = await connect({ servers: server.url });
@@ -171,7 +160,7 @@ describe("chains only while the stream has one replica (three clustered nodes)",
     const jsm = await jetstreamManager(nc, { timeout: 15_000 });
     await jsm.streams.add({ name: STREAM, subjects: ["events.policy.>"], num_replicas: 1 });
     const snapshots = await new Kvm(nc).create("POLICY_SNAPSHOTS_CHAIN_GUARD", { history: 1 });
-    const store = new EventStore({ snapshots, streamName: STREAM, snapshotFrequency: 1000, logger: quiet, js: jetstream(nc), nc, jsm });
+    const store = new EventStore({ snapshots, streamName: STREAM, snapshotFrequency: 1000, logger: silentLogger, js: jetstream(nc), nc, jsm });
     assert.equal(store.chainable, false, "unknown until checked");
     await store.checkReplicas();
     assert.equal(store.chainable, true, "one replica");

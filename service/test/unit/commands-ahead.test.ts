@@ -128,6 +128,17 @@ function world(grouping: false | "atomic" | "chained" = false) {
     setBeforeAppend: (f: (() => void) | undefined) => { beforeAppend = f; },
     setBeforeLink: (f: ((i: number) => void) | undefined) => { beforeLink = f; },
     setChainable: (v: boolean) => { (store as { chainable: boolean }).chainable = v; },
+    /** Another instance's update, decided on everything stored so far, stored next (as the server would store it). */
+    appendForeign(eventId: string): void {
+      const state = stream.reduce<AggregateState | undefined>((s, e) => evolve(s, e.envelope), undefined);
+      const parsed = parseCommand("update", JSON.parse(update("foreign")));
+      assert.ok(parsed.ok);
+      const decision = decide(state, parsed.command, { now: NOW, refs: new Map() });
+      assert.ok(decision.ok);
+      const [event] = decision.events;
+      stream.push({ seq: stream.length + 1, subject: "x", envelope: { ...stream[0]!.envelope, event_id: eventId, event_type: event!.event_type, version: state!.version + 1, data: event!.data } });
+      msgIds.push(eventId);
+    },
   };
 }
 
@@ -168,13 +179,7 @@ test("an event of another writer after an own append: the carried state is dropp
   w.setBeforeAppend(() => {
     if (w.stream.length !== 2) return;
     w.setBeforeAppend(undefined);
-    const previous = w.stream[1]!.envelope;
-    const state = evolve(evolve(undefined, w.stream[0]!.envelope), previous);
-    const parsed = parseCommand("update", JSON.parse(update("foreign")));
-    assert.ok(parsed.ok);
-    const decision = decide(state, parsed.command, { now: NOW, refs: new Map() });
-    assert.ok(decision.ok);
-    w.stream.push({ seq: 3, subject: "x", envelope: { ...previous, event_id: "0190a0a0-0000-7000-8000-0000000000ff", version: 3, data: decision.events[0]!.data } });
+    w.appendForeign("0190a0a0-0000-7000-8000-0000000000ff");
   });
   const first = track(w.handler.execute("update", update("a")));
   const second = track(w.handler.execute("update", update("b")));
@@ -259,12 +264,7 @@ test("a group that loses the race: every command of it runs again on its own and
   w.setBeforeAppend(() => {
     w.setBeforeAppend(undefined);
     // Another instance appends version 2 first.
-    const state = evolve(undefined, w.stream[0]!.envelope);
-    const parsed = parseCommand("update", JSON.parse(update("foreign")));
-    assert.ok(parsed.ok);
-    const decision = decide(state, parsed.command, { now: NOW, refs: new Map() });
-    assert.ok(decision.ok);
-    w.stream.push({ seq: 2, subject: "x", envelope: { ...w.stream[0]!.envelope, event_id: "0190a0a0-0000-7000-8000-0000000000fe", event_type: decision.events[0]!.event_type, version: 2, data: decision.events[0]!.data } });
+    w.appendForeign("0190a0a0-0000-7000-8000-0000000000fe");
   });
   const replies = ["a", "b", "c"].map((name) => track(w.handler.execute("update", update(name))));
   assert.ok(await eventually(() => w.expectations.length >= 1));
@@ -302,13 +302,7 @@ test("chained, another writer's event between two links: the stored prefix answe
     if (i !== 2) return;
     w.setBeforeLink(undefined);
     // Another instance, whose projection saw link 1 (version 3), appends version 4 on top of it.
-    const state = w.stream.reduce<AggregateState | undefined>((s, e) => evolve(s, e.envelope), undefined);
-    const parsed = parseCommand("update", JSON.parse(update("foreign")));
-    assert.ok(parsed.ok);
-    const decision = decide(state, parsed.command, { now: NOW, refs: new Map() });
-    assert.ok(decision.ok);
-    w.stream.push({ seq: w.stream.length + 1, subject: "x", envelope: { ...w.stream[0]!.envelope, event_id: "0190a0a0-0000-7000-8000-0000000000fd", event_type: decision.events[0]!.event_type, version: 4, data: decision.events[0]!.data } });
-    w.msgIds.push("0190a0a0-0000-7000-8000-0000000000fd");
+    w.appendForeign("0190a0a0-0000-7000-8000-0000000000fd");
   });
   const names = ["a", "b", "c", "d"];
   const replies = names.map((name) => track(w.handler.execute("update", update(name))));

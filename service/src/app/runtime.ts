@@ -139,14 +139,14 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
     const js = jetstream(nc);
     const commandJsm = await jetstreamManager(nc, { timeout: JS_TIMEOUT_MS, checkAPI: false });
     const commandJs = jetstream(nc, { timeout: JS_TIMEOUT_MS });
-    await untilProvisioned(() => ensureEventStream(jsm, config, server, setupLog), setupLog, `stream ${config.streamName}`, signal);
+    const streamInfo = await untilProvisioned(() => ensureEventStream(jsm, config, server, setupLog), setupLog, `stream ${config.streamName}`, signal);
     const snapshots = await untilProvisioned(() => ensureBucket(commandJs, jsm, config.snapshotBucket, config.streamReplicas, 0, setupLog), setupLog, `bucket ${config.snapshotBucket}`, signal);
     const commandsKv = await untilProvisioned(() => ensureBucket(commandJs, jsm, config.commandsBucket, config.streamReplicas, commandsTtlMs(config), setupLog), setupLog, `bucket ${config.commandsBucket}`, signal);
 
     const store = new EventStore({ js: commandJs, nc, jsm: commandJsm, snapshots, streamName: config.streamName, snapshotFrequency: config.snapshotFrequency, logger: componentLogger(logger, "event-store") });
     // Chains only while the stream has one replica (EventStore.chainable), checked every second.
     if (config.streamReplicas === 1) {
-      await store.checkReplicas();
+      store.noteReplicas(streamInfo.config.num_replicas); // as provisioning just left it
       stopReplicaWatch = store.watchReplicas(REPLICA_CHECK_MS);
     }
     // One projection per instance serves both sides: queries read it, commands decide against it (the append's

@@ -278,10 +278,15 @@ export class EventStore {
 
   async checkReplicas(): Promise<void> {
     try {
-      this.singleReplica = (await this.opts.jsm.streams.info(this.opts.streamName)).config.num_replicas === 1;
+      this.noteReplicas((await this.opts.jsm.streams.info(this.opts.streamName)).config.num_replicas);
     } catch {
       this.singleReplica = false;
     }
+  }
+
+  /** The stream's replicas as just read elsewhere (its stream info at provisioning). */
+  noteReplicas(replicas: number): void {
+    this.singleReplica = replicas === 1;
   }
 
   /**

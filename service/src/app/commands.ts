@@ -19,6 +19,7 @@ import type { CommandForwarder } from "../adapters/nats/forward.js";
 import type { Projection } from "../adapters/nats/projection.js";
 import type { RecordLookup } from "../adapters/nats/record-lookup.js";
 import { backoffDelay, sleep } from "../support/backoff.js";
+import { canonicalJson } from "../support/canonical-json.js";
 import { isTransient } from "../support/transient.js";
 import { uuidV5, uuidv7 } from "../support/ids.js";
 import { fixedFieldsLogger, type Logger } from "../support/logger.js";
@@ -890,15 +891,6 @@ function withoutMark(reply: Reply & { recorded?: true }): Reply {
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === "object" && !Array.isArray(value);
-}
-
-/** JSON with sorted keys: the same payload always hashes the same. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  if (isPlainObject(value)) {
-    return `{${Object.keys(value).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson(value[k])}`).join(",")}}`;
-  }
-  return JSON.stringify(value) ?? "null";
 }
 
 function sha256(text: string): string {

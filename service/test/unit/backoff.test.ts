@@ -1,9 +1,8 @@
-// Backoff: capped, jittered within bounds; UUIDv7 shape; canonical JSON for idempotency hashes.
+// Backoff: capped, jittered within bounds; UUIDv7 shape. (Canonical JSON: canonical-json.test.ts.)
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import { backoffDelay } from "../../src/support/backoff.js";
 import { uuidv7 } from "../../src/support/ids.js";
-import { canonicalJson } from "../../src/app/commands.js";
 
 test("backoff doubles up to the cap", () => {
   const noJitter = { initialMs: 100, maxMs: 1000, jitter: 0 };
@@ -31,9 +30,4 @@ test("uuidv7: version 7, RFC variant, time-ordered", () => {
   assert.ok(many.every((id) => /^018bcfe5-6800-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(id)));
   const now = Date.now();
   assert.ok(Math.abs(parseInt(uuidv7().replace(/-/g, "").slice(0, 12), 16) - now) < 60_000, "defaults to the current time");
-});
-
-test("canonical JSON ignores key order", () => {
-  assert.equal(canonicalJson({ b: 1, a: [{ d: 2, c: 3 }] }), canonicalJson({ a: [{ c: 3, d: 2 }], b: 1 }));
-  assert.notEqual(canonicalJson({ a: 1 }), canonicalJson({ a: "1" }));
 });

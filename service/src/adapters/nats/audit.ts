@@ -3,6 +3,7 @@
 import { hash, randomUUID } from "node:crypto";
 import { nanos } from "@nats-io/nats-core";
 import { RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { canonicalJson } from "../../support/canonical-json.js";
 import type { ProjectionLogger } from "./projection.js";
 
 export const AUDIT_SUBJECT_PREFIX = "audit.policy";
@@ -51,45 +52,7 @@ export interface AuditEvent {
   instance: string;
 }
 
-/**
- * JSON with object keys sorted at every level, so equal contexts hash equally whatever their key order.
- * Built in one pass into one string (the hash of every audited context goes through here); keys already in order,
- * the common case, are not sorted again. Same output as JSON.stringify after sorting, undefined members skipped.
- */
-export function canonicalJson(value: unknown): string {
-  return appendCanonical("", value);
-}
-
-function appendCanonical(out: string, value: unknown): string {
-  if (value === null || typeof value !== "object") return out + (JSON.stringify(value) ?? "null");
-  if (Array.isArray(value)) {
-    out += "[";
-    for (let i = 0; i < value.length; i++) {
-      if (i > 0) out += ",";
-      out = appendCanonical(out, value[i]); // an undefined member is null, as in JSON.stringify
-    }
-    return out + "]";
-  }
-  const record = value as Record<string, unknown>;
-  const keys = Object.keys(record);
-  for (let i = 1; i < keys.length; i++) {
-    if (keys[i - 1]! > keys[i]!) {
-      keys.sort();
-      break;
-    }
-  }
-  out += "{";
-  let first = true;
-  for (const key of keys) {
-    const v = record[key];
-    if (v === undefined) continue;
-    out += first ? JSON.stringify(key) : `,${JSON.stringify(key)}`;
-    out = appendCanonical(out + ":", v);
-    first = false;
-  }
-  return out + "}";
-}
-
+/** sha256 (hex) of the context's canonical JSON (support/canonical-json.ts): equal contexts, equal hashes. */
 export function contextHash(context: unknown): string {
   return hash("sha256", canonicalJson(context), "hex");
 }

@@ -9,7 +9,7 @@ import { createNetns, deleteNetns, netnsSlots, netnsUnavailable, removeStaleNetn
 import { runSuite, type RunOptions } from "./run.js";
 
 const USAGE = `usage: scripts/faults [--short] [--duration SECONDS] [--seed N] [--clients N] [--timeout MS] [--tries N]
-                      [--replicas 1|3] [--disable-idempotency] [--loopback] [--keep-logs]
+                      [--replicas 1|3] [--no-faults] [--disable-idempotency] [--loopback] [--keep-logs]
   --short                 90 s of load (the README's test command runs this); default 300 s
   --duration SECONDS      seconds of load while faults are injected (30-3600)
   --seed N                seed of the fault schedule and of the clients' choices (default: random, printed)
@@ -18,13 +18,15 @@ const USAGE = `usage: scripts/faults [--short] [--duration SECONDS] [--seed N] [
   --tries N               tries per command before it counts as failed (default 8)
   --replicas 1|3          STREAM_REPLICAS of the instances (default 3); with 1 the stream lives on one of the three
                           servers and an instance appends queued commands as chains (docs/concurrency.md)
+  --no-faults             the same load and checks without any fault (a baseline: what the load alone costs,
+                          e.g. lost append races); the "fault injected" checks are skipped
   --disable-idempotency   start the services with POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY=1 (shows the suite fails)
   --loopback              no network namespaces even as root (the partition fault is then skipped)
   --keep-logs             keep the run's logs also when every check passes
 Environment: FAULTS_SERVICE_LOG_LEVEL (the instances' LOG_LEVEL, default info; debug logs every lost append race).
 Ends with "faults: N passed, N failed, N skipped"; exits 1 when a check fails, 2 on a usage error.`;
 
-interface Args { seed: number; durationS: number; clients: number; timeoutMs: number; maxTries: number; replicas: 1 | 3; disableIdempotency: boolean; loopback: boolean; keepLogs: boolean; inside: boolean }
+interface Args { seed: number; durationS: number; clients: number; timeoutMs: number; maxTries: number; replicas: 1 | 3; noFaults: boolean; disableIdempotency: boolean; loopback: boolean; keepLogs: boolean; inside: boolean }
 
 function parseArgs(argv: string[]): Args {
   const args: Args = {
@@ -34,6 +36,7 @@ function parseArgs(argv: string[]): Args {
     timeoutMs: 5000,
     maxTries: 8,
     replicas: 3,
+    noFaults: false,
     disableIdempotency: process.env.POLICY_SERVICE_TEST_DISABLE_IDEMPOTENCY === "1",
     loopback: false,
     keepLogs: false,
@@ -59,6 +62,7 @@ function parseArgs(argv: string[]): Args {
         args.replicas = n;
         break;
       }
+      case "--no-faults": args.noFaults = true; break;
       case "--disable-idempotency": args.disableIdempotency = true; break;
       case "--loopback": args.loopback = true; break;
       case "--keep-logs": args.keepLogs = true; break;
@@ -95,7 +99,7 @@ async function inside(args: Args, slots: NodeSlot[], partitionUnavailable: strin
   process.once("SIGINT", () => interrupted("SIGINT"));
   process.once("SIGTERM", () => interrupted("SIGTERM"));
   const opts: RunOptions = {
-    seed: args.seed, durationS: args.durationS, clients: args.clients, timeoutMs: args.timeoutMs, maxTries: args.maxTries, replicas: args.replicas,
+    seed: args.seed, durationS: args.durationS, clients: args.clients, timeoutMs: args.timeoutMs, maxTries: args.maxTries, replicas: args.replicas, noFaults: args.noFaults,
     disableIdempotency: args.disableIdempotency, slots, partitionUnavailable, keepLogs: args.keepLogs, signal: abort.signal,
   };
   return runSuite(opts);
@@ -107,7 +111,7 @@ async function main(): Promise<number> {
     const slots = JSON.parse(process.env.POLICY_FAULTS_SLOTS ?? "[]") as NodeSlot[];
     return inside(args, slots, null);
   }
-  process.stdout.write(`faults: seed ${args.seed} (reproduce with --seed ${args.seed}${args.replicas === 1 ? " --replicas 1" : ""}), ${args.durationS} s of load, R${args.replicas}, node ${process.version}\n`);
+  process.stdout.write(`faults: seed ${args.seed} (reproduce with --seed ${args.seed}${args.replicas === 1 ? " --replicas 1" : ""}${args.noFaults ? " --no-faults" : ""}), ${args.durationS} s of load, R${args.replicas}, node ${process.version}\n`);
   const why = args.loopback ? "--loopback given" : netnsUnavailable();
   if (why) {
     process.stdout.write(`faults: on 127.0.0.1 without network namespaces (${why}); the partition fault is skipped\n`);

@@ -25,6 +25,8 @@ export interface RunOptions {
   maxTries: number;
   /** STREAM_REPLICAS: 3, or 1 (the stream on one server; its "leader" is that server, with no followers). */
   replicas: 1 | 3;
+  /** The load and the checks without faults (a baseline); the "fault injected" checks are skipped. */
+  noFaults: boolean;
   disableIdempotency: boolean;
   slots: NodeSlot[];
   /** Why the partition fault cannot run (no namespaces), or null. */
@@ -257,7 +259,8 @@ export async function runSuite(opts: RunOptions): Promise<number> {
     const kinds: FaultKind[] = ["nats-kill", "service-kill", "nats-stop", "partition"];
     let round: FaultKind[] = [];
     let rounds = 0;
-    while (!opts.signal.aborted) {
+    if (opts.noFaults) say("no faults (--no-faults): the load alone");
+    while (!opts.signal.aborted && !opts.noFaults) {
       const gap = r.int(2000, 5000);
       if (Date.now() + gap + QUIET_END_MS > loadEnds) {
         if (rounds > 0 || Date.now() + gap + QUIET_END_MS > hardEnd) break;
@@ -572,13 +575,14 @@ export async function runSuite(opts: RunOptions): Promise<number> {
     const unrecovered = faults.filter((f) => f.recoveredMs === null && !f.note.startsWith("skipped"));
     checks.push({
       name: "the cluster recovered after every fault",
-      status: unrecovered.length === 0 ? "pass" : "fail",
-      detail: `${faults.length - unrecovered.length} of ${faults.length} within ${RECOVERY_DEADLINE_MS / 1000} s; longest ${Math.max(0, ...faults.map((f) => f.recoveredMs ?? 0))} ms${unrecovered.map((f) => `\n      ${f.kind} node ${f.node + 1} ${f.note}`).join("")}`,
+      status: opts.noFaults ? "skip" : unrecovered.length === 0 ? "pass" : "fail",
+      detail: opts.noFaults ? "--no-faults: no fault to recover from" : `${faults.length - unrecovered.length} of ${faults.length} within ${RECOVERY_DEADLINE_MS / 1000} s; longest ${Math.max(0, ...faults.map((f) => f.recoveredMs ?? 0))} ms${unrecovered.map((f) => `\n      ${f.kind} node ${f.node + 1} ${f.note}`).join("")}`,
     });
     const injected = faults.filter((f) => !f.note.startsWith("skipped"));
     for (const kind of kinds) {
       const n = injected.filter((f) => f.kind === kind).length;
-      if (kind === "partition" && opts.partitionUnavailable) checks.push({ name: "fault injected: partition", status: "skip", detail: opts.partitionUnavailable });
+      if (opts.noFaults) checks.push({ name: `fault injected: ${kind}`, status: "skip", detail: "--no-faults: a run of the load alone" });
+      else if (kind === "partition" && opts.partitionUnavailable) checks.push({ name: "fault injected: partition", status: "skip", detail: opts.partitionUnavailable });
       else checks.push({ name: `fault injected: ${kind}`, status: n > 0 ? "pass" : "fail", detail: `${n} time(s)${n === 0 ? " (the run was too short for a full round; raise --duration)" : ""}` });
     }
 
@@ -586,7 +590,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
     const retried = reports.filter((x) => x.tries > 1);
     const allRefused = reports.filter((x) => x.outcome === "refused");
     log("");
-    log(`seed ${opts.seed} · ${opts.durationS} s of load · ${perWorker * 3} clients · ${opts.slots[0]!.namespace ? "network namespaces" : "loopback"}${opts.disableIdempotency ? " · IDEMPOTENCY DISABLED (test switch)" : ""}`);
+    log(`seed ${opts.seed} · ${opts.durationS} s of load${opts.noFaults ? " without faults" : ""} · ${perWorker * 3} clients · ${opts.slots[0]!.namespace ? "network namespaces" : "loopback"}${opts.disableIdempotency ? " · IDEMPOTENCY DISABLED (test switch)" : ""}`);
     log(`commands: ${reports.length} sent, ${acked.length} acknowledged, ${retried.length} retried (${reports.reduce((n, x) => n + x.tries, 0)} tries in all), ${allRefused.length} refused (${allRefused.length - refused.length} of them grants retried past their own expiry), ${reports.filter((x) => x.outcome === "failed").length} failed after ${opts.maxTries} tries`);
     log(`  by command: ${fmt(countBy(reports, (x) => x.name))}`);
     log(`  refused by code: ${fmt(countBy(allRefused, (x) => x.code))}`);
@@ -639,7 +643,7 @@ export async function runSuite(opts: RunOptions): Promise<number> {
   const skipped = checks.filter((c) => c.status === "skip").length;
   if (failed || failedChecks > 0 || opts.keepLogs) log(`logs (service and nats-server output, every command's outcome, the faults): ${logDir}`);
   else rmSync(logDir, { recursive: true, force: true });
-  log(`reproduce: scripts/faults --seed ${opts.seed} --duration ${opts.durationS} --clients ${opts.clients}${opts.disableIdempotency ? " --disable-idempotency" : ""} (the schedule and the clients' choices repeat; timing does not)`);
+  log(`reproduce: scripts/faults --seed ${opts.seed} --duration ${opts.durationS} --clients ${opts.clients}${opts.replicas === 1 ? " --replicas 1" : ""}${opts.noFaults ? " --no-faults" : ""}${opts.disableIdempotency ? " --disable-idempotency" : ""} (the schedule and the clients' choices repeat; timing does not)`);
   log(`took ${Math.round((Date.now() - started) / 1000)} s`);
   log(`faults: ${passed} passed, ${failedChecks} failed, ${skipped} skipped`);
   return failed || failedChecks > 0 ? 1 : 0;

@@ -76,6 +76,8 @@ export interface ReadSideHost {
   readonly service: Pick<MicroService, "addEndpoints" | "id">;
   /** Runs the expiry sweeper's `expire_exemption` commands. */
   readonly commands: CommandExecutor;
+  /** This instance's turn to expire an exemption: 0 at its `expires_at` (its owner), later ones after it (expiry.ts). */
+  expiryRank(exemptionId: string): number;
   onShutdown(fn: () => Promise<void> | void): void;
 }
 
@@ -112,7 +114,9 @@ export async function startReadSide(runtime: ReadSideHost): Promise<ReadSide> {
   runtime.service.addEndpoints("policy.commands", evaluationHandlers);
   await projection.ready();
 
-  const sweeper = new ExpirySweeper({ projection, commands: runtime.commands, logger: componentLogger(logger, "expiry") });
+  const sweeper = new ExpirySweeper({
+    projection, commands: runtime.commands, expiryRank: (id) => runtime.expiryRank(id), logger: componentLogger(logger, "expiry"),
+  });
   sweeper.start();
 
   const readSide: ReadSide = {

@@ -42,6 +42,11 @@ export interface Runtime {
   /** The in-memory state of every aggregate: the read side's model and the state commands decide against. */
   readonly projection: Projection;
   readonly service: MicroService;
+  /**
+   * This instance's place in an exemption's order among the instances that take forwarded commands: 0 for its owner
+   * (or when no owner is known), which expires it at `expires_at`; the others wait their turn (expiry.ts).
+   */
+  expiryRank(exemptionId: string): number;
   /** Runs `fn` on shutdown after the endpoints stopped and before the connection drains (last registered, first run). */
   onShutdown(fn: () => Promise<void> | void): void;
   /** Stops endpoints, finishes in-flight requests, runs hooks, drains the connection. Idempotent. */
@@ -215,6 +220,7 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
     let shuttingDown: Promise<void> | null = null;
     const runtime: Runtime = {
       config, logger, nc, js, jsm, server, store, commands, projection, service,
+      expiryRank: (exemptionId) => forwarder.rankOf(exemptionId) ?? 0,
       onShutdown: (fn) => { hooks.push(fn); },
       shutdown(reason) {
         shuttingDown ??= (async () => {

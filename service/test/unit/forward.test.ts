@@ -6,7 +6,7 @@ import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import type { NatsConnection } from "@nats-io/nats-core";
-import { CommandForwarder, FORWARD_METADATA, rendezvousOwner } from "../../src/adapters/nats/forward.js";
+import { CommandForwarder, FORWARD_METADATA, rendezvousOrder, rendezvousOwner } from "../../src/adapters/nats/forward.js";
 import type { PeerIdentity } from "../../src/adapters/nats/peers.js";
 import { createLogger } from "../../src/support/logger.js";
 
@@ -52,6 +52,34 @@ test("rendezvous: aggregates spread over the members", () => {
     counts.set(owner, (counts.get(owner) ?? 0) + 1);
   }
   for (const m of members) assert.ok((counts.get(m) ?? 0) > 800 && (counts.get(m) ?? 0) < 1200, JSON.stringify([...counts]));
+});
+
+test("rendezvous order: the owner first, the same whatever the members' order; a departure keeps the others' order", () => {
+  const members = ["a1", "b2", "c3", "d4"];
+  for (let i = 0; i < 200; i++) {
+    const id = randomUUID();
+    const order = rendezvousOrder(members, id);
+    assert.deepEqual([...order].sort(), members);
+    assert.equal(order[0], rendezvousOwner(members, id));
+    assert.deepEqual(rendezvousOrder([...members].reverse(), id), order);
+    assert.deepEqual(rendezvousOrder(members.filter((m) => m !== order[0]), id), order.slice(1), "the owner gone: the next one takes over");
+  }
+});
+
+test("an instance's rank for an aggregate: its place in the rendezvous order; none while alone", async () => {
+  const f = await startedForwarder();
+  const id = randomUUID();
+  assert.equal(f.rankOf(id), null);
+  f.updatePeers([peer(f.token), peer("TokenA"), peer("TokenB")]);
+  const ranks = new Set<number>();
+  for (let i = 0; i < 100; i++) {
+    const other = randomUUID();
+    const rank = f.rankOf(other)!;
+    assert.equal(rank, rendezvousOrder(["TokenA", "TokenB", f.token].sort(), other).indexOf(f.token));
+    assert.equal(rank === 0, f.ownerOf(other) === f.token);
+    ranks.add(rank);
+  }
+  assert.deepEqual([...ranks].sort(), [0, 1, 2]);
 });
 
 test("alone, nobody to forward to; with peers, the owner is the rendezvous of every member's token", async () => {

@@ -3,6 +3,9 @@
 // the command carries a command_id derived from the exemption id (the same Nats-Msg-Id on every instance), the
 // append is guarded by the aggregate's expected last sequence, and the domain emits `exemption_expired` only while the
 // exemption is still Granted. Racing instances therefore lose with a duplicate ack, a conflict or invalid_transition.
+// They do not race while every instance is up: the exemption's owner (the instance its commands are forwarded to,
+// forward.ts) expires it at `expires_at`, the next instance in the exemption's rendezvous order `takeoverMs` later,
+// every other one twice that, each only if its projection still shows the exemption Granted.
 import { uuidV5 } from "../../support/ids.js";
 import type { AggregateState } from "../../domain/index.js";
 import { stateString, type Projection, type ProjectionLogger } from "./projection.js";
@@ -20,19 +23,36 @@ export function expiryCommandId(exemptionId: string): string {
   return uuidV5(`expire:${exemptionId}`, EXPIRY_NAMESPACE);
 }
 
-function isDue(state: AggregateState, nowMs: number): { due: boolean; expiresAtMs: number | null } {
-  if (state.aggregate_type !== "PolicyExemption") return { due: false, expiresAtMs: null };
-  if (stateString(state, "status") !== "Granted") return { due: false, expiresAtMs: null };
+/** A Granted exemption's `expires_at` (ms since epoch); null for anything else. */
+function grantedExpiry(state: AggregateState): number | null {
+  if (state.aggregate_type !== "PolicyExemption") return null;
+  if (stateString(state, "status") !== "Granted") return null;
   const expiresAt = stateString(state, "expires_at");
   const expiresAtMs = expiresAt ? Date.parse(expiresAt) : NaN;
-  if (!Number.isFinite(expiresAtMs)) return { due: false, expiresAtMs: null };
-  return { due: expiresAtMs <= nowMs, expiresAtMs };
+  return Number.isFinite(expiresAtMs) ? expiresAtMs : null;
 }
+
+/**
+ * How long after `expires_at` the instance next after the exemption's owner expires it itself (and each later one
+ * after that, up to MAX_TAKEOVER_TURNS). Longer than an owner takes to store the event (10–20 ms, docs/expiry.md),
+ * short against the promise of "within 5 s".
+ */
+export const EXPIRY_TAKEOVER_MS = 1000;
+/** Instances after the second in the exemption's order all go at this many takeovers (a bound on the delay). */
+const MAX_TAKEOVER_TURNS = 2;
 
 export interface ExpirySweeperOptions {
   projection: Projection;
   commands: CommandExecutor;
   logger: ProjectionLogger;
+  /**
+   * This instance's place in the exemption's order: 0 for its owner, or when no owner is known (it expires it at
+   * `expires_at`), 1 for the next (`takeoverMs` later), 2 or more for the rest (twice that). Default: 0, every
+   * instance at once.
+   */
+  expiryRank?: (exemptionId: string) => number;
+  /** See EXPIRY_TAKEOVER_MS. */
+  takeoverMs?: number;
   /** Sweep period (ms); the timer at the earliest expiry makes expiry prompt, the sweep makes it certain. */
   sweepIntervalMs?: number;
   now?: () => number;
@@ -50,12 +70,12 @@ export class ExpirySweeper {
   private stopped = false;
 
   constructor(opts: ExpirySweeperOptions) {
-    this.opts = { sweepIntervalMs: 1000, now: Date.now, ...opts };
+    this.opts = { expiryRank: () => 0, takeoverMs: EXPIRY_TAKEOVER_MS, sweepIntervalMs: 1000, now: Date.now, ...opts };
   }
 
   start(): void {
     this.unsubscribe = this.opts.projection.onEvent((state) => {
-      const { expiresAtMs } = isDue(state, this.opts.now());
+      const expiresAtMs = grantedExpiry(state);
       if (expiresAtMs !== null) this.scheduleAt(expiresAtMs);
     });
     this.sweepTimer = setInterval(() => this.sweep(), this.opts.sweepIntervalMs);
@@ -72,17 +92,23 @@ export class ExpirySweeper {
     while (this.inFlight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   }
 
-  /** One pass over the projection: expires what is due and arms the timer for the earliest future expiry. */
+  /**
+   * One pass over the projection: expires what is due and this instance's turn (at once for the exemption's owner,
+   * `takeoverMs` later for the next, twice that for the rest), and arms the timer for the earliest turn to come.
+   */
   sweep(): void {
     if (this.stopped || !this.opts.projection.caughtUp) return;
     const nowMs = this.opts.now();
     for (const [id, until] of this.backoffUntil) if (until <= nowMs) this.backoffUntil.delete(id);
     let earliest = Infinity;
     for (const state of this.opts.projection.exemptions()) {
-      const { due, expiresAtMs } = isDue(state, nowMs);
+      const expiresAtMs = grantedExpiry(state);
       if (expiresAtMs === null) continue;
-      if (due) this.expire(state.aggregate_id, nowMs);
-      else if (expiresAtMs < earliest) earliest = expiresAtMs;
+      // Whose turn it is only matters once due (the order's hashes cost more than the rest of the check).
+      const turns = expiresAtMs > nowMs ? 0 : Math.max(0, Math.min(MAX_TAKEOVER_TURNS, this.opts.expiryRank(state.aggregate_id)));
+      const turnAtMs = expiresAtMs + turns * this.opts.takeoverMs;
+      if (turnAtMs <= nowMs) this.expire(state.aggregate_id, nowMs);
+      else if (turnAtMs < earliest) earliest = turnAtMs;
     }
     if (earliest !== Infinity) this.scheduleAt(earliest);
   }

@@ -139,6 +139,16 @@ export class CommandForwarder {
   }
 
   /**
+   * This instance's place among the members for an aggregate (rendezvousOrder): 0 for its owner, 1 for the next, ….
+   * Null when there is nobody to forward to (as ownerOf).
+   */
+  rankOf(aggregateId: string): number | null {
+    if (!this.enabled || this.ordered.length < 2) return null;
+    const rank = rendezvousOrder(this.ordered, aggregateId).indexOf(this.token);
+    return rank < 0 ? null : rank;
+  }
+
+  /**
    * Sends a command to its owner and waits for the owner's reply. `null`: no instance takes that subject (the owner
    * stopped; the server answered "no responders", so it never got the command) and the caller runs it itself.
    * A timeout throws: the owner may have stored the command, so the caller must not run it again.
@@ -216,18 +226,30 @@ export class CommandForwarder {
   }
 }
 
+function rendezvousScore(member: string, aggregateId: string): bigint {
+  return createHash("sha256").update(member).update("\0").update(aggregateId).digest().readBigUInt64BE(0);
+}
+
 /** The member with the highest hash of (member, aggregate id): every instance with the same members picks the same one. */
 export function rendezvousOwner(members: readonly string[], aggregateId: string): string {
   let best = members[0]!;
   let bestScore = -1n;
   for (const member of members) {
-    const score = createHash("sha256").update(member).update("\0").update(aggregateId).digest().readBigUInt64BE(0);
+    const score = rendezvousScore(member, aggregateId);
     if (score > bestScore) {
       bestScore = score;
       best = member;
     }
   }
   return best;
+}
+
+/** The members by falling hash of (member, aggregate id): the owner first (rendezvousOwner), then who is next. */
+export function rendezvousOrder(members: readonly string[], aggregateId: string): string[] {
+  const scored = members.map((member) => ({ member, score: rendezvousScore(member, aggregateId) }));
+  // Stable: equal scores keep the members' order, as rendezvousOwner does.
+  scored.sort((a, b) => (a.score > b.score ? -1 : a.score < b.score ? 1 : 0));
+  return scored.map((x) => x.member);
 }
 
 function isNoResponders(err: unknown): boolean {

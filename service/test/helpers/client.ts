@@ -6,6 +6,7 @@
  *   await callOk(nc, "policy.queries.get", body)   → the reply, asserted ok:true without an error header
  *   await readAllEvents(nc, "POLICY_EVENTS")        → every stored message (seq, subject, envelope), read until the last seq
  *   await streamInfo(nc, "POLICY_EVENTS")
+ *   await forwardTokensById(nc)                    → each instance's forward token ($SRV.INFO metadata), by instance id
  *   SEED_CREATE: the seed's create payload, byte for byte.
  */
 import { after, before } from "node:test";
@@ -13,6 +14,8 @@ import * as assert from "node:assert/strict";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/nats-core";
+import { Svcm } from "@nats-io/services";
+import { FORWARD_METADATA } from "../../src/adapters/nats/forward.js";
 import { startNatsServer, startService, type NatsServer, type ServiceProcess } from "./nats.js";
 
 export const SEED_POLICY_ID = "550e8400-e29b-41d4-a716-446655440000";
@@ -112,4 +115,11 @@ export function policyBody(overrides: Json = {}): Json {
     scope: "Organization",
     ...overrides,
   };
+}
+
+/** The forward token each instance advertises ($SRV.INFO metadata), by instance id; undefined: none. */
+export async function forwardTokensById(nc: NatsConnection): Promise<Map<string, string | undefined>> {
+  const out = new Map<string, string | undefined>();
+  for await (const i of await new Svcm(nc).client().info("policy-service")) out.set(i.id, i.metadata?.[FORWARD_METADATA]);
+  return out;
 }

@@ -9,8 +9,9 @@ import { randomUUID } from "node:crypto";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
-import { FORWARD_METADATA, rendezvousOrder } from "../../src/adapters/nats/forward.js";
+import { rendezvousOrder } from "../../src/adapters/nats/forward.js";
 import { EXPIRY_TAKEOVER_MS } from "../../src/adapters/nats/expiry.js";
+import { forwardTokensById } from "../helpers/client.js";
 import { sleep, startCluster, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
 
 type Reply = Record<string, any>;
@@ -84,11 +85,7 @@ async function untilMembers(indexes: number[], count: number): Promise<void> {
 
 /** The indexes (in `services`) of the running instances in the exemption's rendezvous order: its owner first. */
 async function expiryOrder(exemptionId: string): Promise<number[]> {
-  const tokenOf = new Map<string, string>();
-  for await (const info of await new Svcm(nc!).client({ strategy: "timer", maxWait: 1000 }).info("policy-service")) {
-    const token = info.metadata?.[FORWARD_METADATA];
-    if (token) tokenOf.set(info.id, token);
-  }
+  const tokenOf = await forwardTokensById(nc!);
   const running = services.map((s, i) => ({ i, id: s.lines.find((l) => l.msg === "ready")?.service_id as string, s })).filter((x) => x.s.running);
   const tokens = running.map((x) => tokenOf.get(x.id));
   assert.ok(tokens.every((t) => t !== undefined), "every running instance advertises its forward token");

@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { Svcm } from "@nats-io/services";
 import { sleep, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
-import { call, callOk, policyBody, readAllEvents, type Json } from "../helpers/client.js";
+import { call, callOk, forwardTokensById, policyBody, readAllEvents, type Json } from "../helpers/client.js";
 import { documentedPermissionsText, serviceAndTesterAuthorization } from "../helpers/permissions.js";
 import { FORWARD_METADATA, rendezvousOwner } from "../../src/adapters/nats/forward.js";
 
@@ -63,13 +63,6 @@ function total(counters: Map<string, Counters>, key: keyof Counters): number {
   let sum = 0;
   for (const c of counters.values()) sum += c[key];
   return sum;
-}
-
-/** The forward token each instance advertises ($SRV.INFO metadata), by instance id; undefined: none. */
-async function tokensById(nc: NatsConnection): Promise<Map<string, string | undefined>> {
-  const out = new Map<string, string | undefined>();
-  for await (const i of await new Svcm(nc).client().info("policy-service")) out.set(i.id, i.metadata?.[FORWARD_METADATA]);
-  return out;
 }
 
 /**
@@ -141,7 +134,7 @@ describe("one writer per contended aggregate: three instances, the documented pe
   const acks: Map<string, Json>[] = [];
 
   test("every instance advertises a forward token and finds the other two", async () => {
-    const tokens = await tokensById(state.nc!);
+    const tokens = await forwardTokensById(state.nc!);
     assert.equal(tokens.size, 3, "three instances answer $SRV.INFO");
     for (const [id, token] of tokens) assert.match(String(token), /^[A-Za-z0-9]+$/, `instance ${id} advertises ${FORWARD_METADATA}`);
     await Promise.all(state.services.map((s) => s.waitForLog((l) => l.msg === MEMBERS_CHANGED && l.instances === 3, 15_000)));
@@ -185,7 +178,7 @@ describe("one writer per contended aggregate: three instances, the documented pe
   });
 
   test("the owner SIGKILLed mid-wave: retries land once, the others write, the owner leaves their member sets", async () => {
-    const tokens = await tokensById(state.nc!);
+    const tokens = await forwardTokensById(state.nc!);
     const ownerToken = rendezvousOwner([...tokens.values()].map(String).sort(), ids[0]!);
     const ownerId = [...tokens].find(([, t]) => t === ownerToken)![0];
     const pids = new Map<string, ServiceProcess>();
@@ -228,7 +221,7 @@ describe("a service user on the permissions of 0.9.0 (no policy.internal.command
       assert.ok(s.lines.some((l) => l.level === 40 && typeof l.msg === "string" && l.msg.startsWith("command forwarding off")), "the instance says why");
       assert.ok(s.lines.some((l) => l.level === 40 && typeof l.msg === "string" && l.msg.startsWith("batched command-record lookups unanswered")), "the instance says why");
     }
-    const tokens = await tokensById(state.nc!);
+    const tokens = await forwardTokensById(state.nc!);
     assert.equal(tokens.size, 3);
     for (const [id, token] of tokens) assert.equal(token, undefined, `instance ${id} advertises no ${FORWARD_METADATA}`);
     const ids = await createHot(state.nc!, 2);

@@ -143,12 +143,16 @@ describe("exemption expiry across three instances", () => {
     await untilMembers([0, 1, 2], 3);
     const { exemptionId, expiresAt } = await grant(3000);
     const [owner, next, third] = (await expiryOrder(exemptionId)) as [number, number, number];
+    // Killed just before expires_at, so that both takeovers fall before the others can count it gone (two missed
+    // discovery rounds, at least about 2 s). A view that changes in between can promote the third to second place,
+    // and then both may send (harmless, docs/expiry.md); a kill right after the grant made that likely.
+    await sleep(Math.max(0, expiresAt - 200 - Date.now()));
     await services[owner]!.kill();
 
     const storedAt = await waitExpired(exemptionId, expiresAt - Date.now() + 5000);
     assert.ok(storedAt >= expiresAt - 50, "not before expires_at");
     assert.ok(storedAt - expiresAt <= 5000, `stored ${storedAt - expiresAt} ms after expires_at`);
-    // The next one goes EXPIRY_TAKEOVER_MS after expires_at, or at once if it already counts the owner as gone.
+    // The next one goes EXPIRY_TAKEOVER_MS after expires_at.
     t.diagnostic(`exemption_expired stored ${storedAt - expiresAt} ms after expires_at (owner, instance ${owner + 1}, killed; takeover after ${EXPIRY_TAKEOVER_MS} ms)`);
     await sleep(2500);
     assert.deepEqual(await eventCounts(exemptionId), { exemption_granted: 1, exemption_expired: 1 });

@@ -752,7 +752,8 @@ async function memoryAndStartup(count: number): Promise<void> {
  * (`--rate`, default 400/s), not as fast as the service answers; at most 512 in flight (a request that would exceed
  * that is counted as skipped). RSS and the heap are sampled every `--sample-every` seconds (default 10). The slope is
  * fitted (least squares) to the samples after the warm-up (the first 20 % of the run, at least 60 s): flat means the
- * fitted RSS growth over the rest of the run stays under 5 % of the RSS at the end of the warm-up.
+ * fitted RSS growth over the rest of the run stays under 5 % of the RSS at the end of the warm-up; a run too short to
+ * leave two samples after the warm-up reports flat as null (not judged), with `flat_not_judged` saying why.
  */
 async function steadyLoad(durationS: number): Promise<void> {
   const policies = Number(option("--policies") ?? 100_000) || 100_000;
@@ -829,7 +830,9 @@ async function steadyLoad(durationS: number): Promise<void> {
     const fitSpanMin = afterWarmup.length >= 2 ? (afterWarmup.at(-1)!.t_s - afterWarmup[0]!.t_s) / 60 : 0;
     const rssAtWarmup = afterWarmup[0]?.rss_mib ?? NaN;
     const fittedGrowth = rssSlope * fitSpanMin;
-    const flat = Number.isFinite(fittedGrowth) && fittedGrowth < 0.05 * rssAtWarmup;
+    // Under two samples after the warm-up there is nothing to fit: "flat" is not judged (null), rather than false.
+    const judged = afterWarmup.length >= 2;
+    const flat = judged ? Number.isFinite(fittedGrowth) && fittedGrowth < 0.05 * rssAtWarmup : null;
     const sorted = latencies.sort((a, b) => a - b);
     const figures = {
       policies: ids.length + 1, duration_s: durationS, rate_per_s: rate, mix_per_20: "8 evaluate, 8 get, 3 update, 1 update with command_id; every 200th a list (limit 20)",
@@ -839,7 +842,8 @@ async function steadyLoad(durationS: number): Promise<void> {
       rss_mib_min: Math.min(...samples.map((x) => x.rss_mib ?? Infinity)), rss_mib_max: peakRss(samples), rss_mib_end: seriesEnd.rss_mib,
       warmup_s: warmupS, rss_slope_mib_per_min: +rssSlope.toFixed(3), heap_used_slope_mib_per_min: +heapSlope.toFixed(3),
       rss_fitted_growth_after_warmup_mib: +fittedGrowth.toFixed(1), flat_criterion: "fitted RSS growth after the warm-up < 5 % of the RSS at its end",
-      flat, node_flags: serviceNodeOptions ?? null, node_options: LAUNCHER_NODE_OPTIONS, service_env: extraServiceEnv,
+      flat, ...(judged ? {} : { flat_not_judged: `fewer than two samples after the ${warmupS} s warm-up: run for at least ${warmupS + 2 * everyS} s` }),
+      node_flags: serviceNodeOptions ?? null, node_options: LAUNCHER_NODE_OPTIONS, service_env: extraServiceEnv,
     };
     console.log("t_s\trss_mib\tanon\tfile\theap_used\theap_total\tnew_space\told_space\tlarge_obj\texternal\tgc_s\tcpu_s");
     for (const x of samples) {

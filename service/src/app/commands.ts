@@ -7,7 +7,6 @@
 // was behind) waits for the projection to catch up and decides again (bounded, jittered). JetStream hiccups
 // (leader election) are retried until a deadline. The argument that a command_id is stored at most once is in
 // docs/concurrency.md ("Idempotency").
-import { createHash } from "node:crypto";
 import { JetStreamApiError, type PubAck } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import {
@@ -19,7 +18,7 @@ import type { CommandForwarder } from "../adapters/nats/forward.js";
 import type { Projection } from "../adapters/nats/projection.js";
 import type { RecordLookup } from "../adapters/nats/record-lookup.js";
 import { backoffDelay, sleep } from "../support/backoff.js";
-import { canonicalJson } from "../support/canonical-json.js";
+import { canonicalSha256 } from "../support/canonical-json.js";
 import { isTransient } from "../support/transient.js";
 import { uuidV5, uuidv7 } from "../support/ids.js";
 import { fixedFieldsLogger, type Logger } from "../support/logger.js";
@@ -289,7 +288,7 @@ export class CommandHandler {
     const deadline = Date.now() + UNAVAILABLE_DEADLINE_MS;
     const commandId = this.idempotent ? meta.command_id : null;
     // Hashed only after validation (bounded depth and size); the hash covers the payload as sent, before id injection.
-    const payloadHash = commandId ? sha256(canonicalJson(original)) : "";
+    const payloadHash = commandId ? canonicalSha256(original) : "";
 
     if (commandId) {
       // Remembered refusals (and, for a payload check, replies) live in the bucket. It is one layer of several (see
@@ -893,6 +892,3 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === "object" && !Array.isArray(value);
 }
 
-function sha256(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
-}

@@ -1,6 +1,7 @@
 // One canonical JSON for every hash of a client's JSON: the payload hash of a command with a `command_id` (stored in
 // its event's Policy-Command-Sha256 header and in idempotency records, so it must not change between releases) and
 // the context hash of a decision audit record.
+import { hash } from "node:crypto";
 
 /**
  * JSON with object keys sorted at every level, so that equal values hash equally whatever their key order. Built in
@@ -10,6 +11,11 @@
  */
 export function canonicalJson(value: unknown): string {
   return appendCanonical("", value);
+}
+
+/** sha256 (hex) of the value's canonical JSON: the payload hash and the context hash both are this. */
+export function canonicalSha256(value: unknown): string {
+  return hash("sha256", canonicalJson(value), "hex");
 }
 
 function appendCanonical(out: string, value: unknown): string {

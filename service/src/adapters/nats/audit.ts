@@ -1,9 +1,9 @@
 // Decision audit: one event per evaluation on its own stream (never the event store's), published off the reply path
 // through a bounded queue so that a slow or unavailable audit stream can never slow or fail an evaluation.
-import { hash, randomUUID } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { nanos } from "@nats-io/nats-core";
 import { RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
-import { canonicalJson } from "../../support/canonical-json.js";
+import { canonicalSha256 } from "../../support/canonical-json.js";
 import type { ProjectionLogger } from "./projection.js";
 
 export const AUDIT_SUBJECT_PREFIX = "audit.policy";
@@ -54,7 +54,7 @@ export interface AuditEvent {
 
 /** sha256 (hex) of the context's canonical JSON (support/canonical-json.ts): equal contexts, equal hashes. */
 export function contextHash(context: unknown): string {
-  return hash("sha256", canonicalJson(context), "hex");
+  return canonicalSha256(context);
 }
 
 /** The audit type of a finished evaluation: violations found → violation_detected, passed → compliance_passed. */

@@ -2,6 +2,7 @@
 // query endpoints (policy.queries.*) and evaluation endpoints (policy.commands.evaluate|check_compliance).
 import type { ErrorCode } from "../domain/index.js";
 import { AuditPublisher, disabledAudit, ensureAuditStream, type AuditSink } from "../adapters/nats/audit.js";
+import { AggregateReader } from "../adapters/nats/event-store.js";
 import { ExpirySweeper, type CommandExecutor } from "../adapters/nats/expiry.js";
 import { HistoryCache, type Projection } from "../adapters/nats/projection.js";
 import type { EndpointHandler, HandlerResult, MicroService } from "../adapters/nats/service.js";
@@ -84,7 +85,8 @@ export interface ReadSideHost {
 /** Starts the read side on a running instance: registers the endpoints, waits for the projection to catch up. */
 export async function startReadSide(runtime: ReadSideHost): Promise<ReadSide> {
   const { config, logger, js, jsm, projection } = runtime;
-  const history = new HistoryCache({ js, jsm, streamName: config.streamName, projection });
+  const reader = new AggregateReader({ js, jsm, streamName: config.streamName, logger: componentLogger(logger, "history") });
+  const history = new HistoryCache({ reader, projection });
 
   let audit: AuditSink = disabledAudit;
   if (config.audit.enabled) {

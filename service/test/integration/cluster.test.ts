@@ -5,14 +5,14 @@ import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import { decide, evolve, parseCommand, type AggregateState, type EventEnvelope } from "../../src/domain/index.js";
 import { EventStore } from "../../src/adapters/nats/event-store.js";
 import type { Logger } from "../../src/support/logger.js";
 import { serverBinFromEnv, sleep, startCluster, startNatsServer, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
-import { call, policyBody, readAllEvents, streamInfo, type Json } from "../helpers/client.js";
+import { call, callOk, policyBody, readAllEvents, streamInfo, type Json } from "../helpers/client.js";
 
 interface ClusterRun {
   acked: number;
@@ -48,6 +48,32 @@ async function waitReplicasCurrent(nc: NatsConnection, stream: string, timeoutMs
     await sleep(200);
   }
   assert.fail(`replicas of ${stream} not current within ${timeoutMs} ms: ${JSON.stringify(last)}`);
+}
+
+/**
+ * Writes `count` events of one policy straight into the stream (test setup, 500 publishes in flight), with
+ * envelopes produced by the domain itself so that replaying them is genuine: a create, then updates.
+ */
+async function writeDomainEvents(js: JetStreamClient, id: string, count: number): Promise<void> {
+  let state: AggregateState | undefined;
+  const envelopes: EventEnvelope[] = [];
+  for (let v = 1; v <= count; v++) {
+    const body = v === 1 ? { ...policyBody(), policy_id: id } : { policy_id: id, updated_by: "loader", name: `name-${v}` };
+    const parsed = parseCommand(v === 1 ? "create" : "update", body);
+    assert.ok(parsed.ok);
+    const decision = decide(state, parsed.command, { now: "2026-01-01T00:00:00Z", refs: new Map() });
+    assert.ok(decision.ok, JSON.stringify(decision));
+    const e = decision.events[0]!;
+    const envelope: EventEnvelope = {
+      event_id: randomUUID(), event_type: e.event_type, aggregate_type: "Policy", aggregate_id: id, version: v,
+      occurred_at: "2026-01-01T00:00:00Z", command_id: null, correlation_id: null, causation_id: null, data: e.data,
+    };
+    state = evolve(state, envelope);
+    envelopes.push(envelope);
+  }
+  for (let i = 0; i < envelopes.length; i += 500) {
+    await Promise.all(envelopes.slice(i, i + 500).map((e) => js.publish(`events.policy.${id}.${e.event_type}`, JSON.stringify(e), { msgID: e.event_id })));
+  }
 }
 
 /**
@@ -292,6 +318,74 @@ describe("3-node cluster, R3: hot aggregates", () => {
   });
 });
 
+describe("3-node cluster, R3: history read from the replicas", () => {
+  // A history read used to create an ordered consumer: at R3 a proposal through the JetStream meta leader per
+  // query, and no answer while it is being elected. It now reads with direct gets, which any current replica answers.
+  test("history of a 2,500-event aggregate through an instance on a follower node: complete, in order, no consumer created; each command's event is in the history asked for right after its reply", async () => {
+    const cluster = await startCluster(3);
+    let service: ServiceProcess | null = null;
+    let nc: NatsConnection | null = null;
+    try {
+      service = startService({ NATS_URL: cluster.servers[0]!.url, STREAM_REPLICAS: "3", LOG_LEVEL: "info" });
+      await service.ready(45_000); // provisions the stream
+      const leaderNc = await connect({ servers: cluster.servers[0]!.url });
+      const leader = ((await waitReplicasCurrent(leaderNc, "POLICY_EVENTS")) as Json).cluster.leader as string;
+      const follower = cluster.servers.find((s) => s.name !== leader)!;
+      const id = randomUUID();
+      await writeDomainEvents(jetstream(leaderNc), id, 2_500);
+      await leaderNc.close();
+
+      // The instance that answers, and the client that asks, are both on a node that is not the stream's leader.
+      // At debug level it logs each direct read that found the replica behind the leader.
+      await service.stop();
+      service = startService({ NATS_URL: follower.url, STREAM_REPLICAS: "3", LOG_LEVEL: "debug" });
+      await service.ready(45_000);
+      nc = await connect({ servers: follower.url });
+      for (let i = 0; i < 100 && (await call(nc, "policy.queries.get", { id })).reply.version !== 2_500; i++) await sleep(100);
+      assert.equal((await call(nc, "policy.queries.get", { id })).reply.version, 2_500, "the instance's projection has the aggregate");
+      await waitReplicasCurrent(nc, "POLICY_EVENTS");
+
+      // Every consumer the account creates is asked for here (the service's requests go through this node). Only
+      // creations count: the projection's own consumer pulls (MSG.NEXT) whenever its pull expires.
+      const consumerCreates: string[] = [];
+      const watch = nc.subscribe("$JS.API.CONSUMER.CREATE.>", { callback: (_err, msg) => { consumerCreates.push(msg.subject); } });
+      await nc.flush();
+
+      const versions: number[] = [];
+      const seqs: number[] = [];
+      for (let from: number | null = 1; from !== null;) {
+        const page = await callOk(nc, "policy.queries.history", { id, from_version: from, limit: 1000 });
+        assert.equal(page.version, 2_500);
+        for (const e of page.events as Json[]) { versions.push(e.version); seqs.push(e.seq); }
+        from = page.next_from_version as number | null;
+      }
+      assert.deepEqual(versions, Array.from({ length: 2_500 }, (_, i) => i + 1), "every version once, oldest first");
+      assert.ok(seqs.every((seq, i) => i === 0 || seq > seqs[i - 1]!), "stream sequences ascending");
+      await nc.flush();
+      assert.equal(consumerCreates.length, 0, `a history read with current replicas creates no consumer: ${consumerCreates.join(", ")}`);
+
+      // Read-after-write on a follower: the instance replies once its projection has the event, and the history read
+      // that follows must find it on the stream, also when the replica that answers the direct gets lags behind.
+      for (let round = 1; round <= 20; round++) {
+        const updated = await callOk(nc, "update", { policy_id: id, updated_by: "tester", name: `round-${round}` });
+        assert.equal(updated.version, 2_500 + round);
+        const tail = await callOk(nc, "policy.queries.history", { id, from_version: 2_500 + round });
+        assert.deepEqual((tail.events as Json[]).map((e) => [e.version, e.data.name]), [[2_500 + round, `round-${round}`]], `round ${round}`);
+      }
+      await nc.flush();
+      watch.unsubscribe();
+      const behind = service.lines.filter((l) => l.component === "history" && l.msg === "direct read incomplete; retrying").length;
+      console.log(`# history on a follower: 2,500 events in 3 pages, then 20 writes each read back at once; direct reads retried ` +
+        `because the replica was behind: ${behind}; consumers created: ${consumerCreates.length} (after three such tries)`);
+      assert.ok(consumerCreates.length <= 20, `at most one consumer per read, as the fallback: ${consumerCreates.join(", ")}`);
+    } finally {
+      await nc?.close().catch(() => undefined);
+      await service?.stop();
+      await cluster.stop();
+    }
+  });
+});
+
 describe("JetStream unavailable", () => {
   test("an R1 stream whose node is down: `unavailable` (503) after the retry deadline, then normal service once it is back", async () => {
     const cluster = await startCluster(3);
@@ -428,29 +522,8 @@ describe("snapshots and load cost (single node)", () => {
       const js = jetstream(nc);
       const longId = randomUUID();
       const shortId = randomUUID();
-      const write = async (id: string, count: number) => {
-        let state: AggregateState | undefined;
-        const envelopes: EventEnvelope[] = [];
-        for (let v = 1; v <= count; v++) {
-          const body = v === 1 ? { ...policyBody(), policy_id: id } : { policy_id: id, updated_by: "loader", name: `name-${v}` };
-          const parsed = parseCommand(v === 1 ? "create" : "update", body);
-          assert.ok(parsed.ok);
-          const decision = decide(state, parsed.command, { now: "2026-01-01T00:00:00Z", refs: new Map() });
-          assert.ok(decision.ok, JSON.stringify(decision));
-          const e = decision.events[0]!;
-          const envelope: EventEnvelope = {
-            event_id: randomUUID(), event_type: e.event_type, aggregate_type: "Policy", aggregate_id: id, version: v,
-            occurred_at: "2026-01-01T00:00:00Z", command_id: null, correlation_id: null, causation_id: null, data: e.data,
-          };
-          state = evolve(state, envelope);
-          envelopes.push(envelope);
-        }
-        for (let i = 0; i < envelopes.length; i += 500) {
-          await Promise.all(envelopes.slice(i, i + 500).map((e) => js.publish(`events.policy.${id}.${e.event_type}`, JSON.stringify(e), { msgID: e.event_id })));
-        }
-      };
-      await write(longId, 9_999);
-      await write(shortId, 9);
+      await writeDomainEvents(js, longId, 9_999);
+      await writeDomainEvents(js, shortId, 9);
 
       svc = startService({ NATS_URL: server.url, LOG_LEVEL: "info" });
       await svc.ready();

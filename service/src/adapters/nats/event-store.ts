@@ -2,7 +2,8 @@
 //
 // Loading ALWAYS terminates: the aggregate's last stream sequence is looked up first (STREAM.MSG.GET with
 // last_by_subj on the stream leader: read-after-write), then exactly the events up to that sequence are read
-// (direct-get batches; a follower that lags is retried, then the read falls back to an ordered consumer).
+// (direct-get batches; a follower that lags is retried, then the read falls back to an ordered consumer). The read
+// side's history queries read the same way (AggregateReader).
 // Appending carries the per-aggregate optimistic-concurrency check: the expected stream sequence of the
 // aggregate's last event, matched against every subject `events.policy.<id>.*` (nats-server ≥ 2.11).
 import { DeliverPolicy, JetStreamApiError, type JetStreamClient, type JetStreamManager, type PubAck, type StoredMsg } from "@nats-io/jetstream";
@@ -90,35 +91,28 @@ const envelopeShape = z.object({
   data: z.record(z.string(), z.unknown()),
 }).loose();
 
-export interface EventStoreOptions {
+/** What reading an aggregate's events takes: a JetStream client and manager on one connection, the stream, a logger. */
+export interface AggregateReaderOptions {
   js: JetStreamClient;
   jsm: JetStreamManager;
-  snapshots: KV;
   streamName: string;
-  snapshotFrequency: number;
   logger: Logger;
-  /** Read path: "direct" (direct-get batches, default) or "consumer" (ordered consumer). */
+  /** Read path: "direct" (direct-get batches, default) or "consumer" (ordered consumer, for comparison). */
   readMode?: "direct" | "consumer";
-  /**
-   * The connection of `js`: an atomic batch is written on it in one round trip (its messages before the commit are
-   * sent without waiting for an answer; the server answers the commit, also with a failed expectation). Not the
-   * client library's batch publisher: it waits for the first message too, and it reports a failed expectation as
-   * "batch didn't contain number of published messages", not as the conflict it is (batch-expectation.test.ts).
-   */
-  nc: NatsConnection;
 }
 
-export class EventStore {
-  private readonly opts: EventStoreOptions;
-  private readonly log: Logger;
-  private readonly pendingSnapshots = new Set<Promise<void>>();
+/**
+ * Reads one aggregate's events, in the common case without creating a consumer: in a cluster every consumer
+ * created is a proposal through the JetStream meta leader (none is created while it is being elected), whereas
+ * direct gets are answered by a replica of the stream (the node's own, if it has one). The command path's loads and
+ * the read side's history queries share it.
+ */
+export class AggregateReader {
+  private readonly opts: AggregateReaderOptions;
 
-  constructor(opts: EventStoreOptions) {
+  constructor(opts: AggregateReaderOptions) {
     this.opts = opts;
-    this.log = opts.logger;
   }
-
-  get streamName(): string { return this.opts.streamName; }
 
   /** Stream sequence of the aggregate's last event, from the stream leader; 0 when it has none. */
   async lastSeqOf(aggregateId: string): Promise<number> {
@@ -126,40 +120,10 @@ export class EventStore {
     return msg ? msg.seq : 0;
   }
 
-  /** One stored message by sequence, from the leader (used to answer a duplicate command with its original outcome). */
-  async eventAt(seq: number): Promise<StoredEvent | null> {
-    const msg = await this.opts.jsm.streams.getMessage(this.opts.streamName, { seq });
-    return msg ? toStoredEvent(msg) : null;
-  }
-
-  async load(aggregateId: string): Promise<LoadedAggregate> {
+  /** Every event of the aggregate up to its last one on the stream leader, in order; [] when it has none. */
+  async history(aggregateId: string): Promise<StoredEvent[]> {
     const lastSeq = await this.lastSeqOf(aggregateId);
-    if (lastSeq === 0) return { aggregateId, state: undefined, lastSeq: 0, version: 0, snapshotSeq: 0, eventsRead: 0, tail: [] };
-    const snapshot = await this.readSnapshot(aggregateId, lastSeq);
-    if (snapshot) {
-      const events = await this.readEvents(aggregateId, snapshot.seq + 1, lastSeq);
-      const first = events[0];
-      if (events.length === 0 && snapshot.seq === lastSeq || first && first.envelope.version === snapshot.version + 1) {
-        try {
-          const state = this.applyAll(snapshot.state as unknown as AggregateState, events);
-          return { aggregateId, state, lastSeq, version: state?.version ?? 0, snapshotSeq: snapshot.seq, eventsRead: events.length, tail: events };
-        } catch (err) {
-          this.log.warn({ err, aggregate_id: aggregateId }, "snapshot could not be continued; full replay");
-        }
-      } else {
-        this.log.warn({ aggregate_id: aggregateId, snapshot_seq: snapshot.seq, snapshot_version: snapshot.version, next_version: first?.envelope.version ?? null },
-          "snapshot does not line up with the stream; full replay");
-      }
-    }
-    const events = await this.readEvents(aggregateId, 1, lastSeq);
-    const state = this.applyAll(undefined, events);
-    return { aggregateId, state, lastSeq, version: state?.version ?? 0, snapshotSeq: 0, eventsRead: events.length, tail: events };
-  }
-
-  private applyAll(from: AggregateState | undefined, events: StoredEvent[]): AggregateState | undefined {
-    let state = from;
-    for (const e of events) state = evolve(state, e.envelope);
-    return state;
+    return lastSeq === 0 ? [] : this.readEvents(aggregateId, 1, lastSeq);
   }
 
   /** The aggregate's events with fromSeq ≤ seq ≤ toSeq, in order; throws if the range cannot be read completely. */
@@ -170,7 +134,7 @@ export class EventStore {
     for (let attempt = 0; attempt < 3; attempt++) {
       const events = await this.readDirect(aggregateId, fromSeq, toSeq);
       if (events.length > 0 && events[events.length - 1]!.seq === toSeq) return events;
-      this.log.debug({ aggregate_id: aggregateId, to_seq: toSeq, got: events.at(-1)?.seq ?? 0, attempt }, "direct read incomplete; retrying");
+      this.opts.logger.debug({ aggregate_id: aggregateId, to_seq: toSeq, got: events.at(-1)?.seq ?? 0, attempt }, "direct read incomplete; retrying");
       await sleep(20 * (attempt + 1));
     }
     return this.readWithConsumer(aggregateId, fromSeq, toSeq);
@@ -219,6 +183,79 @@ export class EventStore {
     } finally {
       await consumer.delete().catch(() => undefined);
     }
+  }
+
+}
+
+export interface EventStoreOptions extends AggregateReaderOptions {
+  snapshots: KV;
+  snapshotFrequency: number;
+  /**
+   * The connection of `js`: an atomic batch is written on it in one round trip (its messages before the commit are
+   * sent without waiting for an answer; the server answers the commit, also with a failed expectation). Not the
+   * client library's batch publisher: it waits for the first message too, and it reports a failed expectation as
+   * "batch didn't contain number of published messages", not as the conflict it is (batch-expectation.test.ts).
+   */
+  nc: NatsConnection;
+}
+
+export class EventStore {
+  private readonly opts: EventStoreOptions;
+  private readonly log: Logger;
+  private readonly pendingSnapshots = new Set<Promise<void>>();
+
+  private readonly reader: AggregateReader;
+
+  constructor(opts: EventStoreOptions) {
+    this.opts = opts;
+    this.log = opts.logger;
+    this.reader = new AggregateReader(opts);
+  }
+
+  get streamName(): string { return this.opts.streamName; }
+
+  /** Stream sequence of the aggregate's last event, from the stream leader; 0 when it has none. */
+  lastSeqOf(aggregateId: string): Promise<number> { return this.reader.lastSeqOf(aggregateId); }
+
+  /** One stored message by sequence, from the leader (used to answer a duplicate command with its original outcome). */
+  async eventAt(seq: number): Promise<StoredEvent | null> {
+    const msg = await this.opts.jsm.streams.getMessage(this.opts.streamName, { seq });
+    return msg ? toStoredEvent(msg) : null;
+  }
+
+  async load(aggregateId: string): Promise<LoadedAggregate> {
+    const lastSeq = await this.lastSeqOf(aggregateId);
+    if (lastSeq === 0) return { aggregateId, state: undefined, lastSeq: 0, version: 0, snapshotSeq: 0, eventsRead: 0, tail: [] };
+    const snapshot = await this.readSnapshot(aggregateId, lastSeq);
+    if (snapshot) {
+      const events = await this.readEvents(aggregateId, snapshot.seq + 1, lastSeq);
+      const first = events[0];
+      if (events.length === 0 && snapshot.seq === lastSeq || first && first.envelope.version === snapshot.version + 1) {
+        try {
+          const state = this.applyAll(snapshot.state as unknown as AggregateState, events);
+          return { aggregateId, state, lastSeq, version: state?.version ?? 0, snapshotSeq: snapshot.seq, eventsRead: events.length, tail: events };
+        } catch (err) {
+          this.log.warn({ err, aggregate_id: aggregateId }, "snapshot could not be continued; full replay");
+        }
+      } else {
+        this.log.warn({ aggregate_id: aggregateId, snapshot_seq: snapshot.seq, snapshot_version: snapshot.version, next_version: first?.envelope.version ?? null },
+          "snapshot does not line up with the stream; full replay");
+      }
+    }
+    const events = await this.readEvents(aggregateId, 1, lastSeq);
+    const state = this.applyAll(undefined, events);
+    return { aggregateId, state, lastSeq, version: state?.version ?? 0, snapshotSeq: 0, eventsRead: events.length, tail: events };
+  }
+
+  private applyAll(from: AggregateState | undefined, events: StoredEvent[]): AggregateState | undefined {
+    let state = from;
+    for (const e of events) state = evolve(state, e.envelope);
+    return state;
+  }
+
+  /** The aggregate's events with fromSeq ≤ seq ≤ toSeq, in order; throws if the range cannot be read completely. */
+  readEvents(aggregateId: string, fromSeq: number, toSeq: number): Promise<StoredEvent[]> {
+    return this.reader.readEvents(aggregateId, fromSeq, toSeq);
   }
 
   /**
@@ -470,10 +507,11 @@ function hashHeader(commandHash: string | undefined): MsgHdrs | undefined {
   return h;
 }
 
+/** The stored envelope itself once its shape is checked (not the validator's copy: history shows what is stored). */
 function parseEnvelope(data: Uint8Array, seq: number): EventEnvelope {
-  const parsed = envelopeShape.safeParse(JSON.parse(new TextDecoder().decode(data)));
-  if (!parsed.success) throw new Error(`stored message ${seq} is not an event envelope`);
-  return parsed.data as unknown as EventEnvelope;
+  const stored: unknown = JSON.parse(new TextDecoder().decode(data));
+  if (!envelopeShape.safeParse(stored).success) throw new Error(`stored message ${seq} is not an event envelope`);
+  return stored as EventEnvelope;
 }
 
 function toStoredEvent(msg: StoredMsg): StoredEvent {

@@ -6,6 +6,7 @@ import { evolve, replay, type AggregateState, type EventEnvelope } from "../../d
 import { omitNullFields, StateCompactor, withNullFields } from "../../support/compact-state.js";
 import { decodeCheckpoint, encodeCheckpoint, encodeCheckpointInSlices, writeCheckpointFile, type CheckpointBody, type CheckpointHeader } from "../../support/checkpoint-file.js";
 import { readFile } from "node:fs/promises";
+import type { AggregateReader } from "./event-store.js";
 
 export const EVENT_SUBJECT_FILTER = "events.policy.>";
 /** Pull expiry of the projection's consumer; heartbeats are half of it (see start()). */
@@ -509,45 +510,16 @@ export class Projection {
   }
 }
 
-/**
- * Reads one aggregate's events from the stream and stops when caught up: the last sequence is looked up first
- * (an aggregate without events costs one request), then an ordered consumer reads up to exactly that sequence.
- */
-export async function readAggregateHistory(
-  js: JetStreamClient,
-  jsm: JetStreamManager,
-  streamName: string,
-  aggregateId: string,
-): Promise<StoredEvent[]> {
-  const filter = `events.policy.${aggregateId}.*`;
-  const last = await jsm.streams.getMessage(streamName, { last_by_subj: filter });
-  if (!last) return [];
-  const consumer = await js.consumers.get(streamName, { filter_subjects: filter, deliver_policy: DeliverPolicy.All });
-  const out: StoredEvent[] = [];
-  const messages = await consumer.consume({ max_messages: 512 });
-  try {
-    for await (const msg of messages) {
-      out.push({ seq: msg.seq, subject: msg.subject, event: msg.json<EventEnvelope>() });
-      if (msg.seq >= last.seq || msg.info.pending === 0) break;
-    }
-  } finally {
-    messages.stop();
-  }
-  return out;
-}
-
 /** Bounded cache of aggregate histories keyed by (id, last seq), for as-of reads of past moments. */
 export class HistoryCache {
   private readonly entries = new Map<string, { seq: number; events: StoredEvent[] }>();
   private readonly asOfStates = new Map<string, AggregateState | undefined>();
 
-  private readonly deps: { js: JetStreamClient; jsm: JetStreamManager; streamName: string; projection: Projection };
+  private readonly deps: { reader: Pick<AggregateReader, "history">; projection: Projection };
   private readonly maxEntries: number;
 
-  constructor(
-    deps: { js: JetStreamClient; jsm: JetStreamManager; streamName: string; projection: Projection },
-    maxEntries = 1000,
-  ) {
+  /** `reader` reads from the stream what the cache does not hold (event-store.ts: direct gets, no consumer). */
+  constructor(deps: { reader: Pick<AggregateReader, "history">; projection: Projection }, maxEntries = 1000) {
     this.deps = deps;
     this.maxEntries = maxEntries;
   }
@@ -559,7 +531,7 @@ export class HistoryCache {
       this.touch(this.entries, aggregateId, cached);
       return cached.events;
     }
-    const events = await readAggregateHistory(this.deps.js, this.deps.jsm, this.deps.streamName, aggregateId);
+    const events = (await this.deps.reader.history(aggregateId)).map((e) => ({ seq: e.seq, subject: e.subject, event: e.envelope }));
     const seq = events.at(-1)?.seq ?? 0;
     // Cache only what the projection has confirmed, so a later read sees newer events.
     if (currentSeq !== undefined && seq === currentSeq) this.touch(this.entries, aggregateId, { seq, events });

@@ -320,7 +320,7 @@ describe("3-node cluster, R3: hot aggregates", () => {
 
 describe("3-node cluster, R3: history read from the replicas", () => {
   // A history read used to create an ordered consumer: at R3 a proposal through the JetStream meta leader per
-  // query, and no answer while it is being elected. It now reads with direct gets, which any current replica answers.
+  // query. It now reads with direct gets, which a replica answers (docs/concurrency.md, "Loading always terminates").
   test("history of a 2,500-event aggregate through an instance on a follower node: complete, in order, no consumer created; each command's event is in the history asked for right after its reply", async () => {
     const cluster = await startCluster(3);
     let service: ServiceProcess | null = null;

@@ -103,9 +103,9 @@ export interface AggregateReaderOptions {
 
 /**
  * Reads one aggregate's events, in the common case without creating a consumer: in a cluster every consumer
- * created is a proposal through the JetStream meta leader (none is created while it is being elected), whereas
- * direct gets are answered by a replica of the stream (the node's own, if it has one). The command path's loads and
- * the read side's history queries share it.
+ * created is a proposal through the JetStream meta leader that every node applies, whereas direct gets are answered
+ * by a replica of the stream (the node's own, if it has one). The command path's loads and the read side's history
+ * queries share it.
  */
 export class AggregateReader {
   private readonly opts: AggregateReaderOptions;

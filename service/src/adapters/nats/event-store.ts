@@ -184,7 +184,6 @@ export class AggregateReader {
       await consumer.delete().catch(() => undefined);
     }
   }
-
 }
 
 export interface EventStoreOptions extends AggregateReaderOptions {
@@ -203,7 +202,6 @@ export class EventStore {
   private readonly opts: EventStoreOptions;
   private readonly log: Logger;
   private readonly pendingSnapshots = new Set<Promise<void>>();
-
   private readonly reader: AggregateReader;
 
   constructor(opts: EventStoreOptions) {

@@ -9,7 +9,8 @@ import { parseDateTime, replay } from "../domain/index.js";
 import { evaluatePolicy, requestEntity, type PolicyEvaluation } from "../domain/evaluation/evaluate.js";
 import { ADHOC_COMPOSITION, composeSet, type CompositionSpec, type SetMember } from "../domain/evaluation/compose.js";
 import { CompiledPolicyCache } from "../domain/rules/compile.js";
-import type { HistoryCache, Projection } from "../adapters/nats/projection.js";
+import type { HistoryCache } from "../adapters/nats/history.js";
+import type { Projection } from "../adapters/nats/projection.js";
 import { auditTypeFor, type AuditSink } from "../adapters/nats/audit.js";
 import { parsePlain, validationError } from "./queries.js";
 import { DateTimeSchema, UuidSchema } from "../domain/commands.js";
@@ -276,7 +277,7 @@ export class Evaluation {
           const projected = projection.getState(id);
           if (projected) return projected;
           // Not in this instance's projection yet (a write moments ago): read it from the stream.
-          return history.history(id).then((events) => (events.length > 0 ? replay(events.map((e) => e.event)) : undefined));
+          return history.history(id).then((events) => (events.length > 0 ? replay(events.map((e) => e.envelope)) : undefined));
         },
         exemptionsFor(policyId, entity) {
           if (entity === undefined) return [];

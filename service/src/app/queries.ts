@@ -4,7 +4,9 @@ import { DateTimeSchema, UuidSchema } from "../domain/commands.js";
 import { describeIssues, PLAIN } from "../domain/validationMessages.js";
 import type { AggregateState, DomainError, ExemptionState, PolicyState } from "../domain/index.js";
 import { isExemptionValidAt, policyInForceAt, replay } from "../domain/index.js";
-import { stateField, stateString, type HistoryCache, type Projection, type StoredEvent } from "../adapters/nats/projection.js";
+import type { StoredEvent } from "../adapters/nats/event-store.js";
+import type { HistoryCache } from "../adapters/nats/history.js";
+import { stateField, stateString, type Projection } from "../adapters/nats/projection.js";
 import { withNullFields } from "../support/compact-state.js";
 
 export type QueryReply = ({ ok: true } & Record<string, unknown>) | { ok: false; error: DomainError };
@@ -123,7 +125,7 @@ export class Queries {
     const projected = this.deps.projection.getState(id);
     if (projected) return { ok: true, ...view(projected) };
     const events = await this.deps.history.history(id);
-    const state = events.length > 0 ? replay(events.map((e) => e.event)) : undefined;
+    const state = events.length > 0 ? replay(events.map((e) => e.envelope)) : undefined;
     return state ? { ok: true, ...view(state) } : notFound(id);
   }
 
@@ -173,16 +175,16 @@ export class Queries {
     const { id, from_version = 1, limit = 1000 } = parsed.data;
     const events: StoredEvent[] = await this.deps.history.history(id);
     if (events.length === 0) return notFound(id);
-    const page = withinReplyBudget(events.filter((e) => e.event.version >= from_version).slice(0, limit), (e) => e.event);
+    const page = withinReplyBudget(events.filter((e) => e.envelope.version >= from_version).slice(0, limit), (e) => e.envelope);
     const last = page[page.length - 1];
-    const more = last !== undefined && last.event.version < events[events.length - 1]!.event.version;
+    const more = last !== undefined && last.envelope.version < events[events.length - 1]!.envelope.version;
     return {
       ok: true,
       aggregate_id: id,
-      aggregate_type: events[0]!.event.aggregate_type,
-      version: events[events.length - 1]!.event.version,
-      events: page.map((e) => ({ seq: e.seq, subject: e.subject, ...e.event })),
-      next_from_version: more ? last.event.version + 1 : null,
+      aggregate_type: events[0]!.envelope.aggregate_type,
+      version: events[events.length - 1]!.envelope.version,
+      events: page.map((e) => ({ seq: e.seq, subject: e.subject, ...e.envelope })),
+      next_from_version: more ? last.envelope.version + 1 : null,
     };
   }
 

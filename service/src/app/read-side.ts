@@ -4,7 +4,8 @@ import type { ErrorCode } from "../domain/index.js";
 import { AuditPublisher, disabledAudit, ensureAuditStream, type AuditSink } from "../adapters/nats/audit.js";
 import { AggregateReader } from "../adapters/nats/event-store.js";
 import { ExpirySweeper, type CommandExecutor } from "../adapters/nats/expiry.js";
-import { HistoryCache, type Projection } from "../adapters/nats/projection.js";
+import { HistoryCache } from "../adapters/nats/history.js";
+import type { Projection } from "../adapters/nats/projection.js";
 import type { EndpointHandler, HandlerResult, MicroService } from "../adapters/nats/service.js";
 import { Evaluation } from "./evaluation.js";
 import { componentLogger } from "../support/logger.js";
@@ -85,8 +86,7 @@ export interface ReadSideHost {
 /** Starts the read side on a running instance: registers the endpoints, waits for the projection to catch up. */
 export async function startReadSide(runtime: ReadSideHost): Promise<ReadSide> {
   const { config, logger, js, jsm, projection } = runtime;
-  const reader = new AggregateReader({ js, jsm, streamName: config.streamName, logger: componentLogger(logger, "history") });
-  const history = new HistoryCache({ reader, projection });
+  const history = new HistoryCache(new AggregateReader({ js, jsm, streamName: config.streamName, logger: componentLogger(logger, "history") }));
 
   let audit: AuditSink = disabledAudit;
   if (config.audit.enabled) {

@@ -6,7 +6,6 @@ import { evolve, replay, type AggregateState, type EventEnvelope } from "../../d
 import { omitNullFields, StateCompactor, withNullFields } from "../../support/compact-state.js";
 import { decodeCheckpoint, encodeCheckpoint, encodeCheckpointInSlices, writeCheckpointFile, type CheckpointBody, type CheckpointHeader } from "../../support/checkpoint-file.js";
 import { readFile } from "node:fs/promises";
-import type { AggregateReader } from "./event-store.js";
 
 export const EVENT_SUBJECT_FILTER = "events.policy.>";
 /** Pull expiry of the projection's consumer; heartbeats are half of it (see start()). */
@@ -26,13 +25,6 @@ export interface ProjectionLogger {
   warn(obj: object, msg?: string): void;
   error(obj: object, msg?: string): void;
   debug(obj: object, msg?: string): void;
-}
-
-/** A stored event together with where it sits in the stream. */
-export interface StoredEvent {
-  seq: number;
-  subject: string;
-  event: EventEnvelope;
 }
 
 export interface ProjectedAggregate {
@@ -506,58 +498,6 @@ export class Projection {
         this.seqWaiters.delete(waiter);
         waiter.resolve();
       }
-    }
-  }
-}
-
-/** Bounded cache of aggregate histories keyed by (id, last seq), for as-of reads of past moments. */
-export class HistoryCache {
-  private readonly entries = new Map<string, { seq: number; events: StoredEvent[] }>();
-  private readonly asOfStates = new Map<string, AggregateState | undefined>();
-
-  private readonly deps: { reader: Pick<AggregateReader, "history">; projection: Projection };
-  private readonly maxEntries: number;
-
-  /** `reader` reads from the stream what the cache does not hold (event-store.ts: direct gets, no consumer). */
-  constructor(deps: { reader: Pick<AggregateReader, "history">; projection: Projection }, maxEntries = 1000) {
-    this.deps = deps;
-    this.maxEntries = maxEntries;
-  }
-
-  async history(aggregateId: string): Promise<StoredEvent[]> {
-    const currentSeq = this.deps.projection.seqOf(aggregateId);
-    const cached = this.entries.get(aggregateId);
-    if (cached && currentSeq !== undefined && cached.seq === currentSeq) {
-      this.touch(this.entries, aggregateId, cached);
-      return cached.events;
-    }
-    const events = (await this.deps.reader.history(aggregateId)).map((e) => ({ seq: e.seq, subject: e.subject, event: e.envelope }));
-    const seq = events.at(-1)?.seq ?? 0;
-    // Cache only what the projection has confirmed, so a later read sees newer events.
-    if (currentSeq !== undefined && seq === currentSeq) this.touch(this.entries, aggregateId, { seq, events });
-    return events;
-  }
-
-  /** State of an aggregate as it stood at `at` (RFC 3339): events that occurred at or before `at`. */
-  async stateAt(aggregateId: string, at: string): Promise<AggregateState | undefined> {
-    const atMs = Date.parse(at);
-    const events = await this.history(aggregateId);
-    let count = 0;
-    while (count < events.length && Date.parse(events[count]!.event.occurred_at) <= atMs) count++;
-    if (count === 0) return undefined;
-    const key = `${aggregateId}@${count}`;
-    if (this.asOfStates.has(key)) return this.asOfStates.get(key);
-    const state = replay(events.slice(0, count).map((e) => e.event));
-    this.touch(this.asOfStates, key, state);
-    return state;
-  }
-
-  private touch<V>(map: Map<string, V>, key: string, value: V): void {
-    map.delete(key);
-    map.set(key, value);
-    if (map.size > this.maxEntries) {
-      const oldest = map.keys().next();
-      if (!oldest.done) map.delete(oldest.value);
     }
   }
 }

@@ -2,7 +2,7 @@
 // Every instance reads the same stream from the start, so all instances converge on the same state
 // without coordinating; the stream is the only source of truth.
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
-import { evolve, replay, type AggregateState, type EventEnvelope } from "../../domain/index.js";
+import { evolve, type AggregateState, type EventEnvelope } from "../../domain/index.js";
 import { omitNullFields, StateCompactor, withNullFields } from "../../support/compact-state.js";
 import { decodeCheckpoint, encodeCheckpoint, encodeCheckpointInSlices, writeCheckpointFile, type CheckpointBody, type CheckpointHeader } from "../../support/checkpoint-file.js";
 import { readFile } from "node:fs/promises";
@@ -221,11 +221,6 @@ export class Projection {
     if (entry === undefined) return undefined;
     const state = withNullFields(entry.state);
     return state === entry.state ? entry : { state, seq: entry.seq };
-  }
-
-  /** Stream sequence of the aggregate's last applied event, undefined when unknown. */
-  seqOf(id: string): number | undefined {
-    return this.aggregates.get(id)?.seq;
   }
 
   /** The stored state: read its fields; withNullFields() before serialising or copying it. */

@@ -386,6 +386,37 @@ describe("3-node cluster, R3: history read from the replicas", () => {
   });
 });
 
+describe("3-node cluster, R3: history through another instance", () => {
+  test("a command through one instance, then its aggregate's history through each of the others: the event is there every time", async () => {
+    const cluster = await startCluster(3);
+    let services: ServiceProcess[] = [];
+    const clients: NatsConnection[] = [];
+    try {
+      services = await startInstances(cluster);
+      for (const s of cluster.servers) clients.push(await connect({ servers: s.url }));
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) ids.push((await callOk(clients[i]!, "create", policyBody())).aggregate_id as string);
+      const missing: string[] = [];
+      let rounds = 0;
+      for (let round = 1; round <= 60; round++) {
+        const writer = round % 3;
+        const id = ids[round % ids.length]!;
+        const updated = await callOk(clients[writer]!, "update", { policy_id: id, updated_by: "tester", name: `r${round}` });
+        const version = updated.version as number;
+        const reads = await Promise.all(clients.filter((_, i) => i !== writer).map((c) => callOk(c, "policy.queries.history", { id, from_version: version })));
+        for (const r of reads) if (r.version !== version || r.events.length !== 1) missing.push(`round ${round}: version ${r.version}, ${r.events.length} event(s) from ${version}`);
+        rounds++;
+      }
+      console.log(`# history through other instances: ${rounds} rounds, ${missing.length} read(s) without the command's event`);
+      assert.deepEqual(missing, []);
+    } finally {
+      for (const c of clients) await c.close().catch(() => undefined);
+      await Promise.all(services.map((s) => s.stop()));
+      await cluster.stop();
+    }
+  });
+});
+
 describe("JetStream unavailable", () => {
   test("an R1 stream whose node is down: `unavailable` (503) after the retry deadline, then normal service once it is back", async () => {
     const cluster = await startCluster(3);

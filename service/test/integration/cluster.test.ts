@@ -35,6 +35,22 @@ async function startInstances(cluster: NatsCluster, extraEnv: Record<string, str
   return services;
 }
 
+/** Three nodes, an instance and a client on each (clients[i] on node i); stops them all when `body` ends. */
+async function withInstanceOnEveryNode(body: (clients: NatsConnection[]) => Promise<void>): Promise<void> {
+  const cluster = await startCluster(3);
+  let services: ServiceProcess[] = [];
+  const clients: NatsConnection[] = [];
+  try {
+    services = await startInstances(cluster);
+    for (const s of cluster.servers) clients.push(await connect({ servers: s.url }));
+    await body(clients);
+  } finally {
+    for (const c of clients) await c.close().catch(() => undefined);
+    await Promise.all(services.map((s) => s.stop()));
+    await cluster.stop();
+  }
+}
+
 async function waitReplicasCurrent(nc: NatsConnection, stream: string, timeoutMs = 30_000): Promise<Json> {
   const deadline = Date.now() + timeoutMs;
   let last: Json = {};
@@ -223,12 +239,7 @@ describe("3-node cluster, R3, three instances", () => {
   });
 
   test("idempotency across instances: one command_id sent via every node (sequentially and at once) → identical replies, stored once", async () => {
-    const cluster = await startCluster(3);
-    let services: ServiceProcess[] = [];
-    const clients: NatsConnection[] = [];
-    try {
-      services = await startInstances(cluster);
-      for (const s of cluster.servers) clients.push(await connect({ servers: s.url }));
+    await withInstanceOnEveryNode(async (clients) => {
       const created = await call(clients[0]!, "create", policyBody());
       const id = created.reply.aggregate_id as string;
 
@@ -255,22 +266,13 @@ describe("3-node cluster, R3, three instances", () => {
       assert.ok([...counts.values()].every((n) => n === 1), "every command_id stored once");
       assert.equal(events.filter((e) => e.envelope.aggregate_id === id).length, 1 + 1 + 5);
       assert.equal(events.filter((e) => e.envelope.command_id === createBody.command_id).length, 1);
-    } finally {
-      for (const c of clients) await c.close().catch(() => undefined);
-      await Promise.all(services.map((s) => s.stop()));
-      await cluster.stop();
-    }
+    });
   });
 });
 
 describe("3-node cluster, R3: hot aggregates", () => {
   test("many commands at once on two aggregates through three instances: grouped into atomic batches, stored once, contiguous versions, every reply names its own event", async () => {
-    const cluster = await startCluster(3);
-    let services: ServiceProcess[] = [];
-    const clients: NatsConnection[] = [];
-    try {
-      services = await startInstances(cluster);
-      for (const s of cluster.servers) clients.push(await connect({ servers: s.url }));
+    await withInstanceOnEveryNode(async (clients) => {
       const ids: string[] = [];
       for (let i = 0; i < 2; i++) ids.push((await call(clients[0]!, "create", policyBody({ name: `hot ${i}` }))).reply.aggregate_id as string);
       const PER_CLIENT = 40;
@@ -310,11 +312,7 @@ describe("3-node cluster, R3: hot aggregates", () => {
       const grouped = [...batches.values()].filter((n) => n > 1);
       console.log(`# hot aggregates: ${bodies.length} commands, ${grouped.length} batches of ${grouped.join("/")} commands`);
       assert.ok(grouped.length > 0, "some commands were appended together as one atomic batch");
-    } finally {
-      for (const c of clients) await c.close().catch(() => undefined);
-      await Promise.all(services.map((s) => s.stop()));
-      await cluster.stop();
-    }
+    });
   });
 });
 
@@ -388,32 +386,22 @@ describe("3-node cluster, R3: history read from the replicas", () => {
 
 describe("3-node cluster, R3: history through another instance", () => {
   test("a command through one instance, then its aggregate's history through each of the others: the event is there every time", async () => {
-    const cluster = await startCluster(3);
-    let services: ServiceProcess[] = [];
-    const clients: NatsConnection[] = [];
-    try {
-      services = await startInstances(cluster);
-      for (const s of cluster.servers) clients.push(await connect({ servers: s.url }));
+    await withInstanceOnEveryNode(async (clients) => {
       const ids: string[] = [];
       for (let i = 0; i < 3; i++) ids.push((await callOk(clients[i]!, "create", policyBody())).aggregate_id as string);
       const missing: string[] = [];
-      let rounds = 0;
-      for (let round = 1; round <= 60; round++) {
+      const ROUNDS = 60;
+      for (let round = 1; round <= ROUNDS; round++) {
         const writer = round % 3;
         const id = ids[round % ids.length]!;
         const updated = await callOk(clients[writer]!, "update", { policy_id: id, updated_by: "tester", name: `r${round}` });
         const version = updated.version as number;
         const reads = await Promise.all(clients.filter((_, i) => i !== writer).map((c) => callOk(c, "policy.queries.history", { id, from_version: version })));
         for (const r of reads) if (r.version !== version || r.events.length !== 1) missing.push(`round ${round}: version ${r.version}, ${r.events.length} event(s) from ${version}`);
-        rounds++;
       }
-      console.log(`# history through other instances: ${rounds} rounds, ${missing.length} read(s) without the command's event`);
+      console.log(`# history through other instances: ${ROUNDS} rounds, ${missing.length} read(s) without the command's event`);
       assert.deepEqual(missing, []);
-    } finally {
-      for (const c of clients) await c.close().catch(() => undefined);
-      await Promise.all(services.map((s) => s.stop()));
-      await cluster.stop();
-    }
+    });
   });
 });
 

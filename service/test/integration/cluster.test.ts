@@ -405,6 +405,81 @@ describe("3-node cluster, R3: history through another instance", () => {
   });
 });
 
+/** The servers of the stream's consumers (the projection's is an R1 ordered consumer, placed by the meta leader). */
+async function eventConsumerHosts(nc: NatsConnection): Promise<string[]> {
+  const jsm = await jetstreamManager(nc);
+  const hosts: string[] = [];
+  for await (const c of jsm.consumers.list("POLICY_EVENTS")) hosts.push(c.cluster?.leader ?? "?");
+  return hosts;
+}
+
+describe("3-node cluster, R3: the projection's consumer on a stalled server", () => {
+  // A server that stalls (a VM paused or starved, a partition that leaves its routes up until their pings fail,
+  // minutes later) answers nothing. Its ordered consumer misses heartbeats; the client library then only re-sends its
+  // pulls and asks that server for the consumer's info, again and again. The projection recreates the consumer
+  // instead (projection.ts, PROJECTION_MISSED_HEARTBEATS). Before, the read side stood still for the whole stall and
+  // every command waited out the 2 s it gives its own projection.
+  test("the consumer's server stopped (SIGSTOP) and left stopped: the consumer is recreated elsewhere; commands answer at once again and queries show them", async () => {
+    const cluster = await startCluster(3);
+    let service: ServiceProcess | null = null;
+    let nc: NatsConnection | null = null;
+    let stalledPid = 0;
+    try {
+      nc = await connect({ servers: cluster.servers[0]!.url });
+      // The meta leader places the consumer; the test needs it on another node than the instance's own.
+      let host = "";
+      for (let attempt = 1; attempt <= 12 && !service; attempt++) {
+        service = startService({ NATS_URL: cluster.servers[0]!.url, STREAM_REPLICAS: "3", LOG_LEVEL: "info" });
+        await service.ready(45_000);
+        const hosts = await eventConsumerHosts(nc);
+        assert.equal(hosts.length, 1, `one consumer, the projection's: ${hosts.join(", ")}`);
+        host = hosts[0]!;
+        if (host === cluster.servers[0]!.name) {
+          await service.stop();
+          service = null;
+          // A stopped instance's ordered consumer would stay until its inactivity threshold (5 min).
+          const jsm = await jetstreamManager(nc);
+          for await (const c of jsm.consumers.list("POLICY_EVENTS")) await jsm.consumers.delete("POLICY_EVENTS", c.name);
+        }
+      }
+      assert.ok(service, "the projection's consumer was placed on the instance's own node 12 times in a row");
+      const victim = cluster.servers.find((s) => s.name === host)!;
+      const id = (await callOk(nc, "create", policyBody())).aggregate_id as string;
+      const roles = [(await streamInfo(nc, "POLICY_EVENTS")).cluster?.leader === host ? "stream leader" : "", (await cluster.metaLeader()) === host ? "meta leader" : ""].filter(Boolean);
+
+      stalledPid = victim.pid;
+      process.kill(stalledPid, "SIGSTOP");
+      const stalledAt = Date.now();
+      const BUDGET_MS = 30_000;
+      let recoveredMs = -1;
+      const slowMs: number[] = [];
+      for (let round = 1; recoveredMs < 0 && Date.now() - stalledAt < BUDGET_MS; round++) {
+        const started = Date.now();
+        // While the stream or meta leader moves (when the stopped server led one), a command may be refused or late.
+        const updated = await call(nc, "update", { policy_id: id, updated_by: "tester", name: `stalled-${round}` }).catch(() => null);
+        const ms = Date.now() - started;
+        if (updated?.reply.ok === true) {
+          const seen = await call(nc, "policy.queries.get", { id }).catch(() => null);
+          if (ms < 1_000 && seen?.reply.version === updated.reply.version) recoveredMs = Date.now() - stalledAt;
+          else slowMs.push(ms);
+        }
+        if (recoveredMs < 0) await sleep(200);
+      }
+      console.log(`# projection consumer on a stopped server (${victim.name}${roles.length ? `, ${roles.join(", ")}` : ""}): commands answered at once and shown by ` +
+        `queries ${recoveredMs} ms into the stall; ${slowMs.length} command(s) before that (ms: ${slowMs.join(", ")})`);
+      assert.ok(recoveredMs >= 0, `within ${BUDGET_MS} ms of the stall, a command answered in under 1 s and shown by a query (command ms: ${slowMs.join(", ")})`);
+      assert.ok(service.lines.some((l) => l.component === "projection" && l.msg === "projection consumer recreated"), "the instance says it recreated its consumer");
+      const hosts = await eventConsumerHosts(nc);
+      assert.ok(hosts.some((h) => h !== victim.name), `the new consumer is on a server that answers: ${hosts.join(", ")}`);
+    } finally {
+      if (stalledPid) process.kill(stalledPid, "SIGCONT");
+      await nc?.close().catch(() => undefined);
+      await service?.stop();
+      await cluster.stop();
+    }
+  });
+});
+
 describe("JetStream unavailable", () => {
   test("an R1 stream whose node is down: `unavailable` (503) after the retry deadline, then normal service once it is back", async () => {
     const cluster = await startCluster(3);

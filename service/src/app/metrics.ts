@@ -33,7 +33,7 @@ export function classifySubject(subject: string): { kind: RequestKind; name: str
 export interface MetricSources {
   /** The command handler's counters (instance-wide, since start). */
   commandCounters: { readonly conflictRetries: number; readonly replayedReplies: number; readonly duplicates: number; readonly forwarded: number; readonly chainBreaks: number };
-  projection: { readonly lastSeq: number; exemptions(): AggregateState[] };
+  projection: { readonly lastSeq: number; readonly consumerRecreations: number; exemptions(): AggregateState[] };
   jsm: JetStreamManager;
   streamName: string;
   /** Watched for disconnects: an instance cut off from NATS is not ready. */
@@ -98,6 +98,15 @@ export class Metrics {
     fromCounters("command_chain_breaks_total", "Grouped appends on an R1 stream stored only in part (another writer's message came between); the rest decided again.", (c) => c.chainBreaks);
     fromCounters("commands_forwarded_total", "Commands sent on to the instance that writes their aggregate (one this instance lost append races on).", (c) => c.forwarded);
 
+    new Counter({
+      name: `${PREFIX}projection_consumer_recreations_total`, registers,
+      help: "Times the projection recreated its consumer because the one before missed its heartbeats (its server died, stalled or was cut off).",
+      collect() {
+        if (self.sources === undefined) return;
+        this.reset();
+        this.inc(self.sources.projection.consumerRecreations);
+      },
+    });
     new Gauge({
       name: `${PREFIX}stream_last_seq`, help: "Last sequence of the event stream, read at scrape time.", registers,
       async collect() {

@@ -11,7 +11,7 @@ import { Svcm } from "@nats-io/services";
 import { decide, evolve, parseCommand, type AggregateState, type EventEnvelope } from "../../src/domain/index.js";
 import { EventStore } from "../../src/adapters/nats/event-store.js";
 import type { Logger } from "../../src/support/logger.js";
-import { serverBinFromEnv, sleep, startCluster, startNatsServer, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
+import { freePort, serverBinFromEnv, sleep, startCluster, startNatsServer, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
 import { call, callOk, policyBody, readAllEvents, streamInfo, type Json } from "../helpers/client.js";
 
 interface ClusterRun {
@@ -428,8 +428,10 @@ describe("3-node cluster, R3: the projection's consumer on a stalled server", ()
       nc = await connect({ servers: cluster.servers[0]!.url });
       // The meta leader places the consumer; the test needs it on another node than the instance's own.
       let host = "";
+      let metricsPort = 0;
       for (let attempt = 1; attempt <= 12 && !service; attempt++) {
-        service = startService({ NATS_URL: cluster.servers[0]!.url, STREAM_REPLICAS: "3", LOG_LEVEL: "info" });
+        metricsPort = await freePort();
+        service = startService({ NATS_URL: cluster.servers[0]!.url, STREAM_REPLICAS: "3", LOG_LEVEL: "info", METRICS_LISTEN: `127.0.0.1:${metricsPort}` });
         await service.ready(45_000);
         const hosts = await eventConsumerHosts(nc);
         assert.equal(hosts.length, 1, `one consumer, the projection's: ${hosts.join(", ")}`);
@@ -469,6 +471,9 @@ describe("3-node cluster, R3: the projection's consumer on a stalled server", ()
         `queries ${recoveredMs} ms into the stall; ${slowMs.length} command(s) before that (ms: ${slowMs.join(", ")})`);
       assert.ok(recoveredMs >= 0, `within ${BUDGET_MS} ms of the stall, a command answered in under 1 s and shown by a query (command ms: ${slowMs.join(", ")})`);
       assert.ok(service.lines.some((l) => l.component === "projection" && l.msg === "projection consumer recreated"), "the instance says it recreated its consumer");
+      const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+      const recreations = Number(/^policy_service_projection_consumer_recreations_total (\d+)$/m.exec(metrics)?.[1] ?? "0");
+      assert.ok(recreations >= 1, `policy_service_projection_consumer_recreations_total counts it: ${recreations}`);
       const hosts = await eventConsumerHosts(nc);
       assert.ok(hosts.some((h) => h !== victim.name), `the new consumer is on a server that answers: ${hosts.join(", ")}`);
     } finally {

@@ -26,7 +26,7 @@ function withSources(lastSeq: () => Promise<number>, exemptions: AggregateState[
   const nc = { status: () => ({ [Symbol.asyncIterator]: () => ({ next: () => new Promise(() => undefined) }) }), closed: () => new Promise(() => undefined) };
   metrics.attach({
     commandCounters: { conflictRetries: 3, replayedReplies: 2, duplicates: 1, forwarded: 4, chainBreaks: 5 },
-    projection: { lastSeq: 40, exemptions: () => exemptions },
+    projection: { lastSeq: 40, consumerRecreations: 6, exemptions: () => exemptions },
     jsm: { streams: { info: async () => ({ state: { last_seq: await lastSeq() } }) } } as unknown as JetStreamManager,
     streamName: "POLICY_EVENTS",
     nc: nc as unknown as NatsConnection,
@@ -61,6 +61,7 @@ describe("metrics", () => {
     const text = await metrics.registry.metrics();
     assert.match(text, /^policy_service_stream_last_seq 42$/m);
     assert.match(text, /^policy_service_projection_applied_seq 40$/m);
+    assert.match(text, /^policy_service_projection_consumer_recreations_total 6$/m);
     assert.match(text, /^policy_service_read_side_lag_events 2$/m);
     assert.match(text, /^policy_service_command_conflict_retries_total 3$/m);
     assert.match(text, /^policy_service_command_idempotent_replays_total 2$/m);

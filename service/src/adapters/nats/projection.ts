@@ -117,6 +117,7 @@ export class Projection {
   private loop: Promise<void> | undefined;
   /** A consumer being recreated (replaceConsumer), awaited by stop(). */
   private replacing: Promise<void> | undefined;
+  private recreations = 0;
 
   /** command_id → stream sequences of the events that carry it (only events within the window). */
   private readonly commandIndex = new Map<string, number[]>();
@@ -207,6 +208,7 @@ export class Projection {
     for (let attempt = 0; !this.stopped; attempt++) {
       try {
         await this.follow(this.appliedSeq > 0 ? this.appliedSeq + 1 : 0);
+        this.recreations++;
         this.deps.logger.info({ seq: this.appliedSeq, attempts: attempt + 1 }, "projection consumer recreated");
         return;
       } catch (err) {
@@ -224,6 +226,11 @@ export class Projection {
 
   get caughtUp(): boolean {
     return this.isCaughtUp;
+  }
+
+  /** Consumers recreated since start because the one before went silent (PROJECTION_MISSED_HEARTBEATS). */
+  get consumerRecreations(): number {
+    return this.recreations;
   }
 
   /** Stream sequence of the last event applied. */

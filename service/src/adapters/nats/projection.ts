@@ -19,10 +19,11 @@ export const PROJECTION_PULL_EXPIRES_MS = 5000;
  */
 export const PROJECTION_PULL_BATCH = 2048;
 /**
- * Heartbeats missed in a row (one every PROJECTION_PULL_EXPIRES_MS / 2) after which the consumer is recreated. The
- * client library then only re-sends its pulls, and asks the consumer's server for its info until it answers: a
- * server that is stalled or cut off, but whose routes have not failed yet, answers neither, and the read side would
- * stand still until it does (minutes, for a route's pings to fail). A server that died is noticed by the library.
+ * Heartbeats missed in a row (one every PROJECTION_PULL_EXPIRES_MS / 2) after which the consumer is recreated. By
+ * itself the client library (@nats-io/jetstream 3.4) only re-sends its pulls and asks the consumer's server for the
+ * consumer's info until that answers: a server that is stalled or cut off while its routes stay up (until their
+ * pings fail, minutes later) answers neither, and the read side stood still all that time (cluster.test.ts, "the
+ * projection's consumer on a stalled server").
  */
 export const PROJECTION_MISSED_HEARTBEATS = 2;
 /** While catching up, the loop yields to the event loop after this many events, so requests are not starved. */

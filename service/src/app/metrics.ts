@@ -81,32 +81,22 @@ export class Metrics {
       }
     }
     const self = this;
-    const fromCounters = (name: string, help: string, read: (c: MetricSources["commandCounters"]) => number) =>
+    const fromCounters = (name: string, help: string, read: (s: MetricSources) => number) =>
       new Counter({
         name: `${PREFIX}${name}`, help, registers,
         collect() {
-          const counters = self.sources?.commandCounters;
-          if (counters === undefined) return;
-          // The handler's count since start (it only grows) is the counter's value.
+          if (self.sources === undefined) return;
+          // The source's count since start (it only grows) is the counter's value.
           this.reset();
-          this.inc(read(counters));
+          this.inc(read(self.sources));
         },
       });
-    fromCounters("command_conflict_retries_total", "Commands decided again after losing an append race on their aggregate.", (c) => c.conflictRetries);
-    fromCounters("command_idempotent_replays_total", "Resent commands answered for their command_id: from its idempotency record, or rebuilt from the events it stored.", (c) => c.replayedReplies);
-    fromCounters("command_duplicates_total", "Appends JetStream recognised as duplicates (same Nats-Msg-Id), answered without a new event.", (c) => c.duplicates);
-    fromCounters("command_chain_breaks_total", "Grouped appends on an R1 stream stored only in part (another writer's message came between); the rest decided again.", (c) => c.chainBreaks);
-    fromCounters("commands_forwarded_total", "Commands sent on to the instance that writes their aggregate (one this instance lost append races on).", (c) => c.forwarded);
-
-    new Counter({
-      name: `${PREFIX}projection_consumer_recreations_total`, registers,
-      help: "Times the projection recreated its consumer because the one before missed its heartbeats (its server died, stalled or was cut off).",
-      collect() {
-        if (self.sources === undefined) return;
-        this.reset();
-        this.inc(self.sources.projection.consumerRecreations);
-      },
-    });
+    fromCounters("command_conflict_retries_total", "Commands decided again after losing an append race on their aggregate.", (s) => s.commandCounters.conflictRetries);
+    fromCounters("command_idempotent_replays_total", "Resent commands answered for their command_id: from its idempotency record, or rebuilt from the events it stored.", (s) => s.commandCounters.replayedReplies);
+    fromCounters("command_duplicates_total", "Appends JetStream recognised as duplicates (same Nats-Msg-Id), answered without a new event.", (s) => s.commandCounters.duplicates);
+    fromCounters("command_chain_breaks_total", "Grouped appends on an R1 stream stored only in part (another writer's message came between); the rest decided again.", (s) => s.commandCounters.chainBreaks);
+    fromCounters("commands_forwarded_total", "Commands sent on to the instance that writes their aggregate (one this instance lost append races on).", (s) => s.commandCounters.forwarded);
+    fromCounters("projection_consumer_recreations_total", "Times the projection recreated its consumer because the one before missed its heartbeats (its server died, stalled or was cut off).", (s) => s.projection.consumerRecreations);
     new Gauge({
       name: `${PREFIX}stream_last_seq`, help: "Last sequence of the event stream, read at scrape time.", registers,
       async collect() {

@@ -325,8 +325,8 @@ export class Projection {
   async stop(): Promise<void> {
     this.stopped = true;
     this.iterator?.stop();
+    // A consumer created meanwhile is stopped by follow() itself (it checks `stopped`).
     await this.replacing;
-    this.iterator?.stop();
     await this.loop;
     for (const waiter of this.seqWaiters) waiter.resolve();
     this.seqWaiters.clear();

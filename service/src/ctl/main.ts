@@ -1,9 +1,10 @@
 // `policy-service ctl …`: an operator CLI for hosts without natscli. It connects exactly like the service
 // (same environment, credentials and TLS files), so whatever the service can reach, ctl can inspect.
 import { RequestError, type NatsConnection } from "@nats-io/nats-core";
-import { DeliverPolicy, jetstream, jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, type StreamInfo } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import { PUBLIC_COMMANDS } from "../domain/index.js";
+import { StreamFollower } from "../adapters/nats/stream-follower.js";
 
 export const CTL_USAGE = `usage: policy-service ctl <command> [options]
 
@@ -185,21 +186,31 @@ async function follow(
   out: (l: string) => void,
   err: (l: string) => void,
 ): Promise<number> {
-  const js = jetstream(nc);
-  const consumer = await js.consumers.get(streamName, {
-    filter_subjects: "events.policy.>",
-    ...(options.since !== null
-      ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, options.since) }
-      : { deliver_policy: DeliverPolicy.New }),
-  });
-  const messages = await consumer.consume();
-  const stop = () => messages.stop();
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  if (!options.json) err(`following events.policy.> on ${streamName} (Ctrl-C to stop)`);
+  // "New events only" is resolved to the sequence after the stream's last one, so that a consumer recreated before
+  // anything arrived (its server went silent, stream-follower.ts) starts there too, not at whatever is newest then.
+  const fromSeq = options.since !== null ? Math.max(1, options.since) : (await (await jetstreamManager(nc)).streams.info(streamName)).state.last_seq + 1;
   let seen = 0;
-  try {
-    for await (const msg of messages) {
+  let failed = false;
+  let finish = () => {};
+  const finished = new Promise<void>((resolve) => (finish = resolve));
+  const say = (obj: object, msg?: string) => err(`${msg ?? ""} ${JSON.stringify(obj, (key, value: unknown) => (key === "err" ? String(value) : value))}`);
+  const follower = new StreamFollower({
+    js: jetstream(nc),
+    streamName,
+    filterSubject: "events.policy.>",
+    name: "ctl events",
+    logger: {
+      info: say,
+      warn: say,
+      // Only when the consumer ended by itself (the stream deleted, permissions taken away): nothing more will come.
+      error: (obj, msg) => {
+        say(obj, msg);
+        failed = true;
+        finish();
+      },
+    },
+    onMessage: (msg) => {
+      if (options.count !== null && seen >= options.count) return;
       let event: Record<string, unknown> = {};
       try {
         event = msg.json<Record<string, unknown>>();
@@ -211,14 +222,21 @@ async function follow(
         out(`${msg.seq}\t${msg.time.toISOString()}\t${msg.subject}\tv${String(event.version ?? "?")}\t${JSON.stringify(event.data ?? {})}`);
       }
       seen++;
-      if (options.count !== null && seen >= options.count) break;
-    }
+      if (options.count !== null && seen >= options.count) finish();
+    },
+  });
+  process.once("SIGINT", finish);
+  process.once("SIGTERM", finish);
+  try {
+    await follower.start(fromSeq);
+    if (!options.json) err(`following events.policy.> on ${streamName} from sequence ${fromSeq} (Ctrl-C to stop)`);
+    await finished;
   } finally {
-    process.off("SIGINT", stop);
-    process.off("SIGTERM", stop);
-    messages.stop();
+    process.off("SIGINT", finish);
+    process.off("SIGTERM", finish);
+    await follower.stop();
   }
-  return 0;
+  return failed ? 1 : 0;
 }
 
 interface StreamSummary {

@@ -2,6 +2,7 @@
 // each connected to a different node, clients on every node, one node SIGKILLed and restarted mid-run.
 // Also: idempotency across instances, snapshots (and a corrupted one), and the cost of loading a long aggregate.
 import { describe, test } from "node:test";
+import { spawn, type ChildProcess } from "node:child_process";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -11,7 +12,7 @@ import { Svcm } from "@nats-io/services";
 import { decide, evolve, parseCommand, type AggregateState, type EventEnvelope } from "../../src/domain/index.js";
 import { EventStore } from "../../src/adapters/nats/event-store.js";
 import type { Logger } from "../../src/support/logger.js";
-import { freePort, serverBinFromEnv, sleep, startCluster, startNatsServer, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
+import { freePort, onLines, SERVICE_MAIN, SERVICE_ROOT, serverBinFromEnv, sleep, startCluster, startNatsServer, startService, type NatsCluster, type ServiceProcess } from "../helpers/nats.js";
 import { call, callOk, policyBody, readAllEvents, streamInfo, type Json } from "../helpers/client.js";
 
 interface ClusterRun {
@@ -483,6 +484,95 @@ describe("3-node cluster, R3: the projection's consumer on a stalled server", ()
       if (stalledPid) process.kill(stalledPid, "SIGCONT");
       await nc?.close().catch(() => undefined);
       await service?.stop();
+      await cluster.stop();
+    }
+  });
+});
+
+describe("3-node cluster, R3: `ctl events` on a stalled server", () => {
+  // `policy-service ctl events` follows the stream through the same StreamFollower as the projection. Before, it had
+  // a consumer of its own with the library's defaults: on a stalled server it printed nothing more until that server
+  // resumed (stream-follower.ts).
+  test("its consumer's server stopped (SIGSTOP) and left stopped: it prints the next event, each event once, and exits at --count", async () => {
+    const cluster = await startCluster(3);
+    const node1 = cluster.servers[0]!;
+    let nc: NatsConnection | null = null;
+    let child: ChildProcess | null = null;
+    let stalledPid = 0;
+    try {
+      nc = await connect({ servers: node1.url });
+      const jsm = await jetstreamManager(nc, { timeout: 15_000 });
+      await jsm.streams.add({ name: "POLICY_EVENTS", subjects: ["events.policy.>"], num_replicas: 3 });
+      const js = jetstream(nc);
+      const id = randomUUID();
+      // Retried until a stream leader answers (the stopped server may have led the stream); the message id makes a
+      // retry of a publish that was stored after all a duplicate the server drops.
+      const publishVersion = async (version: number): Promise<void> => {
+        const deadline = Date.now() + 20_000;
+        for (;;) {
+          try {
+            await js.publish(`events.policy.${id}.updated`, JSON.stringify({ version, data: { name: `v${version}` } }), { msgID: `${id}-${version}`, timeout: 2_000 });
+            return;
+          } catch (err) {
+            if (Date.now() > deadline) throw err;
+            await sleep(250);
+          }
+        }
+      };
+      await publishVersion(1);
+
+      const stdout: string[] = [];
+      const stderr: string[] = [];
+      let exited: Promise<number | null> = Promise.resolve(null);
+      let host = "";
+      // The meta leader places the consumer; the test needs it on another node than ctl's own.
+      for (let attempt = 1; attempt <= 12 && !child; attempt++) {
+        stdout.length = 0;
+        stderr.length = 0;
+        const started = spawn(process.execPath, [SERVICE_MAIN, "ctl", "events", "--count", "2"], {
+          cwd: SERVICE_ROOT,
+          env: { PATH: process.env.PATH, HOME: process.env.HOME, NATS_URL: node1.url },
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+        exited = new Promise((resolve) => started.once("exit", (code) => resolve(code)));
+        onLines(started.stdout!, (l) => stdout.push(l));
+        onLines(started.stderr!, (l) => stderr.push(l));
+        child = started;
+        for (let i = 0; i < 150 && !stderr.some((l) => l.startsWith("following")); i++) await sleep(100);
+        assert.ok(stderr.some((l) => l.startsWith("following")), `ctl events started: ${stderr.join("\n")}`);
+        const hosts = await eventConsumerHosts(nc);
+        assert.equal(hosts.length, 1, `one consumer, ctl's: ${hosts.join(", ")}`);
+        host = hosts[0]!;
+        if (host === node1.name) {
+          started.kill("SIGTERM");
+          assert.equal(await exited, 0, "ctl events ends on SIGTERM");
+          child = null;
+          for await (const c of jsm.consumers.list("POLICY_EVENTS")) await jsm.consumers.delete("POLICY_EVENTS", c.name);
+        }
+      }
+      assert.ok(child, "ctl's consumer was placed on its own node 12 times in a row");
+      assert.ok(stderr.some((l) => l.includes("from sequence 2")), `"new events only" starts after the last one: ${stderr.join("\n")}`);
+      await publishVersion(2);
+      for (let i = 0; i < 100 && stdout.length < 1; i++) await sleep(100);
+      assert.equal(stdout.length, 1, `ctl printed version 2: ${stdout.join("\n")}`);
+
+      const victim = cluster.servers.find((s) => s.name === host)!;
+      stalledPid = victim.pid;
+      process.kill(stalledPid, "SIGSTOP");
+      const stalledAt = Date.now();
+      await publishVersion(3);
+      const BUDGET_MS = 30_000;
+      const code = await Promise.race([exited, sleep(BUDGET_MS).then(() => "still running")]);
+      const ms = Date.now() - stalledAt;
+      console.log(`# ctl events, its consumer on a stopped server (${victim.name}): ${code === 0 ? `printed the next event and exited ${ms} ms into the stall` : `${String(code)} ${ms} ms into the stall`}`);
+      assert.equal(code, 0, `within ${BUDGET_MS} ms of the stall, ctl events printed version 3 and exited 0; stdout:\n${stdout.join("\n")}\nstderr:\n${stderr.join("\n")}`);
+      child = null;
+      assert.deepEqual(stdout.map((l) => l.split("\t")[3]), ["v2", "v3"], `each event once, in order: ${stdout.join("\n")}`);
+      assert.ok(stderr.some((l) => l.startsWith("ctl events consumer silent")) && stderr.some((l) => l.startsWith("ctl events consumer recreated")), `ctl says it recreated its consumer: ${stderr.join("\n")}`);
+    } finally {
+      if (stalledPid) process.kill(stalledPid, "SIGCONT");
+      if (child?.pid !== undefined) child.kill("SIGKILL");
+      await nc?.close().catch(() => undefined);
       await cluster.stop();
     }
   });

@@ -1,16 +1,14 @@
 // In-memory read model of every aggregate, fed by an ordered consumer on the event stream.
 // Every instance reads the same stream from the start, so all instances converge on the same state
 // without coordinating; the stream is the only source of truth.
-import { DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
+import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import { evolve, type AggregateState, type EventEnvelope } from "../../domain/index.js";
-import { backoffDelay, sleep } from "../../support/backoff.js";
 import { omitNullFields, StateCompactor, withNullFields } from "../../support/compact-state.js";
 import { decodeCheckpoint, encodeCheckpoint, encodeCheckpointInSlices, writeCheckpointFile, type CheckpointBody, type CheckpointHeader } from "../../support/checkpoint-file.js";
+import { StreamFollower } from "./stream-follower.js";
 import { readFile } from "node:fs/promises";
 
 export const EVENT_SUBJECT_FILTER = "events.policy.>";
-/** Pull expiry of the projection's consumer; heartbeats are half of it (see start()). */
-export const PROJECTION_PULL_EXPIRES_MS = 5000;
 /**
  * Messages the consumer keeps requested ahead. With the client's default (100, a new pull every 25 messages) 18 % of
  * a replay's CPU went to socket writes of pull requests (docs/performance.md). More ahead means more bytes in flight
@@ -18,14 +16,6 @@ export const PROJECTION_PULL_EXPIRES_MS = 5000;
  * behind them.
  */
 export const PROJECTION_PULL_BATCH = 2048;
-/**
- * Heartbeats missed in a row (one every PROJECTION_PULL_EXPIRES_MS / 2) after which the consumer is recreated. By
- * itself the client library (@nats-io/jetstream 3.4) only re-sends its pulls and asks the consumer's server for the
- * consumer's info until that answers: a server that is stalled or cut off while its routes stay up (until their
- * pings fail, minutes later) answers neither, and the read side stood still all that time (cluster.test.ts, "the
- * projection's consumer on a stalled server").
- */
-export const PROJECTION_MISSED_HEARTBEATS = 2;
 /** While catching up, the loop yields to the event loop after this many events, so requests are not starved. */
 const CATCH_UP_YIELD_EVERY = 500;
 
@@ -113,12 +103,9 @@ export class Projection {
   private readyResolve: (() => void) | undefined;
   private readonly readyPromise: Promise<void>;
   private isCaughtUp = false;
-  private stopped = false;
-  private iterator: { stop(): void } | undefined;
-  private loop: Promise<void> | undefined;
-  /** A consumer being recreated (replaceConsumer), awaited by stop(). */
-  private replacing: Promise<void> | undefined;
-  private recreations = 0;
+  /** Follows the stream; its consumer is recreated when its server goes silent (stream-follower.ts). */
+  private readonly follower: StreamFollower;
+  private sinceYield = 0;
 
   /** command_id → stream sequences of the events that carry it (only events within the window). */
   private readonly commandIndex = new Map<string, number[]>();
@@ -138,6 +125,15 @@ export class Projection {
 
   constructor(deps: ProjectionOptions) {
     this.deps = deps;
+    this.follower = new StreamFollower({
+      js: deps.js,
+      streamName: deps.streamName,
+      filterSubject: EVENT_SUBJECT_FILTER,
+      name: "projection",
+      logger: deps.logger,
+      pullBatch: PROJECTION_PULL_BATCH,
+      onMessage: (msg) => this.onMessage(msg),
+    });
     this.readyPromise = new Promise<void>((resolve) => {
       this.readyResolve = resolve;
     });
@@ -151,73 +147,18 @@ export class Projection {
     if (info.state.messages > 0) this.streamFirstSeq = info.state.first_seq;
     const fromSeq = await this.loadCheckpoint();
     if (info.state.messages === 0 || this.targetSeq === 0 || (fromSeq > 0 && this.appliedSeq >= this.targetSeq)) this.markReady();
-    await this.follow(fromSeq);
+    await this.follower.start(fromSeq);
   }
 
-  /** Creates an ordered consumer from `fromSeq` (0: the stream's start) and applies what it delivers. */
-  private async follow(fromSeq: number): Promise<void> {
-    const consumer = await this.deps.js.consumers.get(this.deps.streamName, {
-      filter_subjects: EVENT_SUBJECT_FILTER,
-      ...(fromSeq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fromSeq } : { deliver_policy: DeliverPolicy.All }),
-    });
-    // The ordered consumer lives on one server. Its heartbeats (every half pull expiry while idle) show it is there;
-    // after PROJECTION_MISSED_HEARTBEATS missed in a row, watchHeartbeats recreates it. With the default 30 s pull
-    // expiry that is 30 s of a stale read side after its server died or stalled; 5 s keeps it to about 5 s.
-    const messages = await consumer.consume({ expires: PROJECTION_PULL_EXPIRES_MS, max_messages: PROJECTION_PULL_BATCH });
-    if (this.stopped) {
-      messages.stop();
-      return;
+  private onMessage(msg: JsMsg): Promise<void> | undefined {
+    this.apply(msg);
+    if (this.isCaughtUp) return undefined;
+    if (msg.seq >= this.targetSeq || msg.info.pending === 0) this.markReady();
+    else if (++this.sinceYield >= CATCH_UP_YIELD_EVERY) {
+      this.sinceYield = 0;
+      return new Promise((resolve) => setImmediate(resolve));
     }
-    this.iterator = messages;
-    this.watchHeartbeats(messages, () => consumer.delete());
-    this.loop = (async () => {
-      let sinceYield = 0;
-      for await (const msg of messages) {
-        this.apply(msg);
-        if (this.isCaughtUp) continue;
-        if (msg.seq >= this.targetSeq || msg.info.pending === 0) this.markReady();
-        else if (++sinceYield >= CATCH_UP_YIELD_EVERY) {
-          sinceYield = 0;
-          await new Promise((resolve) => setImmediate(resolve));
-        }
-      }
-    })().catch((err: unknown) => {
-      if (!this.stopped) this.deps.logger.error({ err }, "projection consumer ended unexpectedly");
-    });
-  }
-
-  /** Recreates the consumer when `messages` has missed PROJECTION_MISSED_HEARTBEATS heartbeats in a row. */
-  private watchHeartbeats(messages: ConsumerMessages, deleteConsumer: () => Promise<unknown>): void {
-    void (async () => {
-      for await (const status of messages.status()) {
-        if (status.type !== "heartbeats_missed" || status.count < PROJECTION_MISSED_HEARTBEATS) continue;
-        if (this.stopped || this.iterator !== messages) return;
-        this.replacing = this.replaceConsumer(messages, deleteConsumer, status.count);
-        return;
-      }
-    })().catch(() => undefined);
-  }
-
-  private async replaceConsumer(stale: ConsumerMessages, deleteConsumer: () => Promise<unknown>, missed: number): Promise<void> {
-    this.deps.logger.warn({ missed_heartbeats: missed, seq: this.appliedSeq }, "projection consumer silent (its server stalled or cut off?): recreating it");
-    // What it had delivered is applied before its loop ends (the library queues the stop behind it); the new
-    // consumer starts after the last event applied, so nothing is applied twice or skipped.
-    stale.stop();
-    await this.loop;
-    // The meta leader removes its assignment even while its server is silent (that server drops it when it resumes).
-    deleteConsumer().catch(() => undefined);
-    for (let attempt = 0; !this.stopped; attempt++) {
-      try {
-        await this.follow(this.appliedSeq > 0 ? this.appliedSeq + 1 : 0);
-        this.recreations++;
-        this.deps.logger.info({ seq: this.appliedSeq, attempts: attempt + 1 }, "projection consumer recreated");
-        return;
-      } catch (err) {
-        // No meta leader (the silent server may have been it) until the others elect one.
-        this.deps.logger.warn({ err, attempt }, "projection consumer not recreated yet; retrying");
-        await sleep(backoffDelay(attempt, { initialMs: 250, maxMs: 5000 }));
-      }
-    }
+    return undefined;
   }
 
   /** Resolves when the projection has applied everything that was in the stream when it started. */
@@ -229,9 +170,9 @@ export class Projection {
     return this.isCaughtUp;
   }
 
-  /** Consumers recreated since start because the one before went silent (PROJECTION_MISSED_HEARTBEATS). */
+  /** Consumers recreated since start because the one before went silent (stream-follower.ts). */
   get consumerRecreations(): number {
-    return this.recreations;
+    return this.follower.consumerRecreations;
   }
 
   /** Stream sequence of the last event applied. */
@@ -323,11 +264,7 @@ export class Projection {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    this.iterator?.stop();
-    // A consumer created meanwhile is stopped by follow() itself (it checks `stopped`).
-    await this.replacing;
-    await this.loop;
+    await this.follower.stop();
     for (const waiter of this.seqWaiters) waiter.resolve();
     this.seqWaiters.clear();
   }

@@ -394,7 +394,7 @@ describe("3-node cluster, R3: history reads while a replica is starved of CPU", 
   // readEvents). Here that replica is real: a follower held to 5 % of a CPU by a cgroup quota while events are written.
   // Before, a read answered by it failed (`internal`, the 404 unhandled), and the fallback was an ordered consumer,
   // which the meta leader may place on that same replica.
-  test("a follower held to 5 % of a CPU under a write load: each history read right after a command has the command's event; some direct reads found that replica behind and were retried", async (t) => {
+  test("a follower held to 5 % of a CPU under a write load, then stopped: each history read right after a command has the command's event (within 5 s); direct reads that found that replica behind or silent were retried", async (t) => {
     const unavailable = cpuQuotaUnavailable();
     if (unavailable) {
       console.log(`# SKIPPED history reads with a starved replica: ${unavailable}`);
@@ -406,6 +406,7 @@ describe("3-node cluster, R3: history reads while a replica is starved of CPU", 
     let service: ServiceProcess | null = null;
     let nc: NatsConnection | null = null;
     let quota: CpuQuota | null = null;
+    let stalledPid = 0;
     let loading = false;
     let load: Promise<number> = Promise.resolve(0);
     try {
@@ -491,12 +492,32 @@ describe("3-node cluster, R3: history reads while a replica is starved of CPU", 
       const retried = logged("direct read incomplete; retrying");
       const fromLeader = logged("direct read completed from the stream leader");
       console.log(`# history with a starved replica (${victim.name}, ${quota.percent} % of a CPU): ${ROUNDS} reads after their commands, ${missing.length} without the command's event; ` +
-        `direct reads retried because the replica was behind: ${retried}; reads completed from the stream leader (after three): ${fromLeader}; consumers created: ${consumerCreates.length}; ` +
+        `direct reads retried because the replica was behind: ${retried}; reads completed from the stream leader: ${fromLeader}; consumers created: ${consumerCreates.length}; ` +
         `direct gets it answered meanwhile: ${answeredByVictim}; its lag ${maxLag} before the reads, ${lagAtEnd} after; ${written} events written meanwhile`);
       assert.deepEqual(missing, []);
       assert.ok(retried > 0, "some direct reads were answered by the starved replica, behind the leader, and retried");
       assert.equal(consumerCreates.length, 0, "a read completes from the stream leader, not with a consumer");
+
+      // The same replica stalled (SIGSTOP): it answers nothing. A read's direct get that goes to it gives up after
+      // 1.5 s (event-store.ts, DIRECT_GET_DEADLINE_MS) and is tried again, within a client's default 5 s.
+      stalledPid = victim.pid;
+      process.kill(stalledPid, "SIGSTOP");
+      const stalledMs: number[] = [];
+      const stalledMissing: string[] = [];
+      for (let round = 1; round <= 12; round++) {
+        const updated = await callOk(nc, "update", { policy_id: id, updated_by: "tester", name: `stalled-${round}` });
+        const version = updated.version as number;
+        const started = Date.now();
+        const tail = await call(nc, "policy.queries.history", { id, from_version: version }, 5_000).catch((err: unknown) => ({ reply: { error: String(err) } as Json }));
+        stalledMs.push(Date.now() - started);
+        const got = ((tail.reply.events ?? []) as Json[]).map((e) => `${e.version}:${e.data.name}`);
+        if (got.join() !== `${version}:stalled-${round}`) stalledMissing.push(`round ${round}: ${JSON.stringify(tail.reply).slice(0, 300)}`);
+      }
+      console.log(`# history with that replica stalled (SIGSTOP): 12 reads, ms: ${stalledMs.join(", ")}; ${stalledMissing.length} without the command's event within 5 s`);
+      assert.deepEqual(stalledMissing, [], "every read answered within a client's default 5 s, with the command's event");
+      assert.ok(stalledMs.some((ms) => ms >= 1_400), `some reads waited for the stalled replica: ${stalledMs.join(", ")}`);
     } finally {
+      if (stalledPid) process.kill(stalledPid, "SIGCONT");
       loading = false;
       await load.catch(() => 0);
       quota?.release();

@@ -70,6 +70,9 @@ export class ConcurrencyError extends Error {
 /** Direct reads of one range before the rest is read from the stream leader (each goes to any replica). */
 const DIRECT_READ_ATTEMPTS = 3;
 
+/** How long one direct-get batch may take before the read counts as incomplete (a replica that does not answer). */
+const DIRECT_GET_DEADLINE_MS = 1500;
+
 /** A direct get's 404 status ("message not found"; the library's own isMessageNotFound covers API errors only). */
 function isDirectGetNotFound(err: unknown): boolean {
   return err instanceof JetStreamError && (err as { code?: unknown }).code === 404;
@@ -139,14 +142,17 @@ export class AggregateReader {
     if (fromSeq > toSeq) return [];
     if (this.opts.readMode === "consumer") return this.readWithConsumer(aggregateId, fromSeq, toSeq);
     // Direct gets are answered by any replica, which may not have applied toSeq yet (a replica that fell behind keeps
-    // answering): retry briefly, then read what is still missing from the stream leader, which has it.
+    // answering): retry briefly, then read what is still missing from the stream leader, which has it; at once when
+    // the replica did not answer at all.
     let longest: StoredEvent[] = [];
     for (let attempt = 0; attempt < DIRECT_READ_ATTEMPTS; attempt++) {
-      const events = await this.readDirect(aggregateId, fromSeq, toSeq);
+      const { events, silent } = await this.readDirect(aggregateId, fromSeq, toSeq);
       if (events.length > 0 && events[events.length - 1]!.seq === toSeq) return events;
       // What a replica has is a prefix of the leader's (one raft log).
       if (events.length > longest.length) longest = events;
-      this.opts.logger.debug({ aggregate_id: aggregateId, to_seq: toSeq, got: events.at(-1)?.seq ?? 0, attempt }, "direct read incomplete; retrying");
+      this.opts.logger.debug({ aggregate_id: aggregateId, to_seq: toSeq, got: events.at(-1)?.seq ?? 0, attempt, silent }, "direct read incomplete; retrying");
+      // A silent replica has already cost DIRECT_GET_DEADLINE_MS; another try may go to it again.
+      if (silent) break;
       if (attempt + 1 < DIRECT_READ_ATTEMPTS) await sleep(20 * (attempt + 1));
     }
     const from = longest.length > 0 ? longest[longest.length - 1]!.seq + 1 : fromSeq;
@@ -172,7 +178,9 @@ export class AggregateReader {
     return out;
   }
 
-  private async readDirect(aggregateId: string, fromSeq: number, toSeq: number): Promise<StoredEvent[]> {
+  /** The events a replica gave; `silent` when it stopped answering (DIRECT_GET_DEADLINE_MS). */
+  private async readDirect(aggregateId: string, fromSeq: number, toSeq: number): Promise<{ events: StoredEvent[]; silent: boolean }> {
+    let silent = false;
     const out: StoredEvent[] = [];
     let next = fromSeq;
     while (next <= toSeq) {
@@ -180,6 +188,9 @@ export class AggregateReader {
       const iter = await this.opts.jsm.direct.getBatch(this.opts.streamName, { seq: next, batch, next_by_subj: aggregateFilter(aggregateId) });
       let got = 0;
       let done = false;
+      // The library waits 5 s for a replica that does not answer (a stalled one): a client's own request (5 s by
+      // default) would time out before the read is tried again.
+      const deadline = setTimeout(() => iter.stop(new TimeoutError()), DIRECT_GET_DEADLINE_MS);
       try {
         for await (const msg of iter) {
           got++;
@@ -190,15 +201,18 @@ export class AggregateReader {
         }
       } catch (err) {
         // A replica that has none of the aggregate's events from `next` on (it has not applied them yet) answers 404
-        // "message not found"; one that is stalled does not answer (the library gives up after 5 s). Either way the
-        // read is incomplete, and readEvents asks again. Before, both failed the read (cluster.test.ts, "history
-        // reads while a replica is starved of CPU": `internal` replies).
-        if (!isDirectGetNotFound(err) && !(err instanceof TimeoutError)) throw err;
+        // "message not found"; one that is stalled does not answer (DIRECT_GET_DEADLINE_MS). Either way the read is
+        // incomplete: readEvents asks again, or (silent) asks the stream leader. Before, both failed the read
+        // (cluster.test.ts, "history reads while a replica is starved of CPU": `internal` replies).
+        if (err instanceof TimeoutError) silent = true;
+        else if (!isDirectGetNotFound(err)) throw err;
+      } finally {
+        clearTimeout(deadline);
       }
       iter.stop();
-      if (done || got === 0) break;
+      if (done || got === 0 || silent) break;
     }
-    return out;
+    return { events: out, silent };
   }
 
   private async readWithConsumer(aggregateId: string, fromSeq: number, toSeq: number): Promise<StoredEvent[]> {

@@ -202,12 +202,7 @@ async function follow(
     logger: {
       info: say,
       warn: say,
-      // Only when the consumer ended by itself (the stream deleted, permissions taken away): nothing more will come.
-      error: (obj, msg) => {
-        say(obj, msg);
-        failed = true;
-        finish();
-      },
+      error: say,
     },
     onMessage: (msg) => {
       if (options.count !== null && seen >= options.count) return;
@@ -230,7 +225,8 @@ async function follow(
   try {
     await follower.start(fromSeq);
     if (!options.json) err(`following events.policy.> on ${streamName} from sequence ${fromSeq} (Ctrl-C to stop)`);
-    await finished;
+    // The follower ends by itself only when its consumer did (the connection closed, the stream deleted).
+    await Promise.race([finished, follower.ended.then(() => { failed = true; })]);
   } finally {
     process.off("SIGINT", finish);
     process.off("SIGTERM", finish);

@@ -6,7 +6,7 @@
 // lib/consumer.js) only re-sends its pulls and asks that same server for the consumer's info, again and again. It
 // recreates the consumer only on "consumer not found" or a sequence gap, so what follows the stream stands still for
 // the whole stall. The projection froze that way (cluster.test.ts, "the projection's consumer on a stalled server"),
-// and so did `ctl events` (ctl.test.ts).
+// and so did `ctl events` (cluster.test.ts, "`ctl events` on a stalled server").
 import { DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
 import { backoffDelay, sleep } from "../../support/backoff.js";
 
@@ -47,9 +47,15 @@ export class StreamFollower {
   private nextSeq = 0;
   private iterator: ConsumerMessages | undefined;
   private loop: Promise<void> | undefined;
+  /** The consumer replaceConsumer stopped: its loop's end is expected. */
+  private retired: ConsumerMessages | undefined;
   /** A consumer being recreated (replaceConsumer), awaited by stop(). */
   private replacing: Promise<void> | undefined;
   private recreations = 0;
+
+  private endedResolve: () => void = () => undefined;
+  /** Resolves when the consumer ended by itself (not after stop() or a recreation): nothing more will be handed on. */
+  readonly ended: Promise<void> = new Promise((resolve) => (this.endedResolve = resolve));
 
   constructor(options: StreamFollowerOptions) {
     this.options = options;
@@ -97,6 +103,9 @@ export class StreamFollower {
       }
     })().catch((err: unknown) => {
       if (!this.stopped) this.options.logger.error({ err }, `${this.options.name} consumer ended unexpectedly`);
+    }).then(() => {
+      // Without stop() or a recreation (the connection closed, or the loop failed): nothing more will come.
+      if (!this.stopped && this.retired !== messages) this.endedResolve();
     });
   }
 
@@ -116,6 +125,7 @@ export class StreamFollower {
     logger.warn({ missed_heartbeats: missed, next_seq: this.nextSeq }, `${name} consumer silent (its server stalled or cut off?): recreating it`);
     // What it had delivered is handed on before its loop ends (the library queues the stop behind it); the new
     // consumer starts after the last message handed on, so nothing is handed on twice or skipped.
+    this.retired = stale;
     stale.stop();
     await this.loop;
     // The meta leader removes its assignment even while its server is silent (that server drops it when it resumes).

@@ -5,7 +5,7 @@ import type { JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstrea
 import { evolve, type AggregateState, type EventEnvelope } from "../../domain/index.js";
 import { omitNullFields, StateCompactor, withNullFields } from "../../support/compact-state.js";
 import { decodeCheckpoint, encodeCheckpoint, encodeCheckpointInSlices, writeCheckpointFile, type CheckpointBody, type CheckpointHeader } from "../../support/checkpoint-file.js";
-import { StreamFollower } from "./stream-follower.js";
+import { StreamFollower, type FollowerLogger } from "./stream-follower.js";
 import { readFile } from "node:fs/promises";
 
 export const EVENT_SUBJECT_FILTER = "events.policy.>";
@@ -19,10 +19,7 @@ export const PROJECTION_PULL_BATCH = 2048;
 /** While catching up, the loop yields to the event loop after this many events, so requests are not starved. */
 const CATCH_UP_YIELD_EVERY = 500;
 
-export interface ProjectionLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
+export interface ProjectionLogger extends FollowerLogger {
   debug(obj: object, msg?: string): void;
 }
 

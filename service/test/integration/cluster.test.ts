@@ -411,7 +411,6 @@ describe("3-node cluster, R3: history reads while a replica is starved of CPU", 
     let load: Promise<number> = Promise.resolve(0);
     try {
       nc = await connect({ servers: node1.url });
-      const jsm = await jetstreamManager(nc, { timeout: 15_000 });
       // The starved replica must be neither the stream's leader (it takes every write) nor the server of the
       // projection's consumer (a consumer there delivers late: every command would wait for its projection), nor
       // node 1, through which the instance and the client talk. The instance is restarted until such a node exists.
@@ -427,7 +426,7 @@ describe("3-node cluster, R3: history reads while a replica is starved of CPU", 
         if (!victim) {
           await service.stop();
           service = null;
-          for await (const c of jsm.consumers.list("POLICY_EVENTS")) await jsm.consumers.delete("POLICY_EVENTS", c.name);
+          await deleteEventConsumers(nc);
         }
       }
       assert.ok(service && victim, "no node other than node 1, the stream leader and the projection's consumer's, 12 times in a row");
@@ -563,6 +562,15 @@ async function eventConsumerHosts(nc: NatsConnection): Promise<string[]> {
   return hosts;
 }
 
+/**
+ * Deletes the stream's consumers: a stopped follower's ordered consumer (an instance's projection, ctl events) would
+ * stay until its inactivity threshold (5 min) and be counted by eventConsumerHosts.
+ */
+async function deleteEventConsumers(nc: NatsConnection): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  for await (const c of jsm.consumers.list("POLICY_EVENTS")) await jsm.consumers.delete("POLICY_EVENTS", c.name);
+}
+
 describe("3-node cluster, R3: the projection's consumer on a stalled server", () => {
   // A server that stalls (a VM paused or starved, a partition that leaves its routes up until their pings fail,
   // minutes later) answers nothing. Its ordered consumer misses heartbeats; the client library then only re-sends its
@@ -589,9 +597,7 @@ describe("3-node cluster, R3: the projection's consumer on a stalled server", ()
         if (host === cluster.servers[0]!.name) {
           await service.stop();
           service = null;
-          // A stopped instance's ordered consumer would stay until its inactivity threshold (5 min).
-          const jsm = await jetstreamManager(nc);
-          for await (const c of jsm.consumers.list("POLICY_EVENTS")) await jsm.consumers.delete("POLICY_EVENTS", c.name);
+          await deleteEventConsumers(nc);
         }
       }
       assert.ok(service, "the projection's consumer was placed on the instance's own node 12 times in a row");
@@ -693,7 +699,7 @@ describe("3-node cluster, R3: `ctl events` on a stalled server", () => {
           started.kill("SIGTERM");
           assert.equal(await exited, 0, "ctl events ends on SIGTERM");
           child = null;
-          for await (const c of jsm.consumers.list("POLICY_EVENTS")) await jsm.consumers.delete("POLICY_EVENTS", c.name);
+          await deleteEventConsumers(nc);
         }
       }
       assert.ok(child, "ctl's consumer was placed on its own node 12 times in a row");

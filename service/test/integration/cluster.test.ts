@@ -530,6 +530,112 @@ describe("3-node cluster, R3: history reads while a replica is starved of CPU", 
   });
 });
 
+describe("3-node cluster, R3: remembered refusals while a replica of the command records is starved of CPU", () => {
+  // A refusal stores no event: its retry is answered from the record written to the COMMANDS bucket before the
+  // reply (step 2, docs/concurrency.md). Direct gets of that bucket are answered by any replica, also one that has
+  // fallen behind (see the history test above for why a starved replica keeps answering them), and a replica without
+  // the record made the retry be decided again: after the policy had been created meanwhile, the retry of a refused
+  // `approve` was approved and stored an event (12 of 30 retries, measured 2026-12-08 with this setup).
+  test("a follower of the COMMANDS bucket held to 5 % of a CPU under a write load: each retry of a refused command gets the original refusal and stores nothing", async (t) => {
+    const unavailable = cpuQuotaUnavailable();
+    if (unavailable) {
+      console.log(`# SKIPPED remembered refusals with a starved replica: ${unavailable}`);
+      t.skip(unavailable);
+      return;
+    }
+    const COMMANDS_STREAM = "KV_POLICY_EVENTS_COMMANDS";
+    const cluster = await startCluster(3);
+    const node1 = cluster.servers[0]!;
+    let service: ServiceProcess | null = null;
+    let nc: NatsConnection | null = null;
+    let quota: CpuQuota | null = null;
+    let loading = false;
+    let load: Promise<number> = Promise.resolve(0);
+    try {
+      nc = await connect({ servers: node1.url });
+      service = startService({ NATS_URL: node1.url, STREAM_REPLICAS: "3", LOG_LEVEL: "info" });
+      await service.ready(45_000);
+      await callOk(nc, "create", policyBody()); // the projection's consumer exists once an event is applied
+      // The starved replica is neither node 1 (the instance's and the client's), nor the projection consumer's
+      // server, nor the leader of either stream (each takes writes the commands wait for): those leaders are moved.
+      const consumerHosts = await eventConsumerHosts(nc);
+      const victim = cluster.servers.find((s) => s !== node1 && !consumerHosts.includes(s.name));
+      assert.ok(victim, `a node other than node 1 and the consumer's (${consumerHosts.join(", ")})`);
+      for (const stream of ["POLICY_EVENTS", COMMANDS_STREAM]) await moveLeaderOff(nc, stream, victim.name);
+      // It must be answering the bucket's direct gets before it is starved (it joins them once caught up).
+      const victimRecordGets = async (): Promise<number | null> => {
+        const subs = await victim.monitor<Json>("/subsz?subs=1&limit=10000");
+        const mine = ((subs.subscriptions_list as Json[] | undefined) ?? []).filter((x) => (x.subject as string).startsWith(`$JS.API.DIRECT.GET.${COMMANDS_STREAM}`) && x.qgroup === "_sys_");
+        return mine.length > 0 ? mine.reduce((sum, x) => sum + (x.msgs as number), 0) : null;
+      };
+      for (let i = 0; i < 100 && (await victimRecordGets()) === null; i++) await sleep(200);
+      const answeredBefore = await victimRecordGets();
+      assert.notEqual(answeredBefore, null, `${victim.name} answers direct gets of ${COMMANDS_STREAM}`);
+
+      quota = limitCpu(victim.pid, 5);
+      // The write load: filler records in the bucket, 500 puts in flight, until the rounds are done (at most 90 s).
+      const kv = await new Kvm(nc).open("POLICY_EVENTS_COMMANDS"); // bound: its get asks the leader, its put is a publish
+      const jsm = await jetstreamManager(nc);
+      const filler = "x".repeat(200);
+      loading = true;
+      load = (async () => {
+        let written = 0;
+        const until = Date.now() + 90_000;
+        for (let i = 0; loading && i < 2_000 && Date.now() < until; i++) {
+          await Promise.all(Array.from({ length: 500 }, () => kv.put(`load-${randomUUID()}`, filler)));
+          written += 500;
+        }
+        return written;
+      })();
+      const victimLag = async () => (await streamInfo(nc!, COMMANDS_STREAM)).cluster?.replicas?.find((r) => r.name === victim.name)?.lag ?? 0;
+      let maxLag = 0;
+      for (let i = 0; i < 100 && maxLag < 100; i++) {
+        maxLag = Math.max(maxLag, await victimLag());
+        if (maxLag < 100) await sleep(100);
+      }
+      assert.ok(maxLag >= 100, `the starved replica fell behind: lag ${maxLag}`);
+
+      // Each round: approve a policy that does not exist (not_found, remembered), create it, retry the approve.
+      const ROUNDS = 30;
+      const wrong: string[] = [];
+      const storedByRetries: string[] = [];
+      let directMisses = 0;
+      for (let round = 1; round <= ROUNDS; round++) {
+        const policyId = randomUUID();
+        const approve = { policy_id: policyId, approved_by: "tester", command_id: randomUUID() };
+        const first = await call(nc, "approve", approve);
+        assert.equal(first.reply.error?.code, "not_found", `round ${round}: ${JSON.stringify(first.reply)}`);
+        // The control: plain direct gets of the record just written (what the lookups were until the fix), some of
+        // which the starved replica answers without it.
+        for (let k = 0; k < 3; k++) if ((await jsm.direct.getMessage(COMMANDS_STREAM, { last_by_subj: `$KV.POLICY_EVENTS_COMMANDS.${approve.command_id}` })) === null) directMisses++;
+        await callOk(nc, "create", policyBody({ policy_id: policyId }));
+        const retry = await call(nc, "approve", approve);
+        if (JSON.stringify(retry.reply) !== JSON.stringify(first.reply)) {
+          wrong.push(`round ${round}: ${JSON.stringify(retry.reply).slice(0, 200)}`);
+          if (retry.reply.ok) storedByRetries.push(policyId);
+        }
+      }
+      const lagAtEnd = await victimLag();
+      loading = false;
+      const written = await load;
+      quota.release();
+      const answeredByVictim = ((await victimRecordGets()) ?? 0) - answeredBefore!;
+      console.log(`# remembered refusals with a starved replica (${victim.name}, ${quota.percent} % of a CPU): ${ROUNDS} retries, ${wrong.length} not the original refusal ` +
+        `(${storedByRetries.length} stored an event); direct gets of a record right after its reply that found none: ${directMisses} of ${3 * ROUNDS}; ` +
+        `its lag ${maxLag} before the rounds, ${lagAtEnd} after; direct gets of the bucket it answered meanwhile: ${answeredByVictim}; ${written} filler records written`);
+      assert.deepEqual(wrong, [], "every retry of a refused command gets the original refusal");
+      assert.ok(directMisses > 0, "the starved replica answered direct gets without records the leader had (else this run shows nothing)");
+    } finally {
+      loading = false;
+      await load.catch(() => 0);
+      quota?.release();
+      await nc?.close().catch(() => undefined);
+      await service?.stop();
+      await cluster.stop();
+    }
+  });
+});
+
 describe("3-node cluster, R3: history through another instance", () => {
   // A request is handed to any member of the queue group, whichever node its client is on (nats-server prefers local
   // members only for messages that arrive over a route): each history read after a command is answered by an
@@ -569,6 +675,17 @@ async function eventConsumerHosts(nc: NatsConnection): Promise<string[]> {
 async function deleteEventConsumers(nc: NatsConnection): Promise<void> {
   const jsm = await jetstreamManager(nc);
   for await (const c of jsm.consumers.list("POLICY_EVENTS")) await jsm.consumers.delete("POLICY_EVENTS", c.name);
+}
+
+/** Asks `stream`'s leader to step down until it is not on `serverName` (a stepdown elects another replica). */
+async function moveLeaderOff(nc: NatsConnection, stream: string, serverName: string): Promise<void> {
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const leader = ((await waitReplicasCurrent(nc, stream)) as Json).cluster.leader as string;
+    if (leader !== serverName) return;
+    await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${stream}`, "", { timeout: 5_000 }).catch(() => undefined);
+    await sleep(500);
+  }
+  assert.fail(`${stream}'s leader stayed on ${serverName} after 10 stepdowns`);
 }
 
 describe("3-node cluster, R3: the projection's consumer on a stalled server", () => {

@@ -207,11 +207,12 @@ describe("one writer per contended aggregate: three instances, the documented pe
   });
 });
 
-describe("a service user on the permissions of 0.9.0 (no policy.internal.commands.>, no batched record gets)", () => {
+describe("a service user on the permissions of 0.9.0 (no policy.internal.commands.>, no batched record gets, no record gets from the leader)", () => {
   const documented = () => documentedPermissionsText("service");
   const before010 = () => {
-    const text = documented().replace(/^\s*"policy\.internal\.commands\.>"\n/gm, "").replace(/^\s*"\$JS\.API\.DIRECT\.GET\.KV_POLICY_EVENTS_COMMANDS"\n/m, "");
-    assert.equal(text.split("\n").length, documented().split("\n").length - 3, "docs/security.md lists policy.internal.commands.> (publish, subscribe) and the bucket's batched get");
+    const text = documented().replace(/^\s*"policy\.internal\.commands\.>"\n/gm, "").replace(/^\s*"\$JS\.API\.DIRECT\.GET\.KV_POLICY_EVENTS_COMMANDS"\n/m, "")
+      .replace(/^\s*"\$JS\.API\.STREAM\.MSG\.GET\.KV_POLICY_EVENTS_COMMANDS"\n/m, "");
+    assert.equal(text.split("\n").length, documented().split("\n").length - 4, "docs/security.md lists policy.internal.commands.> (publish, subscribe), the bucket's batched get and its STREAM.MSG.GET");
     return text;
   };
   const { state } = threeInstances(before010);

@@ -1,16 +1,22 @@
 // Issue 12: step 2's command-id record lookups (docs/concurrency.md) of one event-loop turn go out as one
-// `multi_last` direct get. Real parts: a nats-server, a KV bucket written through the KV client, and the service
-// answering retries of remembered refusals that arrive together.
+// `multi_last` direct get (one replica); on a replicated bucket each asks the bucket's stream leader. Real parts: a
+// nats-server, a KV bucket written through the KV client, the documented service user's permissions, and the service
+// answering retries of remembered refusals that arrive together. (At R3 with a replica behind: cluster.test.ts.)
 import { after, before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { BatchedRecordLookup } from "../../src/adapters/nats/record-lookup.js";
 import { requestEnded, requestStarted } from "../../src/adapters/nats/write-batch.js";
 import { isTransient } from "../../src/support/transient.js";
 import { startNatsServer, type NatsServer } from "../helpers/nats.js";
 import { call, callOk, policyBody, readAllEvents, singleNode, type Json } from "../helpers/client.js";
+import { documentedPermissionsText, serviceAndTesterAuthorization } from "../helpers/permissions.js";
 
 /** Messages a connection (by name) has sent to the server: its requests. */
 async function sentBy(server: NatsServer, name: string): Promise<number> {
@@ -22,11 +28,13 @@ describe("BatchedRecordLookup against a real bucket", () => {
   let server: NatsServer | undefined;
   let nc: NatsConnection | undefined;
   let kv: KV | undefined;
+  let jsm: JetStreamManager | undefined;
   const NAME = "record-lookup-test";
 
   before(async () => {
     server = await startNatsServer();
     nc = await connect({ servers: server.url, name: NAME });
+    jsm = await jetstreamManager(nc);
     kv = await new Kvm(nc).create("LOOKUP_TEST", { history: 1, ttl: 120_000 });
     await kv.put("a", JSON.stringify({ n: 1 }));
     await kv.put("a", JSON.stringify({ n: 2 })); // the last value is the record
@@ -40,7 +48,7 @@ describe("BatchedRecordLookup against a real bucket", () => {
   });
 
   test("the lookups of one turn are one request, each answered with its own record, a deleted or missing key with none or its marker", async () => {
-    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, bucket: "LOOKUP_TEST", timeoutMs: 3000 });
+    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, jsm: jsm!, replicated: false, bucket: "LOOKUP_TEST", timeoutMs: 3000 });
     const before = await sentBy(server!, NAME);
     // As the service's request loop does while several requests are in flight: their writes wait for the turn's end.
     requestStarted();
@@ -66,7 +74,7 @@ describe("BatchedRecordLookup against a real bucket", () => {
   });
 
   test("a lookup alone in flight is the bucket's plain get", async () => {
-    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, bucket: "LOOKUP_TEST", timeoutMs: 3000 });
+    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, jsm: jsm!, replicated: false, bucket: "LOOKUP_TEST", timeoutMs: 3000 });
     const found = await lookup.get("b");
     assert.deepEqual(found?.json(), { n: 3 });
     assert.equal(await lookup.get("missing"), null);
@@ -74,7 +82,7 @@ describe("BatchedRecordLookup against a real bucket", () => {
   });
 
   test("when none of the keys has a record, every lookup answers null", async () => {
-    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, bucket: "LOOKUP_TEST", timeoutMs: 3000 });
+    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, jsm: jsm!, replicated: false, bucket: "LOOKUP_TEST", timeoutMs: 3000 });
     requestStarted();
     requestStarted();
     try {
@@ -87,7 +95,7 @@ describe("BatchedRecordLookup against a real bucket", () => {
   });
 
   test("a bucket nobody serves fails the batch with a transient error (retried within the command's deadline)", async () => {
-    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, bucket: "NO_SUCH_BUCKET", timeoutMs: 3000 });
+    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, jsm: jsm!, replicated: false, bucket: "NO_SUCH_BUCKET", timeoutMs: 3000 });
     requestStarted();
     requestStarted();
     let outcomes;
@@ -104,7 +112,7 @@ describe("BatchedRecordLookup against a real bucket", () => {
   });
 
   test("more keys than one request holds are split over several requests of the turn", async () => {
-    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, bucket: "LOOKUP_TEST", timeoutMs: 3000, maxKeys: 2 });
+    const lookup = new BatchedRecordLookup({ nc: nc!, kv: kv!, jsm: jsm!, replicated: false, bucket: "LOOKUP_TEST", timeoutMs: 3000, maxKeys: 2 });
     requestStarted();
     requestStarted();
     let results;
@@ -117,6 +125,99 @@ describe("BatchedRecordLookup against a real bucket", () => {
     assert.deepEqual(lookup.counters, { requests: 2, keys: 4 });
     assert.deepEqual(results.map((r) => (r ? [r.operation, r.length > 0 ? r.json() : null] : null)),
       [["PUT", { n: 2 }], ["PUT", { n: 3 }], null, ["DEL", null], ["PUT", { n: 3 }]]);
+  });
+});
+
+describe("BatchedRecordLookup on a replicated bucket: each lookup asks the bucket's stream leader", () => {
+  // One server: its replica is the leader, which is what the requests are checked against. That a replica behind
+  // the leader no longer answers a lookup is cluster.test.ts's ("remembered refusals ... starved of CPU").
+  let dir = "";
+  let server: NatsServer | undefined;
+  let tester: NatsConnection | undefined;
+  const serviceUsers: NatsConnection[] = [];
+  const BUCKET = "POLICY_EVENTS_COMMANDS"; // the name docs/security.md's permissions are written for
+  const permissions = () => documentedPermissionsText("service");
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "record-lookup-"));
+    server = await startNatsServer({ extraConfig: [`log_file: "${join(dir, "nats.log")}"`, ...serviceAndTesterAuthorization(permissions())].join("\n") });
+    tester = await connect({ servers: server.url, user: "tester", pass: "tester-secret" });
+    const kv = await new Kvm(tester).create(BUCKET, { history: 1, ttl: 120_000 });
+    await kv.put("a", JSON.stringify({ n: 1 }));
+    await kv.put("a", JSON.stringify({ n: 2 }));
+    await kv.put("gone", JSON.stringify({ n: 3 }));
+    await kv.delete("gone");
+  });
+  after(async () => {
+    for (const c of serviceUsers) await c.close().catch(() => undefined);
+    await tester?.close();
+    await server?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A lookup on a connection of the service user, holding `servicePermissions` (a conf block). */
+  async function lookupAs(servicePermissions: string): Promise<BatchedRecordLookup> {
+    const user = await connect({ servers: server!.url, user: "policy-service", pass: "service-secret" });
+    serviceUsers.push(user);
+    const kv = await new Kvm(user).open(BUCKET);
+    return new BatchedRecordLookup({ nc: user, kv, jsm: await jetstreamManager(user, { checkAPI: false }), replicated: true, bucket: BUCKET, timeoutMs: 3000 });
+  }
+
+  test("with the documented permissions: the probe finds the leader answering, and every lookup is one STREAM.MSG.GET, none a direct get", async () => {
+    const lookup = await lookupAs(permissions());
+    assert.deepEqual(await lookup.probe(1_000), { leader: true, batching: false });
+    const asked = { leader: 0, direct: 0 };
+    const watch = [
+      tester!.subscribe(`$JS.API.STREAM.MSG.GET.KV_${BUCKET}`, { callback: () => { asked.leader++; } }),
+      tester!.subscribe(`$JS.API.DIRECT.GET.KV_${BUCKET}.>`, { callback: () => { asked.direct++; } }),
+      tester!.subscribe(`$JS.API.DIRECT.GET.KV_${BUCKET}`, { callback: () => { asked.direct++; } }),
+    ];
+    await tester!.flush();
+    requestStarted();
+    requestStarted();
+    let results;
+    try {
+      results = await Promise.all(["a", "missing", "gone", "a"].map((k) => lookup.get(k)));
+    } finally {
+      requestEnded();
+      requestEnded();
+    }
+    await tester!.flush();
+    for (const w of watch) w.unsubscribe();
+    const [a, missing, gone, aAgain] = results;
+    assert.deepEqual(a?.json(), { n: 2 }, "the key's last record");
+    assert.equal(aAgain, a, "two lookups of one key in a turn share its answer");
+    assert.equal(missing, null);
+    assert.equal(gone?.operation, "DEL", "a deleted key reads as its delete marker");
+    assert.equal(gone?.length, 0);
+    assert.deepEqual(lookup.counters, { requests: 3, keys: 3 }, "one request per distinct key");
+    assert.deepEqual(asked, { leader: 3, direct: 0 });
+  });
+
+  test("without the documented line for it: the probe says the leader did not answer, and lookups read from any replica, batched", async () => {
+    const line = /^\s*"\$JS\.API\.STREAM\.MSG\.GET\.KV_POLICY_EVENTS_COMMANDS"\n/m;
+    assert.match(permissions(), line, "docs/security.md allows the bucket's STREAM.MSG.GET");
+    // A second server: nats-server reads the permissions once, at start-up.
+    const older = await startNatsServer({ extraConfig: serviceAndTesterAuthorization(permissions().replace(line, "")).join("\n") });
+    const user = await connect({ servers: older.url, user: "policy-service", pass: "service-secret" });
+    try {
+      const kv = await new Kvm(user).create(BUCKET, { history: 1, ttl: 120_000 });
+      await kv.put("a", JSON.stringify({ n: 1 }));
+      const lookup = new BatchedRecordLookup({ nc: user, kv, jsm: await jetstreamManager(user, { checkAPI: false }), replicated: true, bucket: BUCKET, timeoutMs: 3000 });
+      const probed = await lookup.probe(1_000);
+      assert.equal(probed.leader, false);
+      assert.ok(probed.leaderError, "with the reason");
+      assert.equal(probed.batching, true);
+      assert.deepEqual((await lookup.get("a"))?.json(), { n: 1 }, "read from a replica");
+    } finally {
+      await user.close();
+      await older.stop();
+    }
+  });
+
+  test("the lookups never needed a permission docs/security.md does not grant (besides the probe refused above, on its own server)", () => {
+    const violations = readFileSync(join(dir, "nats.log"), "utf8").split("\n").filter((l) => /(Publish|Subscription|Permissions) Violation/i.test(l));
+    assert.deepEqual(violations, []);
   });
 });
 

@@ -1,8 +1,12 @@
-// The command-id records of pipeline step 2 (docs/concurrency.md), looked up in batches: the lookups of the commands
-// that arrive together (one socket read, one event-loop turn) go out as ONE direct get of the last message on each
-// key's subject (`multi_last`, nats-server ≥ 2.11), not one request per command. A command with a `command_id` cost
-// a lookup, a publish and a reply; at 64 in flight the lookups were a third of the messages the instance sent.
-import { createInbox, errors as natsErrors, nuid, type Msg, type NatsConnection } from "@nats-io/nats-core";
+// The command-id records of pipeline step 2 (docs/concurrency.md). On a replicated bucket every lookup asks the
+// bucket's stream leader (STREAM.MSG.GET, last_by_subj): a direct get is answered by any replica, also one that has
+// fallen behind, and a replica without the record of a refusal made its retry be decided again (stored an event
+// where the original reply was a refusal; cluster.test.ts, "remembered refusals while a replica ... is starved").
+// On one replica (R1) that replica is the leader: the lookups of the commands that arrive together (one socket read,
+// one event-loop turn) go out as ONE direct get of the last message on each key's subject (`multi_last`,
+// nats-server ≥ 2.11), not one request per command.
+import { createInbox, errors as natsErrors, nuid, type Msg, type MsgHdrs, type NatsConnection } from "@nats-io/nats-core";
+import type { JetStreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { batchedWrite } from "./write-batch.js";
 
@@ -22,6 +26,10 @@ export interface BatchedRecordLookupOptions {
   /** The bucket: a lookup alone in its turn is its plain `get` (one request, one reply, as before). */
   kv: KV;
   bucket: string;
+  /** Asks the bucket's stream leader (STREAM.MSG.GET) when `replicated`. */
+  jsm: JetStreamManager;
+  /** Whether the bucket has more than one replica: then every lookup goes to its leader (once probe() found it allowed). */
+  replicated: boolean;
   timeoutMs: number;
   /** Most keys in one request (the rest go in further requests of the same turn). */
   maxKeys?: number;
@@ -34,10 +42,9 @@ interface Waiter {
 
 const UTF8 = new TextDecoder();
 
-/** A direct-get reply as a record entry: KV-Operation DEL or PURGE marks a deleted key, as KV's get reads it. */
-function entryOf(msg: Msg): RecordEntry {
-  const op = msg.headers?.get("KV-Operation");
-  const data = msg.data;
+/** A stored record as an entry: KV-Operation DEL or PURGE marks a deleted key, as KV's get reads it. */
+function entryOf(headers: MsgHdrs | undefined, data: Uint8Array): RecordEntry {
+  const op = headers?.get("KV-Operation");
   return {
     operation: op === "DEL" || op === "PURGE" ? op : "PUT",
     length: data.length,
@@ -54,6 +61,8 @@ export class BatchedRecordLookup implements RecordLookup {
   readonly counters = { requests: 0, keys: 0 };
   /** Whether several keys go in one request; off once probe() found the server refusing them (every key its own get). */
   private batching = true;
+  /** Whether each key is asked of the stream leader (replicated buckets, once probe() found that allowed). */
+  private fromLeader: boolean;
 
   private readonly inbox: string;
   private readonly inFlight = new Map<string, (msg: Msg) => void>();
@@ -61,6 +70,7 @@ export class BatchedRecordLookup implements RecordLookup {
 
   constructor(opts: BatchedRecordLookupOptions) {
     this.opts = { maxKeys: 256, ...opts };
+    this.fromLeader = opts.replicated;
     this.subjectPrefix = `$KV.${opts.bucket}.`;
     this.inbox = createInbox(); // under _INBOX., which the service user may subscribe to (docs/security.md)
     opts.nc.subscribe(`${this.inbox}.*`, {
@@ -85,19 +95,34 @@ export class BatchedRecordLookup implements RecordLookup {
   }
 
   /**
-   * Sends one batched get of two keys that do not exist. A batch is a request on `$JS.API.DIRECT.GET.KV_<bucket>`,
-   * which a service user needs permission for besides `$JS.API.DIRECT.GET.KV_<bucket>.>` (the permissions block of
-   * docs/security.md has it since 0.10); the server drops a refused publish silently, so without it every batched
-   * lookup would wait out its timeout. No answer: batching stays off (one get per key, as before batching).
+   * Checks, once at start-up, that this user may ask what each lookup asks (the server drops a refused publish
+   * silently, so without the permission every lookup would wait out its timeout). On a replicated bucket: one
+   * STREAM.MSG.GET of a key that does not exist, which the permissions block of docs/security.md allows since 0.10.
+   * Without it, lookups read from any replica, as before (`leader: false`, with the error), batched if allowed. The
+   * batched get: two keys that do not exist, on `$JS.API.DIRECT.GET.KV_<bucket>` (besides `…KV_<bucket>.>`); no
+   * answer: batching stays off (one get per key, as before batching).
    */
-  async probe(timeoutMs: number): Promise<{ batching: boolean; error?: unknown }> {
+  async probe(timeoutMs: number): Promise<{ leader: boolean; leaderError?: unknown; batching: boolean; error?: unknown }> {
+    let leaderError: unknown;
+    if (this.opts.replicated) {
+      try {
+        // Any JetStream answer will do (here "no message found"): the user may ask, the leader answers.
+        await this.opts.nc.request(`$JS.API.STREAM.MSG.GET.KV_${this.opts.bucket}`, JSON.stringify({ last_by_subj: `${this.subjectPrefix}probe-${nuid.next()}` }), { timeout: timeoutMs });
+        this.fromLeader = true;
+        return { leader: true, batching: false };
+      } catch (error) {
+        this.fromLeader = false;
+        leaderError = error;
+      }
+    }
+    const leader = { leader: false, ...(leaderError === undefined ? {} : { leaderError }) };
     try {
       await this.lastOf([`probe-${nuid.next()}`, `probe-${nuid.next()}`], timeoutMs);
       this.batching = true;
-      return { batching: true };
+      return { ...leader, batching: true };
     } catch (error) {
       this.batching = false;
-      return { batching: false, error };
+      return { ...leader, batching: false, error };
     }
   }
 
@@ -106,8 +131,8 @@ export class BatchedRecordLookup implements RecordLookup {
     const batch = this.pending;
     this.pending = new Map();
     const keys = [...batch.keys()];
-    // Without batching (probe), every key is a chunk of its own: its plain `get`.
-    const chunkSize = this.batching ? this.opts.maxKeys : 1;
+    // From the leader, or without batching (probe), every key is a chunk of its own.
+    const chunkSize = this.batching && !this.fromLeader ? this.opts.maxKeys : 1;
     for (let i = 0; i < keys.length; i += chunkSize) {
       const chunk = keys.slice(i, i + chunkSize);
       const settle = (found: Map<string, RecordEntry>) => {
@@ -118,12 +143,20 @@ export class BatchedRecordLookup implements RecordLookup {
       };
       this.counters.requests++;
       this.counters.keys += chunk.length;
-      if (chunk.length === 1) {
+      if (this.fromLeader) {
+        this.fromStreamLeader(chunk[0]!).then((entry) => settle(entry ? new Map([[chunk[0]!, entry]]) : new Map()), fail);
+      } else if (chunk.length === 1) {
         this.opts.kv.get(chunk[0]!).then((entry) => settle(entry ? new Map([[chunk[0]!, entry]]) : new Map()), fail);
       } else {
         this.lastOf(chunk).then(settle, fail);
       }
     }
+  }
+
+  /** The key's last record on the bucket's stream leader (read-after-write): null when it has none. */
+  private async fromStreamLeader(key: string): Promise<RecordEntry | null> {
+    const msg = await this.opts.jsm.streams.getMessage(`KV_${this.opts.bucket}`, { last_by_subj: this.subjectPrefix + key });
+    return msg ? entryOf(msg.header, msg.data) : null;
   }
 
   /**
@@ -143,7 +176,7 @@ export class BatchedRecordLookup implements RecordLookup {
         const code = msg.headers?.code ?? 0;
         if (code === 0) {
           const subject = msg.headers?.get("Nats-Subject") ?? "";
-          if (subject.startsWith(this.subjectPrefix)) found.set(subject.slice(this.subjectPrefix.length), entryOf(msg));
+          if (subject.startsWith(this.subjectPrefix)) found.set(subject.slice(this.subjectPrefix.length), entryOf(msg.headers, msg.data));
           return;
         }
         clearTimeout(timer);

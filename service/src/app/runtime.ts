@@ -164,7 +164,7 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
     const feedJsm = await jetstreamManager(feedNc, { checkAPI: false });
     const projection = new Projection({ js: jetstream(feedNc), jsm: feedJsm, streamName: config.streamName, logger: componentLogger(logger, "projection"), commandWindowMs: commandsTtlMs(config),
       ...(config.checkpointPath ? { checkpoint: { path: config.checkpointPath, build: buildFingerprint() } } : {}) });
-    const recordLookup = new BatchedRecordLookup({ nc, kv: commandsKv, bucket: config.commandsBucket, jsm: commandJsm, replicated: config.streamReplicas > 1, timeoutMs: JS_TIMEOUT_MS });
+    const recordLookup = new BatchedRecordLookup({ nc, kv: commandsKv, bucket: config.commandsBucket, jsm: commandJsm, replicated: config.streamReplicas > 1, timeoutMs: JS_TIMEOUT_MS, logger: componentLogger(logger, "record-lookup") });
     // Commands on an aggregate that several instances write go to one of them (forward.ts, docs/concurrency.md).
     const forwarder = new CommandForwarder({ nc, streamName: config.streamName, logger: componentLogger(logger, "forward") });
     const commands = new CommandHandler({
@@ -190,7 +190,7 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
       config.commandForwarding === "auto" ? forwarder.start(takeForwarded, PROBE_TIMEOUT_MS) : undefined,
     ]);
     if (lookupProbe.leaderError !== undefined) {
-      log.warn({ err: lookupProbe.leaderError, subject: `$JS.API.STREAM.MSG.GET.KV_${config.commandsBucket}` }, "command-record lookups unanswered by the bucket's leader (is this subject allowed? docs/security.md): read from any replica, so a retried refusal can be decided again while one is behind");
+      log.warn({ err: lookupProbe.leaderError, subject: `$JS.API.STREAM.MSG.GET.KV_${config.commandsBucket}` }, "command-record lookups unanswered by the bucket's leader (is this subject allowed? docs/security.md): misses are not checked against it, so a retried refusal can be decided again while a replica is behind");
     }
     if (!lookupProbe.leader && !lookupProbe.batching) {
       log.warn({ err: lookupProbe.error, subject: `$JS.API.DIRECT.GET.KV_${config.commandsBucket}` }, "batched command-record lookups unanswered (is this subject allowed? docs/security.md): one lookup per command");

@@ -60,7 +60,7 @@ describe("BatchedRecordLookup against a real bucket", () => {
       requestEnded();
       requestEnded();
     }
-    assert.deepEqual(lookup.counters, { requests: 1, keys: 5 }, "five distinct keys, one request");
+    assert.deepEqual(lookup.counters, { requests: 1, keys: 5, behind: 0, fromLeader: 0 }, "five distinct keys, one request");
     assert.equal((await sentBy(server!, NAME)) - before, 1, "the server saw one request from this connection");
     const [a, missing, b, gone, aAgain, otherMissing] = results;
     assert.equal(a?.operation, "PUT");
@@ -78,7 +78,7 @@ describe("BatchedRecordLookup against a real bucket", () => {
     const found = await lookup.get("b");
     assert.deepEqual(found?.json(), { n: 3 });
     assert.equal(await lookup.get("missing"), null);
-    assert.deepEqual(lookup.counters, { requests: 2, keys: 2 });
+    assert.deepEqual(lookup.counters, { requests: 2, keys: 2, behind: 0, fromLeader: 0 });
   });
 
   test("when none of the keys has a record, every lookup answers null", async () => {
@@ -91,7 +91,7 @@ describe("BatchedRecordLookup against a real bucket", () => {
       requestEnded();
       requestEnded();
     }
-    assert.deepEqual(lookup.counters, { requests: 1, keys: 3 });
+    assert.deepEqual(lookup.counters, { requests: 1, keys: 3, behind: 0, fromLeader: 0 });
   });
 
   test("a bucket nobody serves fails the batch with a transient error (retried within the command's deadline)", async () => {
@@ -122,15 +122,16 @@ describe("BatchedRecordLookup against a real bucket", () => {
       requestEnded();
       requestEnded();
     }
-    assert.deepEqual(lookup.counters, { requests: 2, keys: 4 });
+    assert.deepEqual(lookup.counters, { requests: 2, keys: 4, behind: 0, fromLeader: 0 });
     assert.deepEqual(results.map((r) => (r ? [r.operation, r.length > 0 ? r.json() : null] : null)),
       [["PUT", { n: 2 }], ["PUT", { n: 3 }], null, ["DEL", null], ["PUT", { n: 3 }]]);
   });
 });
 
-describe("BatchedRecordLookup on a replicated bucket: each lookup asks the bucket's stream leader", () => {
-  // One server: its replica is the leader, which is what the requests are checked against. That a replica behind
-  // the leader no longer answers a lookup is cluster.test.ts's ("remembered refusals ... starved of CPU").
+describe("BatchedRecordLookup on a replicated bucket: misses checked against the bucket's stream leader", () => {
+  // One server: its replica is the leader, so its answers are never behind; what is checked here is what each batch
+  // asks, and the path taken when a replica's answer does not say how far it is. A replica really behind the leader
+  // is cluster.test.ts's ("remembered refusals ... starved of CPU").
   let dir = "";
   let server: NatsServer | undefined;
   let tester: NatsConnection | undefined;
@@ -163,9 +164,8 @@ describe("BatchedRecordLookup on a replicated bucket: each lookup asks the bucke
     return new BatchedRecordLookup({ nc: user, kv, jsm: await jetstreamManager(user, { checkAPI: false }), replicated: true, bucket: BUCKET, timeoutMs: 3000 });
   }
 
-  test("with the documented permissions: the probe finds the leader answering, and every lookup is one STREAM.MSG.GET, none a direct get", async () => {
-    const lookup = await lookupAs(permissions());
-    assert.deepEqual(await lookup.probe(1_000), { leader: true, batching: false });
+  /** The lookups of `keys` as one turn's, and the requests they made: to the leader, and direct gets. */
+  async function turn(lookup: BatchedRecordLookup, keys: string[]) {
     const asked = { leader: 0, direct: 0 };
     const watch = [
       tester!.subscribe(`$JS.API.STREAM.MSG.GET.KV_${BUCKET}`, { callback: () => { asked.leader++; } }),
@@ -177,24 +177,50 @@ describe("BatchedRecordLookup on a replicated bucket: each lookup asks the bucke
     requestStarted();
     let results;
     try {
-      results = await Promise.all(["a", "missing", "gone", "a"].map((k) => lookup.get(k)));
+      results = await Promise.all(keys.map((k) => lookup.get(k)));
     } finally {
       requestEnded();
       requestEnded();
     }
     await tester!.flush();
     for (const w of watch) w.unsubscribe();
-    const [a, missing, gone, aAgain] = results;
+    return { results, asked };
+  }
+
+  test("with the documented permissions: a turn's lookups are one direct get and one request to the leader, together; a replica's misses count once it was at the leader's last record", async () => {
+    const lookup = await lookupAs(permissions());
+    assert.deepEqual(await lookup.probe(1_000), { leader: true, batching: true });
+    const first = await turn(lookup, ["a", "missing", "gone", "a"]);
+    const [a, missing, gone, aAgain] = first.results;
     assert.deepEqual(a?.json(), { n: 2 }, "the key's last record");
     assert.equal(aAgain, a, "two lookups of one key in a turn share its answer");
     assert.equal(missing, null);
     assert.equal(gone?.operation, "DEL", "a deleted key reads as its delete marker");
     assert.equal(gone?.length, 0);
-    assert.deepEqual(lookup.counters, { requests: 3, keys: 3 }, "one request per distinct key");
-    assert.deepEqual(asked, { leader: 3, direct: 0 });
+    assert.deepEqual(first.asked, { leader: 1, direct: 1 }, "the leader's last record, and one multi_last");
+    // None of these keys has a record: the key of the leader's last record, seen by the turn before, goes along, so
+    // that the replica's answer says how far it is.
+    const second = await turn(lookup, ["missing", "other-missing"]);
+    assert.deepEqual(second.results, [null, null]);
+    assert.deepEqual(second.asked, { leader: 1, direct: 1 });
+    assert.deepEqual(lookup.counters, { requests: 2, keys: 5, behind: 0, fromLeader: 0 }, "no miss asked of the leader");
   });
 
-  test("without the documented line for it: the probe says the leader did not answer, and lookups read from any replica, batched", async () => {
+  test("a replica's answer that does not say how far it is (none of the keys found, no record seen before): each miss is asked of the leader", async () => {
+    const lookup = await lookupAs(permissions());
+    await lookup.probe(1_000);
+    const { results, asked } = await turn(lookup, ["x", "a", "y"]);
+    assert.deepEqual(results.map((r) => (r ? r.json() : null)), [null, { n: 2 }, null]);
+    assert.deepEqual(asked, { leader: 1, direct: 1 }, "a found key makes the replica say how far it is");
+    const fresh = await lookupAs(permissions());
+    await fresh.probe(1_000);
+    const alone = await turn(fresh, ["x", "y"]);
+    assert.deepEqual(alone.results, [null, null]);
+    assert.deepEqual(alone.asked, { leader: 3, direct: 1 }, "the leader's last record, one multi_last (404: no position), then both misses of the leader");
+    assert.deepEqual(fresh.counters, { requests: 1, keys: 2, behind: 1, fromLeader: 2 });
+  });
+
+  test("without the documented line for it: the probe says the leader did not answer, and misses are not checked (read from any replica, batched)", async () => {
     const line = /^\s*"\$JS\.API\.STREAM\.MSG\.GET\.KV_POLICY_EVENTS_COMMANDS"\n/m;
     assert.match(permissions(), line, "docs/security.md allows the bucket's STREAM.MSG.GET");
     // A second server: nats-server reads the permissions once, at start-up.
@@ -209,6 +235,7 @@ describe("BatchedRecordLookup on a replicated bucket: each lookup asks the bucke
       assert.ok(probed.leaderError, "with the reason");
       assert.equal(probed.batching, true);
       assert.deepEqual((await lookup.get("a"))?.json(), { n: 1 }, "read from a replica");
+      assert.deepEqual(lookup.counters, { requests: 1, keys: 1, behind: 0, fromLeader: 0 }, "not asked of the leader");
     } finally {
       await user.close();
       await older.stop();

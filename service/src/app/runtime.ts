@@ -192,7 +192,7 @@ export async function startRuntime(config: Config, logger: Logger, options: Star
     if (lookupProbe.leaderError !== undefined) {
       log.warn({ err: lookupProbe.leaderError, subject: `$JS.API.STREAM.MSG.GET.KV_${config.commandsBucket}` }, "command-record lookups unanswered by the bucket's leader (is this subject allowed? docs/security.md): misses are not checked against it, so a retried refusal can be decided again while a replica is behind");
     }
-    if (!lookupProbe.leader && !lookupProbe.batching) {
+    if (!lookupProbe.batching) {
       log.warn({ err: lookupProbe.error, subject: `$JS.API.DIRECT.GET.KV_${config.commandsBucket}` }, "batched command-record lookups unanswered (is this subject allowed? docs/security.md): one lookup per command");
     }
     const service = await MicroService.start(nc, {

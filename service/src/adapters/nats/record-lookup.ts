@@ -24,7 +24,7 @@ export interface RecordLookup {
 
 export interface BatchedRecordLookupOptions {
   nc: NatsConnection;
-  /** The bucket: a lookup alone in its turn is its plain `get` (one request, one reply, as before). */
+  /** The bucket: a lookup alone in its turn is its plain `get` (one request, one reply), unless misses are checked. */
   kv: KV;
   bucket: string;
   /** Asks the bucket's stream leader (STREAM.MSG.GET) when `replicated`. */
@@ -73,7 +73,8 @@ export class BatchedRecordLookup implements RecordLookup {
   private scheduled = false;
   /**
    * Requests sent and keys asked for (the tests read them to see the batching); on a replicated bucket also the
-   * batches whose answering replica was behind the leader (or did not say), whose misses were asked of the leader.
+   * batches whose answering replica was behind the leader (or did not say), and the keys asked of the leader one by
+   * one (those batches' misses, and lone lookups).
    */
   readonly counters = { requests: 0, keys: 0, behind: 0, fromLeader: 0 };
   /** Whether several keys go in one request; off once probe() found the server refusing them (every key its own get). */

@@ -216,8 +216,9 @@ export class BatchedRecordLookup implements RecordLookup {
 
   /**
    * One `multi_last` direct get: a message per key that has a record (a delete marker has an empty body), then a
-   * status: 204 end of batch (with the replica's last sequence, Nats-UpTo-Sequence), or 404 when none has. The replies come to this lookup's own wildcard inbox (one
-   * subscription for the instance's life, a token per request), not to a subscription per request.
+   * status: 204 end of batch (with the replica's last sequence, Nats-UpTo-Sequence), or 404 when none has. The
+   * replies come to this lookup's own wildcard inbox (one subscription for the instance's life, a token per
+   * request), not to a subscription per request.
    */
   private lastOf(keys: string[], timeoutMs = this.opts.timeoutMs): Promise<LastOf> {
     return new Promise((resolve, reject) => {

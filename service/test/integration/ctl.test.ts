@@ -3,6 +3,8 @@ import { after, before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { SERVICE_MAIN, SERVICE_ROOT, startNatsServer, startService, type NatsServer, type ServiceProcess } from "../helpers/nats.js";
 
 type Reply = Record<string, any>;
@@ -138,5 +140,35 @@ describe("policy-service ctl", () => {
     const unknown = await ctl(["frobnicate"]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /usage: policy-service ctl/);
+  });
+});
+
+describe("policy-service ctl events: the stream deleted while it follows", () => {
+  // An operator's `nats stream rm`: its consumer goes with the stream, and ctl cannot recreate it. It used to retry
+  // for ever ("consumer not recreated yet; retrying", every 5 s); a stream created again under the name would start
+  // its sequences anew, so following it from the old position would skip or misplace events.
+  test("it says the stream no longer exists and exits 1", async () => {
+    const own = await startNatsServer();
+    let nc: NatsConnection | undefined;
+    try {
+      nc = await connect({ servers: own.url });
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.add({ name: "POLICY_EVENTS", subjects: ["events.policy.>"] });
+      const following = ctl(["events"], { NATS_URL: own.url }, 30_000);
+      // Deleted once ctl follows (its consumer exists).
+      for (let i = 0; i < 100 && (await jsm.streams.info("POLICY_EVENTS")).state.consumer_count === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal((await jsm.streams.info("POLICY_EVENTS")).state.consumer_count, 1, "ctl's consumer exists");
+      const deletedAt = Date.now();
+      await jsm.streams.delete("POLICY_EVENTS");
+      const { code, stderr } = await following;
+      const afterMs = Date.now() - deletedAt;
+      console.log(`# ctl events, stream deleted: exit ${code} ${afterMs} ms after the delete`);
+      assert.equal(code, 1, stderr);
+      assert.match(stderr, /the stream no longer exists; not following it any more/);
+      assert.ok(afterMs < 20_000, `exited ${afterMs} ms after the delete`);
+    } finally {
+      await nc?.close();
+      await own.stop();
+    }
   });
 });

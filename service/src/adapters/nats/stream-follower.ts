@@ -7,7 +7,7 @@
 // recreates the consumer only on "consumer not found" or a sequence gap, so what follows the stream stands still for
 // the whole stall. The projection froze that way (cluster.test.ts, "the projection's consumer on a stalled server"),
 // and so did `ctl events` (cluster.test.ts, "`ctl events` on a stalled server").
-import { DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
+import { DeliverPolicy, JetStreamApiCodes, JetStreamApiError, type ConsumerMessages, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
 import { backoffDelay, sleep } from "../../support/backoff.js";
 
 /** Pull expiry of a follower's consumer; the server sends heartbeats every half of it while there is nothing new. */
@@ -54,7 +54,10 @@ export class StreamFollower {
   private recreations = 0;
 
   private endedResolve: () => void = () => undefined;
-  /** Resolves when the consumer ended by itself (not after stop() or a recreation): nothing more will be handed on. */
+  /**
+   * Resolves when the consumer ended by itself (not after stop() or a recreation), or could not be recreated because
+   * the stream no longer exists: nothing more will be handed on.
+   */
   readonly ended: Promise<void> = new Promise((resolve) => (this.endedResolve = resolve));
 
   constructor(options: StreamFollowerOptions) {
@@ -137,6 +140,13 @@ export class StreamFollower {
         logger.info({ next_seq: this.nextSeq, attempts: attempt + 1 }, `${name} consumer recreated`);
         return;
       } catch (err) {
+        // The stream is gone (deleted): nothing more will come, and a stream created again under its name starts its
+        // sequences anew, so following it from here would skip or misplace its events.
+        if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
+          logger.error({ err, stream: this.options.streamName, next_seq: this.nextSeq }, `${name}: the stream no longer exists; not following it any more`);
+          this.endedResolve();
+          return;
+        }
         // No meta leader (the silent server may have been it) until the others elect one.
         logger.warn({ err, attempt }, `${name} consumer not recreated yet; retrying`);
         await sleep(backoffDelay(attempt, { initialMs: 250, maxMs: 5000 }));

@@ -17,6 +17,8 @@ export const FOLLOW_PULL_EXPIRES_MS = 5000;
  * server went silent (with the library's default 30 s expiry it would be 30 s).
  */
 export const FOLLOW_MISSED_HEARTBEATS = 2;
+/** Recreations in a row refused with "stream not found" after which the stream is taken as deleted. */
+const STREAM_MISSING_ATTEMPTS = 3;
 
 export interface FollowerLogger {
   info(obj: object, msg?: string): void;
@@ -133,6 +135,7 @@ export class StreamFollower {
     await this.loop;
     // The meta leader removes its assignment even while its server is silent (that server drops it when it resumes).
     deleteConsumer().catch(() => undefined);
+    let streamMissing = 0;
     for (let attempt = 0; !this.stopped; attempt++) {
       try {
         await this.follow();
@@ -141,8 +144,10 @@ export class StreamFollower {
         return;
       } catch (err) {
         // The stream is gone (deleted): nothing more will come, and a stream created again under its name starts its
-        // sequences anew, so following it from here would skip or misplace its events.
-        if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
+        // sequences anew, so following it from here would skip or misplace its events. Said three times in a row
+        // (about a second), not once: a server that has just restarted may not know the stream yet.
+        streamMissing = err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound ? streamMissing + 1 : 0;
+        if (streamMissing >= STREAM_MISSING_ATTEMPTS) {
           logger.error({ err, stream: this.options.streamName, next_seq: this.nextSeq }, `${name}: the stream no longer exists; not following it any more`);
           this.endedResolve();
           return;

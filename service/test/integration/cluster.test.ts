@@ -1,7 +1,7 @@
 // Issue 3: many instances, one truth. Three nats-server nodes on loopback (R3 stream), three service instances
 // each connected to a different node, clients on every node, one node SIGKILLed and restarted mid-run.
 // Also: idempotency across instances, snapshots (and a corrupted one), and the cost of loading a long aggregate.
-import { describe, test } from "node:test";
+import { describe, test, type TestContext } from "node:test";
 import { spawn, type ChildProcess } from "node:child_process";
 import * as assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
@@ -386,6 +386,52 @@ describe("3-node cluster, R3: history read from the replicas", () => {
   });
 });
 
+/** Skips a CPU-quota test where no cgroup controller is usable, printing why; true when skipped. */
+function skippedWithoutCpuQuota(t: TestContext, what: string): boolean {
+  const unavailable = cpuQuotaUnavailable();
+  if (!unavailable) return false;
+  console.log(`# SKIPPED ${what}: ${unavailable}`);
+  t.skip(unavailable);
+  return true;
+}
+
+/** Direct gets of `stream` that `server` has answered (its `_sys_` subscriptions to them); null while it has none. */
+async function directGetsAnswered(server: NatsServer, stream: string): Promise<number | null> {
+  const subject = `$JS.API.DIRECT.GET.${stream}`;
+  const subs = await server.monitor<Json>("/subsz?subs=1&limit=10000");
+  const mine = ((subs.subscriptions_list as Json[] | undefined) ?? [])
+    .filter((x) => (x.subject === subject || (x.subject as string).startsWith(`${subject}.`)) && x.qgroup === "_sys_");
+  return mine.length > 0 ? mine.reduce((sum, x) => sum + (x.msgs as number), 0) : null;
+}
+
+/**
+ * Waits (at most 20 s) until `server` answers `stream`'s direct gets, and returns how many it has answered. A follower
+ * joins them once it is (nearly) caught up, checked every 2 s, and a starved one would not catch up: a CPU quota comes
+ * after this, as for a replica that was healthy until then.
+ */
+async function untilAnsweringDirectGets(server: NatsServer, stream: string): Promise<number> {
+  for (let i = 0; i < 100 && (await directGetsAnswered(server, stream)) === null; i++) await sleep(200);
+  const answered = await directGetsAnswered(server, stream);
+  assert.notEqual(answered, null, `${server.name} answers direct gets of ${stream}`);
+  return answered!;
+}
+
+/** How far `serverName`'s replica of `stream` is behind, as the stream's leader reports it (0 when not listed). */
+async function replicaLag(nc: NatsConnection, stream: string, serverName: string): Promise<number> {
+  return (await streamInfo(nc, stream)).cluster?.replicas?.find((r) => r.name === serverName)?.lag ?? 0;
+}
+
+/** Waits (at most about 10 s) until that replica is 100 entries behind; returns the highest lag seen. */
+async function untilBehind(nc: NatsConnection, stream: string, serverName: string): Promise<number> {
+  let maxLag = 0;
+  for (let i = 0; i < 100 && maxLag < 100; i++) {
+    maxLag = Math.max(maxLag, await replicaLag(nc, stream, serverName));
+    if (maxLag < 100) await sleep(100);
+  }
+  assert.ok(maxLag >= 100, `the starved replica fell behind: lag ${maxLag}`);
+  return maxLag;
+}
+
 describe("3-node cluster, R3: history reads while a replica is starved of CPU", () => {
   // A read's direct gets are answered by any replica: nats-server (v2.14) subscribes a replica to them once it has
   // caught up at its start, and does not unsubscribe it when it falls behind later. A replica starved of CPU (an
@@ -395,12 +441,7 @@ describe("3-node cluster, R3: history reads while a replica is starved of CPU", 
   // Before, a read answered by it failed (`internal`, the 404 unhandled), and the fallback was an ordered consumer,
   // which the meta leader may place on that same replica.
   test("a follower held to 5 % of a CPU under a write load, then stopped: each history read right after a command has the command's event (within 5 s); direct reads that found that replica behind or silent were retried", async (t) => {
-    const unavailable = cpuQuotaUnavailable();
-    if (unavailable) {
-      console.log(`# SKIPPED history reads with a starved replica: ${unavailable}`);
-      t.skip(unavailable);
-      return;
-    }
+    if (skippedWithoutCpuQuota(t, "history reads with a starved replica")) return;
     const cluster = await startCluster(3);
     const node1 = cluster.servers[0]!;
     let service: ServiceProcess | null = null;
@@ -431,16 +472,8 @@ describe("3-node cluster, R3: history reads while a replica is starved of CPU", 
       }
       assert.ok(service && victim, "no node other than node 1, the stream leader and the projection's consumer's, 12 times in a row");
       const id = (await callOk(nc, "create", policyBody())).aggregate_id as string;
-      // A follower joins the direct gets' queue group once it is (nearly) caught up, checked every 2 s, and a starved
-      // one would not catch up: the quota comes after it has joined, as for a replica that was healthy until then.
-      const victimDirectGets = async (): Promise<number | null> => {
-        const subs = await victim.monitor<Json>(`/subsz?subs=1&test=${encodeURIComponent("$JS.API.DIRECT.GET.POLICY_EVENTS")}`);
-        const sub = (subs.subscriptions_list as Json[] | undefined)?.find((x) => x.subject === "$JS.API.DIRECT.GET.POLICY_EVENTS" && x.qgroup === "_sys_");
-        return sub ? (sub.msgs as number) : null;
-      };
-      for (let i = 0; i < 100 && (await victimDirectGets()) === null; i++) await sleep(200);
-      const answeredBefore = await victimDirectGets();
-      assert.notEqual(answeredBefore, null, `${victim.name} answers direct gets`);
+      // The quota comes after it has joined the direct gets (a starved replica would never join them).
+      const answeredBefore = await untilAnsweringDirectGets(victim, "POLICY_EVENTS");
 
       quota = limitCpu(victim.pid, 5);
       // The write load: other aggregates' events, straight to the stream, until the reads are done (at most 60 s or
@@ -456,13 +489,7 @@ describe("3-node cluster, R3: history reads while a replica is starved of CPU", 
         }
         return written;
       })();
-      let maxLag = 0;
-      for (let i = 0; i < 100 && maxLag < 100; i++) {
-        const replica = (await streamInfo(nc, "POLICY_EVENTS")).cluster?.replicas?.find((r) => r.name === victim.name);
-        maxLag = Math.max(maxLag, replica?.lag ?? 0);
-        if (maxLag < 100) await sleep(100);
-      }
-      assert.ok(maxLag >= 100, `the starved replica fell behind: lag ${maxLag}`);
+      const maxLag = await untilBehind(nc, "POLICY_EVENTS", victim.name);
 
       const consumerCreates: string[] = [];
       const watch = nc.subscribe("$JS.API.CONSUMER.CREATE.>", { callback: (_err, msg) => { consumerCreates.push(msg.subject); } });
@@ -484,9 +511,9 @@ describe("3-node cluster, R3: history reads while a replica is starved of CPU", 
       watch.unsubscribe();
       loading = false;
       const written = await load;
-      const lagAtEnd = (await streamInfo(nc, "POLICY_EVENTS")).cluster?.replicas?.find((r) => r.name === victim.name)?.lag ?? 0;
+      const lagAtEnd = await replicaLag(nc, "POLICY_EVENTS", victim.name);
       quota.release();
-      const answeredByVictim = ((await victimDirectGets()) ?? 0) - answeredBefore!;
+      const answeredByVictim = ((await directGetsAnswered(victim, "POLICY_EVENTS")) ?? 0) - answeredBefore;
       const logged = (msg: string) => service!.lines.slice(retriedBefore).filter((l) => l.component === "history" && l.msg === msg).length;
       const retried = logged("direct read incomplete; retrying");
       const fromLeader = logged("direct read completed from the stream leader");
@@ -539,12 +566,7 @@ describe("3-node cluster, R3: remembered refusals while a replica of the command
   // of lookups also asks the bucket's leader for its last record, and trusts a replica's misses only when that
   // replica was at or past it (record-lookup.ts).
   test("a follower of the COMMANDS bucket held to 5 % of a CPU under a write load: each retry of a refused command gets the original refusal and stores nothing", async (t) => {
-    const unavailable = cpuQuotaUnavailable();
-    if (unavailable) {
-      console.log(`# SKIPPED remembered refusals with a starved replica: ${unavailable}`);
-      t.skip(unavailable);
-      return;
-    }
+    if (skippedWithoutCpuQuota(t, "remembered refusals with a starved replica")) return;
     const COMMANDS_STREAM = "KV_POLICY_EVENTS_COMMANDS";
     const cluster = await startCluster(3);
     const node1 = cluster.servers[0]!;
@@ -565,14 +587,7 @@ describe("3-node cluster, R3: remembered refusals while a replica of the command
       assert.ok(victim, `a node other than node 1 and the consumer's (${consumerHosts.join(", ")})`);
       for (const stream of ["POLICY_EVENTS", COMMANDS_STREAM]) await moveLeaderOff(nc, stream, victim.name);
       // It must be answering the bucket's direct gets before it is starved (it joins them once caught up).
-      const victimRecordGets = async (): Promise<number | null> => {
-        const subs = await victim.monitor<Json>("/subsz?subs=1&limit=10000");
-        const mine = ((subs.subscriptions_list as Json[] | undefined) ?? []).filter((x) => (x.subject as string).startsWith(`$JS.API.DIRECT.GET.${COMMANDS_STREAM}`) && x.qgroup === "_sys_");
-        return mine.length > 0 ? mine.reduce((sum, x) => sum + (x.msgs as number), 0) : null;
-      };
-      for (let i = 0; i < 100 && (await victimRecordGets()) === null; i++) await sleep(200);
-      const answeredBefore = await victimRecordGets();
-      assert.notEqual(answeredBefore, null, `${victim.name} answers direct gets of ${COMMANDS_STREAM}`);
+      const answeredBefore = await untilAnsweringDirectGets(victim, COMMANDS_STREAM);
 
       quota = limitCpu(victim.pid, 5);
       // The write load: filler records in the bucket, 500 puts in flight, until the rounds are done (at most 90 s).
@@ -589,13 +604,7 @@ describe("3-node cluster, R3: remembered refusals while a replica of the command
         }
         return written;
       })();
-      const victimLag = async () => (await streamInfo(nc!, COMMANDS_STREAM)).cluster?.replicas?.find((r) => r.name === victim.name)?.lag ?? 0;
-      let maxLag = 0;
-      for (let i = 0; i < 100 && maxLag < 100; i++) {
-        maxLag = Math.max(maxLag, await victimLag());
-        if (maxLag < 100) await sleep(100);
-      }
-      assert.ok(maxLag >= 100, `the starved replica fell behind: lag ${maxLag}`);
+      const maxLag = await untilBehind(nc, COMMANDS_STREAM, victim.name);
 
       const linesBefore = service.lines.length;
       // Each round: approve policies that do not exist (not_found, remembered), create them, retry the approves. The
@@ -624,11 +633,11 @@ describe("3-node cluster, R3: remembered refusals while a replica of the command
           if (retry.reply.ok) storedByRetries.push(approves[k]!.policy_id);
         });
       }
-      const lagAtEnd = await victimLag();
+      const lagAtEnd = await replicaLag(nc, COMMANDS_STREAM, victim.name);
       loading = false;
       const written = await load;
       quota.release();
-      const answeredByVictim = ((await victimRecordGets()) ?? 0) - answeredBefore!;
+      const answeredByVictim = ((await directGetsAnswered(victim, COMMANDS_STREAM)) ?? 0) - answeredBefore;
       const askedLeader = service.lines.slice(linesBefore).filter((l) => l.component === "record-lookup" && l.msg === "command-record lookup answered by a replica behind the bucket's leader; asking the leader").length;
       console.log(`# remembered refusals with a starved replica (${victim.name}, ${quota.percent} % of a CPU): ${RETRIES} retries, ${wrong.length} not the original refusal ` +
         `(${storedByRetries.length} stored an event); direct gets of a record right after its reply that found none: ${directMisses} of ${RETRIES}; ` +
